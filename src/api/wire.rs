@@ -1,0 +1,206 @@
+//! JSON shapes as grpc-gateway writes them: lowerCamelCase, 64-bit integers as strings,
+//! RFC 3339 UTC timestamps, unset and zero fields left out.
+
+use chrono::{DateTime, SecondsFormat};
+use serde::{Serialize, Serializer};
+
+use crate::domain::{Details, FactorState, OtpError, UnixMicros};
+
+/// protojson's Timestamp: 0, 3 or 6 fractional digits, whichever is exact.
+pub fn timestamp(at: UnixMicros) -> String {
+    let Some(time) = DateTime::from_timestamp_micros(at.0) else {
+        return String::new();
+    };
+    let format = match at.0.rem_euclid(1_000_000) {
+        0 => SecondsFormat::Secs,
+        micros if micros % 1_000 == 0 => SecondsFormat::Millis,
+        _ => SecondsFormat::Micros,
+    };
+    time.to_rfc3339_opts(format, true)
+}
+
+fn as_string<S: Serializer>(value: &u64, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.collect_str(value)
+}
+
+fn is_zero(value: &u64) -> bool {
+    *value == 0
+}
+
+#[derive(Serialize, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct DetailsJson {
+    #[serde(serialize_with = "as_string", skip_serializing_if = "is_zero")]
+    pub sequence: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub creation_date: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub change_date: Option<String>,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub resource_owner: String,
+}
+
+impl From<&Details> for DetailsJson {
+    fn from(details: &Details) -> Self {
+        Self {
+            sequence: details.sequence,
+            creation_date: details.creation_date.map(timestamp),
+            change_date: details.change_date.map(timestamp),
+            resource_owner: details.resource_owner.to_string(),
+        }
+    }
+}
+
+/// A response that carries only `details` (Verify, Remove, Unlock, the login check).
+#[derive(Serialize)]
+pub struct DetailsResponse {
+    pub details: DetailsJson,
+}
+
+#[derive(Serialize)]
+pub struct AddOtpResponse {
+    pub url: String,
+    pub secret: String,
+    pub details: DetailsJson,
+}
+
+#[derive(Serialize)]
+pub struct AuthFactorJson {
+    pub state: &'static str,
+    /// The oneof member is written even though its message is empty.
+    pub otp: Empty,
+}
+
+#[derive(Serialize)]
+pub struct Empty {}
+
+#[derive(Serialize)]
+pub struct ListAuthFactorsResponse {
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub result: Vec<AuthFactorJson>,
+}
+
+pub fn auth_factor_state(state: FactorState) -> &'static str {
+    match state {
+        FactorState::NotReady => "AUTH_FACTOR_STATE_NOT_READY",
+        FactorState::Ready => "AUTH_FACTOR_STATE_READY",
+    }
+}
+
+/// `google.rpc.Status` in JSON, with ZITADEL's `ErrorDetail` (and `CredentialsCheckError`).
+#[derive(Serialize)]
+pub struct StatusJson {
+    pub code: i32,
+    pub message: String,
+    pub details: Vec<ErrorDetailJson>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ErrorDetailJson {
+    #[serde(rename = "@type")]
+    pub type_url: &'static str,
+    pub id: &'static str,
+    pub message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failed_attempts: Option<u32>,
+}
+
+impl From<&OtpError> for StatusJson {
+    fn from(err: &OtpError) -> Self {
+        let mut details = vec![ErrorDetailJson {
+            type_url: "type.googleapis.com/zitadel.v1.ErrorDetail",
+            id: err.id(),
+            message: err.to_string(),
+            failed_attempts: None,
+        }];
+        if let OtpError::InvalidCode(Some(attempts)) = err {
+            details.push(ErrorDetailJson {
+                type_url: "type.googleapis.com/zitadel.v1.CredentialsCheckError",
+                id: err.id(),
+                message: format!("{err}; {} attempts remaining", attempts.remaining),
+                failed_attempts: Some(attempts.failed),
+            });
+        }
+        Self {
+            code: err.grpc_code() as i32,
+            message: err.client_message(),
+            details,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::domain::FailedAttempts;
+
+    #[test]
+    fn timestamps_as_protojson() {
+        assert_eq!(
+            timestamp(UnixMicros(1_683_880_200_000_000)),
+            "2023-05-12T08:30:00Z"
+        );
+        assert_eq!(
+            timestamp(UnixMicros(1_683_880_200_123_000)),
+            "2023-05-12T08:30:00.123Z"
+        );
+        assert_eq!(
+            timestamp(UnixMicros(1_683_880_200_123_456)),
+            "2023-05-12T08:30:00.123456Z"
+        );
+    }
+
+    #[test]
+    fn details_leave_out_unset_fields_and_quote_the_sequence() {
+        let details = Details::changed(
+            2,
+            UnixMicros(1_683_880_200_000_000),
+            Arc::from("69629023906488334"),
+        );
+        let json = serde_json::to_value(DetailsJson::from(&details)).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"sequence": "2", "changeDate": "2023-05-12T08:30:00Z", "resourceOwner": "69629023906488334"})
+        );
+    }
+
+    #[test]
+    fn error_shape() {
+        let json = serde_json::to_value(StatusJson::from(&OtpError::InvalidCode(None))).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"code": 3, "message": "Invalid code (EVENT-8isk2)", "details": [
+                {"@type": "type.googleapis.com/zitadel.v1.ErrorDetail", "id": "EVENT-8isk2", "message": "Invalid code"}
+            ]})
+        );
+        let shown = OtpError::InvalidCode(Some(FailedAttempts {
+            failed: 2,
+            remaining: 3,
+        }));
+        let json = serde_json::to_value(StatusJson::from(&shown)).unwrap();
+        assert_eq!(json["details"][1]["failedAttempts"], 2);
+        assert_eq!(
+            json["details"][1]["@type"],
+            "type.googleapis.com/zitadel.v1.CredentialsCheckError"
+        );
+    }
+
+    #[test]
+    fn empty_list_is_an_empty_object_and_oneof_is_written() {
+        let empty = ListAuthFactorsResponse { result: vec![] };
+        assert_eq!(serde_json::to_string(&empty).unwrap(), "{}");
+        let one = ListAuthFactorsResponse {
+            result: vec![AuthFactorJson {
+                state: auth_factor_state(FactorState::Ready),
+                otp: Empty {},
+            }],
+        };
+        assert_eq!(
+            serde_json::to_string(&one).unwrap(),
+            r#"{"result":[{"state":"AUTH_FACTOR_STATE_READY","otp":{}}]}"#
+        );
+    }
+}

@@ -1,0 +1,172 @@
+//! Builds the application from settings: store, key ring, token verifier, actor registry and
+//! the HTTP server on a bound listener. `port()` and `run_until_stopped()` serve tests.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::Arbiter;
+use actix_web::dev::Server;
+use actix_web::{App, HttpServer, web};
+use tracing_actix_web::TracingLogger;
+
+use crate::api::http::{HttpState, routes};
+use crate::auth::{TokenVerifier, VerifierError};
+use crate::clock::{SharedClock, SystemClock};
+use crate::seal::{KeyRing, SealError};
+use crate::settings::{Settings, StoreKind};
+use crate::store::{MemoryStore, RedisStore, SharedStore, StoreError};
+use crate::tenant::{AddressLimiter, Limits, OrgRegistry, OtpPolicy, TenantDeps};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("seal keys: {0}")]
+    Seal(#[from] SealError),
+    #[error("token keys: {0}")]
+    Verifier(#[from] VerifierError),
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    #[error("listening on {0}: {1}")]
+    Bind(String, std::io::Error),
+}
+
+/// Test and embedding hooks: another clock, or a store shared between two instances.
+#[derive(Default)]
+pub struct Overrides {
+    pub clock: Option<SharedClock>,
+    pub store: Option<SharedStore>,
+}
+
+pub struct Application {
+    port: u16,
+    server: Server,
+    registry: Arc<OrgRegistry>,
+    arbiters: Vec<Arbiter>,
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> Result<Self, StartError> {
+        Self::build_with(settings, Overrides::default()).await
+    }
+
+    pub async fn build_with(settings: Settings, overrides: Overrides) -> Result<Self, StartError> {
+        let keys = Arc::new(KeyRing::parse(&settings.seal.keys)?);
+        let verifier = Arc::new(TokenVerifier::from_settings(&settings.auth).await?);
+        let store = match overrides.store {
+            Some(store) => store,
+            None => open_store(&settings)?,
+        };
+        let clock = overrides.clock.unwrap_or_else(|| Arc::new(SystemClock));
+        let limits = Limits::from_settings(&settings.limits);
+        let deps = Arc::new(TenantDeps {
+            store: store.clone(),
+            keys,
+            policy: OtpPolicy {
+                params: settings.totp.params(),
+                skew: settings.totp.skew,
+                issuer: settings.totp.issuer.clone(),
+                lockout: settings.lockout.policy(),
+            },
+            limits,
+            cache_capacity: settings.tenants.cache_capacity,
+        });
+        let cores = std::thread::available_parallelism().map_or(2, usize::from);
+        let arbiters: Vec<Arbiter> = (0..cores).map(|_| Arbiter::new()).collect();
+        let registry = Arc::new(OrgRegistry::new(
+            deps,
+            arbiters.iter().map(Arbiter::handle).collect(),
+            settings.tenants.mailbox_capacity,
+            Duration::from_millis(settings.tenants.call_timeout_ms),
+        ));
+        let address_limiter = AddressLimiter::new(limits.per_address);
+        let state = web::Data::new(HttpState::new(
+            registry.clone(),
+            verifier,
+            store,
+            clock,
+            address_limiter.clone(),
+            &settings,
+        ));
+        let listener = TcpListener::bind(&settings.http.addr)
+            .map_err(|e| StartError::Bind(settings.http.addr.clone(), e))?;
+        let port = listener
+            .local_addr()
+            .map_err(|e| StartError::Bind(settings.http.addr.clone(), e))?
+            .port();
+        let workers = if settings.http.workers == 0 {
+            cores
+        } else {
+            settings.http.workers
+        };
+        let server = HttpServer::new(move || {
+            App::new()
+                .wrap(TracingLogger::default())
+                .app_data(state.clone())
+                .configure(routes)
+        })
+        .workers(workers)
+        .listen(listener)
+        .map_err(|e| StartError::Bind(settings.http.addr.clone(), e))?
+        .run();
+        spawn_housekeeping(
+            registry.clone(),
+            address_limiter,
+            Duration::from_secs(settings.tenants.idle_evict_secs),
+        );
+        Ok(Self {
+            port,
+            server,
+            registry,
+            arbiters,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn registry(&self) -> Arc<OrgRegistry> {
+        self.registry.clone()
+    }
+
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let result = self.server.await;
+        for arbiter in &self.arbiters {
+            arbiter.stop();
+        }
+        result
+    }
+}
+
+fn open_store(settings: &Settings) -> Result<SharedStore, StartError> {
+    Ok(match settings.store.kind {
+        StoreKind::Memory => Arc::new(MemoryStore::new()),
+        StoreKind::Redis => Arc::new(RedisStore::connect(
+            &settings.redis.url,
+            settings.redis.password.as_ref(),
+            &settings.redis.key_prefix,
+            settings.redis.connections,
+            Duration::from_millis(settings.store.timeout_ms),
+        )?),
+    })
+}
+
+/// Evicts idle organization actors and prunes the address limiter, so memory stays bounded.
+fn spawn_housekeeping(registry: Arc<OrgRegistry>, limiter: AddressLimiter, idle: Duration) {
+    let every = (idle / 4).clamp(Duration::from_secs(1), Duration::from_secs(60));
+    actix_rt::spawn(async move {
+        let mut ticks = actix_rt::time::interval(every);
+        loop {
+            ticks.tick().await;
+            let evicted = registry.evict_idle(idle);
+            limiter.prune();
+            if evicted > 0 {
+                tracing::debug!(
+                    evicted,
+                    live = registry.live(),
+                    "evicted idle organization actors"
+                );
+            }
+        }
+    });
+}

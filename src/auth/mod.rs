@@ -1,0 +1,10 @@
+//! Bearer tokens and tenants: who is calling, for which organization, with which roles.
+
+mod caller;
+mod dev;
+mod jwks;
+mod verifier;
+
+pub use caller::Caller;
+pub use dev::{DEV_KEY_ID, mint_dev_token};
+pub use verifier::{TokenVerifier, VerifierError};

@@ -1,0 +1,179 @@
+//! The one error enum of tessera. Every variant has a stable id (ZITADEL's own id where
+//! the contract names one, so clients that match on ids keep working) and a gRPC code.
+//! The HTTP status and `tonic::Status` are derived from the code in `api`, in one place each.
+
+/// The gRPC status codes that tessera answers with (values are the wire numbers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GrpcCode {
+    InvalidArgument = 3,
+    DeadlineExceeded = 4,
+    NotFound = 5,
+    AlreadyExists = 6,
+    PermissionDenied = 7,
+    ResourceExhausted = 8,
+    FailedPrecondition = 9,
+    Unimplemented = 12,
+    Internal = 13,
+    Unavailable = 14,
+    Unauthenticated = 16,
+}
+
+impl GrpcCode {
+    /// The HTTP status grpc-gateway uses for this code (contract section 3).
+    pub const fn http_status(self) -> u16 {
+        match self {
+            Self::InvalidArgument | Self::FailedPrecondition => 400,
+            Self::Unauthenticated => 401,
+            Self::PermissionDenied => 403,
+            Self::NotFound => 404,
+            Self::AlreadyExists => 409,
+            Self::ResourceExhausted => 429,
+            Self::Internal => 500,
+            Self::Unimplemented => 501,
+            Self::Unavailable => 503,
+            Self::DeadlineExceeded => 504,
+        }
+    }
+}
+
+/// What a failed wrong-code attempt tells the caller when the policy shows lockout failures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FailedAttempts {
+    pub failed: u32,
+    /// Attempts left before the factor locks; zero means this failure locked it.
+    pub remaining: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OtpError {
+    #[error("auth header missing")]
+    AuthHeaderMissing,
+    #[error("invalid auth header")]
+    AuthHeaderNotBearer,
+    #[error("invalid token")]
+    TokenInvalid,
+    #[error("No matching permissions found")]
+    PermissionDenied,
+    #[error("code is required and must be at most 200 characters")]
+    CodeLength,
+    #[error("Invalid code")]
+    InvalidCode(Option<FailedAttempts>),
+    #[error("Multifactor OTP (OneTimePassword) doesn't exist")]
+    FactorNotFound,
+    #[error("Multifactor OTP (OneTimePassword) is already set up")]
+    FactorAlreadyReady,
+    #[error("Multifactor OTP (OneTimePassword) already exists")]
+    FactorAlreadyExists,
+    #[error("Multifactor OTP (OneTimePassword) doesn't exist")]
+    RemoveNotFound,
+    #[error("Multifactor OTP (OneTimePassword) is locked")]
+    FactorLocked,
+    #[error("Multifactor OTP (OneTimePassword) isn't ready")]
+    FactorNotReady,
+    #[error("User is not locked")]
+    NotLocked,
+    #[error("Too many requests")]
+    RateLimited { retry_after_secs: u64 },
+    #[error("Service unavailable")]
+    Unavailable,
+    #[error("Request body is not valid JSON")]
+    MalformedBody,
+    #[error("Request body too large")]
+    BodyTooLarge,
+    #[error("Not Found")]
+    RouteNotFound,
+    #[error("Method not allowed")]
+    MethodNotAllowed,
+    #[error("Internal error")]
+    Internal,
+}
+
+impl OtpError {
+    /// The stable id: ZITADEL's where the contract gives one, tessera's own (`TESSERA-…`) otherwise.
+    pub const fn id(&self) -> &'static str {
+        match self {
+            Self::AuthHeaderMissing => "AUTH-hdr0m",
+            Self::AuthHeaderNotBearer => "AUTH-toLo1",
+            Self::TokenInvalid => "AUTH-7fs1e",
+            Self::PermissionDenied => "TESSERA-perm1",
+            Self::CodeLength => "TESSERA-code1",
+            Self::InvalidCode(_) => "EVENT-8isk2",
+            Self::FactorNotFound | Self::FactorNotReady => "COMMAND-3Mif9s",
+            Self::FactorAlreadyReady => "COMMAND-qx4ls",
+            Self::FactorAlreadyExists => "COMMAND-do9se",
+            Self::RemoveNotFound => "COMMAND-Hd9sd",
+            Self::FactorLocked => "COMMAND-SF3fg",
+            Self::NotLocked => "COMMAND-4M0ds",
+            Self::RateLimited { .. } => "TESSERA-rate1",
+            Self::Unavailable => "TESSERA-unav1",
+            Self::MalformedBody => "TESSERA-body1",
+            Self::BodyTooLarge => "TESSERA-body2",
+            Self::RouteNotFound => "TESSERA-route1",
+            Self::MethodNotAllowed => "TESSERA-route2",
+            Self::Internal => "TESSERA-int1",
+        }
+    }
+
+    pub const fn grpc_code(&self) -> GrpcCode {
+        match self {
+            Self::AuthHeaderMissing | Self::AuthHeaderNotBearer | Self::TokenInvalid => {
+                GrpcCode::Unauthenticated
+            }
+            Self::PermissionDenied => GrpcCode::PermissionDenied,
+            Self::CodeLength | Self::InvalidCode(_) | Self::MalformedBody => {
+                GrpcCode::InvalidArgument
+            }
+            Self::FactorNotFound | Self::RemoveNotFound | Self::RouteNotFound => GrpcCode::NotFound,
+            Self::FactorAlreadyReady
+            | Self::FactorLocked
+            | Self::FactorNotReady
+            | Self::NotLocked => GrpcCode::FailedPrecondition,
+            Self::FactorAlreadyExists => GrpcCode::AlreadyExists,
+            Self::RateLimited { .. } | Self::BodyTooLarge => GrpcCode::ResourceExhausted,
+            Self::Unavailable => GrpcCode::Unavailable,
+            Self::MethodNotAllowed => GrpcCode::Unimplemented,
+            Self::Internal => GrpcCode::Internal,
+        }
+    }
+
+    /// The client-facing message: `"<text> (<ID>)"`, as ZITADEL formats it.
+    pub fn client_message(&self) -> String {
+        format!("{self} ({})", self.id())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn contract_ids_and_codes() {
+        let cases = [
+            (OtpError::InvalidCode(None), "EVENT-8isk2", 3),
+            (OtpError::FactorNotFound, "COMMAND-3Mif9s", 5),
+            (OtpError::FactorAlreadyReady, "COMMAND-qx4ls", 9),
+            (OtpError::FactorAlreadyExists, "COMMAND-do9se", 6),
+            (OtpError::RemoveNotFound, "COMMAND-Hd9sd", 5),
+            (OtpError::FactorLocked, "COMMAND-SF3fg", 9),
+            (OtpError::FactorNotReady, "COMMAND-3Mif9s", 9),
+            (OtpError::AuthHeaderNotBearer, "AUTH-toLo1", 16),
+            (OtpError::TokenInvalid, "AUTH-7fs1e", 16),
+        ];
+        for (err, id, code) in cases {
+            assert_eq!(err.id(), id);
+            assert_eq!(err.grpc_code() as i32, code, "{err:?}");
+        }
+        assert_eq!(
+            OtpError::InvalidCode(None).client_message(),
+            "Invalid code (EVENT-8isk2)"
+        );
+    }
+
+    #[test]
+    fn http_statuses_follow_the_contract() {
+        assert_eq!(GrpcCode::FailedPrecondition.http_status(), 400);
+        assert_eq!(GrpcCode::ResourceExhausted.http_status(), 429);
+        assert_eq!(GrpcCode::Unavailable.http_status(), 503);
+        assert_eq!(GrpcCode::AlreadyExists.http_status(), 409);
+    }
+}

@@ -1,0 +1,292 @@
+//! The factor's record and its rules: which state admits which attempt, and the lockout policy.
+//! The store (Lua scripts, memory store) applies exactly these rules atomically.
+
+use super::error::{FailedAttempts, OtpError};
+use super::time::UnixMicros;
+use super::totp::TotpParams;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FactorState {
+    NotReady,
+    Ready,
+}
+
+impl FactorState {
+    /// The compact form kept in the store.
+    pub const fn as_stored(self) -> u8 {
+        match self {
+            Self::NotReady => 1,
+            Self::Ready => 2,
+        }
+    }
+
+    pub const fn from_stored(value: u8) -> Option<Self> {
+        match value {
+            1 => Some(Self::NotReady),
+            2 => Some(Self::Ready),
+            _ => None,
+        }
+    }
+}
+
+/// Why a code is submitted: to confirm an enrollment, or at login.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    Enrollment,
+    Login,
+}
+
+impl Purpose {
+    /// The state a factor must be in for this purpose.
+    pub const fn required_state(self) -> FactorState {
+        match self {
+            Self::Enrollment => FactorState::NotReady,
+            Self::Login => FactorState::Ready,
+        }
+    }
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Enrollment => "enroll",
+            Self::Login => "login",
+        }
+    }
+
+    /// The error for a factor that is absent or in the wrong state (checked before any code).
+    pub const fn state_error(self, actual: Option<FactorState>) -> OtpError {
+        match (self, actual) {
+            (Self::Enrollment, None) => OtpError::FactorNotFound,
+            (Self::Enrollment, Some(_)) => OtpError::FactorAlreadyReady,
+            (Self::Login, _) => OtpError::FactorNotReady,
+        }
+    }
+}
+
+/// A lock set after too many consecutive failures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lock {
+    Until(UnixMicros),
+    UntilUnlocked,
+}
+
+impl Lock {
+    pub fn is_active(self, now: UnixMicros) -> bool {
+        match self {
+            Self::Until(until) => until > now,
+            Self::UntilUnlocked => true,
+        }
+    }
+
+    /// The stored form: `-1` for "until an admin unlocks", else the expiry.
+    pub const fn as_stored(self) -> i64 {
+        match self {
+            Self::Until(until) => until.0,
+            Self::UntilUnlocked => -1,
+        }
+    }
+
+    pub const fn from_stored(value: i64) -> Self {
+        if value < 0 {
+            Self::UntilUnlocked
+        } else {
+            Self::Until(UnixMicros(value))
+        }
+    }
+}
+
+/// Lockout: how many consecutive failures lock a factor, and for how long.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LockoutPolicy {
+    /// 0 means never lock.
+    pub max_attempts: u32,
+    /// 0 means until an admin unlocks.
+    pub lock_duration_micros: i64,
+    /// Whether a wrong-code answer says how many attempts failed and remain.
+    pub show_failures: bool,
+}
+
+impl LockoutPolicy {
+    /// The lock that the `failures`-th consecutive failure sets, if any.
+    pub fn lock_after(&self, failures: u32, now: UnixMicros) -> Option<Lock> {
+        if self.max_attempts == 0 || failures < self.max_attempts {
+            return None;
+        }
+        Some(if self.lock_duration_micros > 0 {
+            Lock::Until(now.saturating_add_micros(self.lock_duration_micros))
+        } else {
+            Lock::UntilUnlocked
+        })
+    }
+
+    /// The answer to a wrong (or replayed) code after `failures` consecutive failures.
+    pub fn invalid_code(&self, failures: u32) -> OtpError {
+        let shown = (self.show_failures && self.max_attempts > 0).then(|| FailedAttempts {
+            failed: failures,
+            remaining: self.max_attempts.saturating_sub(failures),
+        });
+        OtpError::InvalidCode(shown)
+    }
+}
+
+/// Everything the store keeps about one user's OTP factor.
+#[derive(Clone, PartialEq, Eq)]
+pub struct FactorRecord {
+    /// The sequence of the add event: names this enrollment, so a cached copy can be checked.
+    pub factor_id: u64,
+    pub state: FactorState,
+    pub params: TotpParams,
+    /// The AEAD-sealed secret (see `seal`); never the plain secret.
+    pub sealed_secret: Vec<u8>,
+    /// The time step of the last accepted code (replay protection, RFC 6238 5.2).
+    pub last_step: Option<u64>,
+    pub failures: u32,
+    pub lock: Option<Lock>,
+    pub sequence: u64,
+    pub created_at: UnixMicros,
+    pub changed_at: UnixMicros,
+}
+
+impl std::fmt::Debug for FactorRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FactorRecord")
+            .field("factor_id", &self.factor_id)
+            .field("state", &self.state)
+            .field("params", &self.params)
+            .field("last_step", &self.last_step)
+            .field("failures", &self.failures)
+            .field("lock", &self.lock)
+            .field("sequence", &self.sequence)
+            .finish_non_exhaustive()
+    }
+}
+
+impl FactorRecord {
+    pub fn active_lock(&self, now: UnixMicros) -> Option<Lock> {
+        self.lock.filter(|lock| lock.is_active(now))
+    }
+
+    /// May a code be compared for `purpose` at `now`? The state comes first, as in ZITADEL:
+    /// a verify of a READY factor is FAILED_PRECONDITION whatever code it carries.
+    pub fn admit(&self, purpose: Purpose, now: UnixMicros) -> Result<(), OtpError> {
+        if self.state != purpose.required_state() {
+            return Err(purpose.state_error(Some(self.state)));
+        }
+        if self.active_lock(now).is_some() {
+            return Err(OtpError::FactorLocked);
+        }
+        Ok(())
+    }
+}
+
+/// The outcome of an attempt once committed by the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttemptVerdict {
+    Accepted {
+        sequence: u64,
+        changed_at: UnixMicros,
+    },
+    Rejected {
+        failures: u32,
+        lock: Option<Lock>,
+        replayed: bool,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(state: FactorState, lock: Option<Lock>) -> FactorRecord {
+        FactorRecord {
+            factor_id: 1,
+            state,
+            params: TotpParams::default(),
+            sealed_secret: vec![],
+            last_step: None,
+            failures: 0,
+            lock,
+            sequence: 1,
+            created_at: UnixMicros(0),
+            changed_at: UnixMicros(0),
+        }
+    }
+
+    const NOW: UnixMicros = UnixMicros::from_secs(1_700_000_000);
+
+    #[test]
+    fn state_is_checked_before_lock() {
+        let ready_locked = record(FactorState::Ready, Some(Lock::UntilUnlocked));
+        assert_eq!(
+            ready_locked.admit(Purpose::Enrollment, NOW),
+            Err(OtpError::FactorAlreadyReady)
+        );
+        assert_eq!(
+            ready_locked.admit(Purpose::Login, NOW),
+            Err(OtpError::FactorLocked)
+        );
+        let not_ready = record(FactorState::NotReady, None);
+        assert_eq!(
+            not_ready.admit(Purpose::Login, NOW),
+            Err(OtpError::FactorNotReady)
+        );
+        assert_eq!(not_ready.admit(Purpose::Enrollment, NOW), Ok(()));
+    }
+
+    #[test]
+    fn locks_expire_at_their_time() {
+        let until = NOW.saturating_add_micros(1);
+        let locked = record(FactorState::Ready, Some(Lock::Until(until)));
+        assert_eq!(
+            locked.admit(Purpose::Login, NOW),
+            Err(OtpError::FactorLocked)
+        );
+        assert_eq!(locked.admit(Purpose::Login, until), Ok(()));
+    }
+
+    #[test]
+    fn lockout_policy() {
+        let policy = LockoutPolicy {
+            max_attempts: 3,
+            lock_duration_micros: 60_000_000,
+            show_failures: true,
+        };
+        assert_eq!(policy.lock_after(2, NOW), None);
+        assert_eq!(
+            policy.lock_after(3, NOW),
+            Some(Lock::Until(NOW.saturating_add_micros(60_000_000)))
+        );
+        let forever = LockoutPolicy {
+            lock_duration_micros: 0,
+            ..policy
+        };
+        assert_eq!(forever.lock_after(3, NOW), Some(Lock::UntilUnlocked));
+        let never = LockoutPolicy {
+            max_attempts: 0,
+            ..policy
+        };
+        assert_eq!(never.lock_after(1_000, NOW), None);
+        assert_eq!(
+            policy.invalid_code(2),
+            OtpError::InvalidCode(Some(FailedAttempts {
+                failed: 2,
+                remaining: 1
+            }))
+        );
+        let hidden = LockoutPolicy {
+            show_failures: false,
+            ..policy
+        };
+        assert_eq!(hidden.invalid_code(2), OtpError::InvalidCode(None));
+    }
+
+    #[test]
+    fn stored_forms_round_trip() {
+        for lock in [Lock::UntilUnlocked, Lock::Until(NOW)] {
+            assert_eq!(Lock::from_stored(lock.as_stored()), lock);
+        }
+        for state in [FactorState::NotReady, FactorState::Ready] {
+            assert_eq!(FactorState::from_stored(state.as_stored()), Some(state));
+        }
+        assert_eq!(FactorState::from_stored(0), None);
+    }
+}

@@ -1,0 +1,22 @@
+//! The pure rules of the OTP factor: no I/O, no clock reads, no framework.
+//!
+//! ```text
+//!  none/removed --add--> NOT_READY --add--> NOT_READY (new secret, "last added" wins)
+//!                            |
+//!                       verify ok
+//!                            v
+//!                          READY --remove--> removed
+//! ```
+//! Any state may also carry a lock (after too many failures) that expires or is lifted by an admin.
+
+pub mod details;
+pub mod error;
+pub mod factor;
+pub mod time;
+pub mod totp;
+
+pub use details::Details;
+pub use error::{FailedAttempts, GrpcCode, OtpError};
+pub use factor::{FactorRecord, FactorState, Lock, LockoutPolicy, Purpose};
+pub use time::UnixMicros;
+pub use totp::{HashAlgorithm, TotpParams};

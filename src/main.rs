@@ -1,0 +1,208 @@
+//! The `tessera` command.
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use secrecy::ExposeSecret;
+use tessera::app::Application;
+use tessera::auth::mint_dev_token;
+use tessera::seal::KeyRing;
+use tessera::settings::{Mode, Settings, Source};
+
+#[derive(Parser)]
+#[command(
+    name = "tessera",
+    version,
+    about = "Multi-tenant TOTP factor server speaking ZITADEL's Auth API"
+)]
+struct Cli {
+    /// Folder holding <env>.toml.
+    #[arg(
+        long,
+        global = true,
+        default_value = "config",
+        env = "TESSERA_CONFIG_DIR"
+    )]
+    config_dir: PathBuf,
+    /// Which config/<env>.toml to layer over the defaults (serve and check-config).
+    #[arg(
+        long = "env",
+        global = true,
+        default_value = "production",
+        env = "TESSERA_ENV"
+    )]
+    environment: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server with the settings in config/ (Redis, real keys).
+    Serve,
+    /// Run on the embedded default: memory store, development signing and seal keys.
+    Dev,
+    /// Mint a token signed with the development key (accepted by `tessera dev`).
+    Token {
+        #[arg(long, default_value = "acme")]
+        org: String,
+        #[arg(long, default_value = "alice")]
+        user: String,
+        /// A role granted for --org (repeatable), e.g. otp.check or otp.admin.
+        #[arg(long = "role")]
+        roles: Vec<String>,
+        #[arg(long, default_value_t = 3600)]
+        ttl_secs: i64,
+    },
+    /// Validate the configuration (defaults < config/<env>.toml < TESSERA__*) and exit.
+    CheckConfig,
+    /// Print a new seal key entry `id:base64` for seal.keys.
+    GenSealKey {
+        #[arg(long, default_value = "k1")]
+        id: String,
+    },
+    /// Draw an otpauth:// URI (argument or stdin) as a QR code in the terminal.
+    Qr { uri: Option<String> },
+}
+
+#[actix_web::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let source = Source {
+        config_dir: cli.config_dir.clone(),
+        environment: cli.environment.clone(),
+    };
+    match run(cli.command, source).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("tessera: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command, source: Source) -> Result<(), String> {
+    match command {
+        Command::Serve => {
+            serve(
+                Settings::load(Mode::Serve, &source).map_err(|e| e.to_string())?,
+                false,
+            )
+            .await
+        }
+        Command::Dev => {
+            let dev_source = Source {
+                environment: "dev".into(),
+                ..source
+            };
+            serve(
+                Settings::load(Mode::Dev, &dev_source).map_err(|e| e.to_string())?,
+                true,
+            )
+            .await
+        }
+        Command::Token {
+            org,
+            user,
+            roles,
+            ttl_secs,
+        } => {
+            let dev_source = Source {
+                environment: "dev".into(),
+                ..source
+            };
+            let settings = Settings::load(Mode::Dev, &dev_source).map_err(|e| e.to_string())?;
+            let now = chrono::Utc::now().timestamp();
+            let token = mint_dev_token(&settings.auth, &org, &user, &roles, ttl_secs, now)
+                .map_err(|e| e.to_string())?;
+            println!("{token}");
+            Ok(())
+        }
+        Command::CheckConfig => {
+            let settings = Settings::load(Mode::Serve, &source).map_err(|e| e.to_string())?;
+            println!(
+                "configuration ok: env {}, store {:?}, http {}, grpc {}",
+                source.environment, settings.store.kind, settings.http.addr, settings.grpc.addr
+            );
+            Ok(())
+        }
+        Command::GenSealKey { id } => {
+            println!("{}", KeyRing::generate_entry(&id).expose_secret());
+            Ok(())
+        }
+        Command::Qr { uri } => {
+            let uri = match uri {
+                Some(uri) => uri,
+                None => {
+                    let mut input = String::new();
+                    std::io::stdin()
+                        .read_to_string(&mut input)
+                        .map_err(|e| e.to_string())?;
+                    input.trim().to_owned()
+                }
+            };
+            let code = qrcode::QrCode::new(uri.as_bytes()).map_err(|e| e.to_string())?;
+            let picture = code
+                .render::<qrcode::render::unicode::Dense1x2>()
+                .dark_color(qrcode::render::unicode::Dense1x2::Light)
+                .light_color(qrcode::render::unicode::Dense1x2::Dark)
+                .build();
+            println!("{picture}");
+            Ok(())
+        }
+    }
+}
+
+async fn serve(settings: Settings, dev: bool) -> Result<(), String> {
+    tessera::telemetry::init(settings.log.format, &settings.log.level, std::io::stdout);
+    let banner = dev.then(|| dev_banner(&settings));
+    let app = Application::build(settings)
+        .await
+        .map_err(|e| e.to_string())?;
+    if let Some(banner) = banner {
+        println!("{}", banner?.replace("{port}", &app.port().to_string()));
+    }
+    tracing::info!(port = app.port(), "tessera listening");
+    app.run_until_stopped().await.map_err(|e| e.to_string())
+}
+
+fn dev_banner(settings: &Settings) -> Result<String, String> {
+    let now = chrono::Utc::now().timestamp();
+    let roles = [
+        settings.auth.check_role.clone(),
+        settings.auth.admin_role.clone(),
+    ];
+    let token = mint_dev_token(&settings.auth, "acme", "alice", &roles, 12 * 3600, now)
+        .map_err(|e| e.to_string())?;
+    Ok(format!(
+        r#"
+tessera dev: memory store, development keys (never use them in production).
+
+A token for user "alice" of organization "acme" (roles {check}, {admin} for acme; 12 h):
+
+  export TOKEN={token}
+
+Enroll, scan, verify:
+
+  curl -s -X POST localhost:{{port}}/auth/v1/users/me/auth_factors/otp -H "Authorization: Bearer $TOKEN" | tee /tmp/otp.json
+  jq -r .url /tmp/otp.json | tessera qr        # or: cargo run -q -- qr "$(jq -r .url /tmp/otp.json)"
+  curl -s localhost:{{port}}/auth/v1/users/me/auth_factors/otp/_verify -H "Authorization: Bearer $TOKEN" -d '{{"code":"123456"}}'
+
+Check at login (as the login page's backend):
+
+  curl -s localhost:{{port}}/management/v1/users/alice/auth_factors/otp/_check -H "Authorization: Bearer $TOKEN" -d '{{"code":"123456"}}'
+
+More tokens: tessera token --org acme --user bob --role otp.check
+"#,
+        check = settings.auth.check_role,
+        admin = settings.auth.admin_role,
+    ))
+}

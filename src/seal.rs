@@ -1,0 +1,234 @@
+//! AEAD sealing of OTP secrets (AES-256-GCM) with a key ring.
+//!
+//! Sealed form: `version (1) | key id length (1) | key id | nonce (12) | ciphertext+tag`.
+//! The associated data binds the organization and the user, so a sealed secret copied to
+//! another user's record does not open. The first key of the ring seals; every key opens,
+//! which is how keys rotate: add a new key in front, keep the old ones until re-enrollment.
+
+use aes_gcm::aead::{Aead, KeyInit, Payload};
+use aes_gcm::{Aes256Gcm, Nonce};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use rand::RngCore;
+use secrecy::{ExposeSecret, SecretBox, SecretString};
+
+const FORMAT_VERSION: u8 = 1;
+const NONCE_LEN: usize = 12;
+const KEY_LEN: usize = 32;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SealError {
+    #[error("the seal key ring is empty")]
+    EmptyRing,
+    #[error("seal key entry {0} is not `id:base64-of-32-bytes`")]
+    MalformedEntry(usize),
+    #[error("seal key id {0:?} appears twice")]
+    DuplicateId(String),
+    #[error("sealed secret is malformed")]
+    Malformed,
+    #[error("sealed secret names key id {0:?}, which is not in the ring")]
+    UnknownKey(String),
+    #[error("sealed secret does not open (wrong key, owner or tampering)")]
+    Open,
+}
+
+struct RingKey {
+    id: String,
+    cipher: Aes256Gcm,
+}
+
+/// The key ring. Holds ciphers, never prints keys.
+pub struct KeyRing {
+    keys: Vec<RingKey>,
+}
+
+impl std::fmt::Debug for KeyRing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ids: Vec<&str> = self.keys.iter().map(|k| k.id.as_str()).collect();
+        f.debug_struct("KeyRing").field("key_ids", &ids).finish()
+    }
+}
+
+/// A plain OTP secret, zeroed on drop and never printed.
+pub type PlainSecret = SecretBox<Vec<u8>>;
+
+impl KeyRing {
+    /// Parses `id:base64,id2:base64` (whitespace and newlines allowed between entries).
+    pub fn parse(spec: &SecretString) -> Result<Self, SealError> {
+        let mut keys: Vec<RingKey> = Vec::new();
+        let entries = spec
+            .expose_secret()
+            .split([',', '\n'])
+            .map(str::trim)
+            .filter(|entry| !entry.is_empty());
+        for (index, entry) in entries.enumerate() {
+            let (id, encoded) = entry
+                .split_once(':')
+                .ok_or(SealError::MalformedEntry(index))?;
+            let id = id.trim();
+            let bytes = zeroize::Zeroizing::new(
+                STANDARD
+                    .decode(encoded.trim())
+                    .map_err(|_| SealError::MalformedEntry(index))?,
+            );
+            if id.is_empty() || id.len() > 64 || bytes.len() != KEY_LEN {
+                return Err(SealError::MalformedEntry(index));
+            }
+            if keys.iter().any(|k| k.id == id) {
+                return Err(SealError::DuplicateId(id.to_owned()));
+            }
+            let cipher =
+                Aes256Gcm::new_from_slice(&bytes).map_err(|_| SealError::MalformedEntry(index))?;
+            keys.push(RingKey {
+                id: id.to_owned(),
+                cipher,
+            });
+        }
+        if keys.is_empty() {
+            return Err(SealError::EmptyRing);
+        }
+        Ok(Self { keys })
+    }
+
+    /// A fresh `id:base64` entry for `tessera gen-seal-key`.
+    pub fn generate_entry(id: &str) -> SecretString {
+        let mut key = zeroize::Zeroizing::new([0u8; KEY_LEN]);
+        rand::rng().fill_bytes(key.as_mut());
+        SecretString::from(format!("{id}:{}", STANDARD.encode(key.as_ref())))
+    }
+
+    pub fn sealing_key_id(&self) -> &str {
+        self.keys.first().map(|k| k.id.as_str()).unwrap_or_default()
+    }
+
+    pub fn seal(&self, secret: &[u8], org: &str, user: &str) -> Result<Vec<u8>, SealError> {
+        let key = self.keys.first().ok_or(SealError::EmptyRing)?;
+        let id_len = u8::try_from(key.id.len()).map_err(|_| SealError::Malformed)?;
+        let mut nonce = [0u8; NONCE_LEN];
+        rand::rng().fill_bytes(&mut nonce);
+        let aad = associated_data(org, user);
+        let ciphertext = key
+            .cipher
+            .encrypt(
+                &Nonce::from(nonce),
+                Payload {
+                    msg: secret,
+                    aad: &aad,
+                },
+            )
+            .map_err(|_| SealError::Open)?;
+        let mut sealed = Vec::with_capacity(2 + key.id.len() + NONCE_LEN + ciphertext.len());
+        sealed.push(FORMAT_VERSION);
+        sealed.push(id_len);
+        sealed.extend_from_slice(key.id.as_bytes());
+        sealed.extend_from_slice(&nonce);
+        sealed.extend_from_slice(&ciphertext);
+        Ok(sealed)
+    }
+
+    pub fn open(&self, sealed: &[u8], org: &str, user: &str) -> Result<PlainSecret, SealError> {
+        let (&version, rest) = sealed.split_first().ok_or(SealError::Malformed)?;
+        let (&id_len, rest) = rest.split_first().ok_or(SealError::Malformed)?;
+        if version != FORMAT_VERSION {
+            return Err(SealError::Malformed);
+        }
+        let (id, rest) = rest
+            .split_at_checked(usize::from(id_len))
+            .ok_or(SealError::Malformed)?;
+        let (nonce, ciphertext) = rest
+            .split_at_checked(NONCE_LEN)
+            .ok_or(SealError::Malformed)?;
+        let id = std::str::from_utf8(id).map_err(|_| SealError::Malformed)?;
+        let nonce: [u8; NONCE_LEN] = nonce.try_into().map_err(|_| SealError::Malformed)?;
+        let key = self
+            .keys
+            .iter()
+            .find(|k| k.id == id)
+            .ok_or_else(|| SealError::UnknownKey(id.to_owned()))?;
+        let aad = associated_data(org, user);
+        key.cipher
+            .decrypt(
+                &Nonce::from(nonce),
+                Payload {
+                    msg: ciphertext,
+                    aad: &aad,
+                },
+            )
+            .map(|plain| SecretBox::new(Box::new(plain)))
+            .map_err(|_| SealError::Open)
+    }
+}
+
+/// Length-prefixed so that ("ab","c") and ("a","bc") bind differently.
+fn associated_data(org: &str, user: &str) -> Vec<u8> {
+    let mut aad = Vec::with_capacity(32 + org.len() + user.len());
+    aad.extend_from_slice(b"tessera/otp-secret/v1");
+    for part in [org, user] {
+        aad.extend_from_slice(&(part.len() as u64).to_be_bytes());
+        aad.extend_from_slice(part.as_bytes());
+    }
+    aad
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ring(spec: &str) -> KeyRing {
+        KeyRing::parse(&SecretString::from(spec.to_owned())).unwrap()
+    }
+
+    fn entry(id: &str, byte: u8) -> String {
+        format!("{id}:{}", STANDARD.encode([byte; 32]))
+    }
+
+    #[test]
+    fn seal_and_open_bind_the_owner() {
+        let keys = ring(&entry("k1", 7));
+        let sealed = keys.seal(b"secret-bytes-20-long", "org", "user").unwrap();
+        assert!(!sealed.windows(8).any(|w| w == b"secret-b"));
+        let opened = keys.open(&sealed, "org", "user").unwrap();
+        assert_eq!(opened.expose_secret().as_slice(), b"secret-bytes-20-long");
+        assert!(matches!(
+            keys.open(&sealed, "org", "other"),
+            Err(SealError::Open)
+        ));
+        assert!(keys.open(&sealed, "orgu", "ser").is_err());
+        let mut tampered = sealed.clone();
+        if let Some(last) = tampered.last_mut() {
+            *last ^= 1;
+        }
+        assert!(keys.open(&tampered, "org", "user").is_err());
+        assert!(keys.open(&sealed[..5], "org", "user").is_err());
+        assert!(keys.open(&[], "org", "user").is_err());
+    }
+
+    #[test]
+    fn rotation_newest_seals_older_still_open() {
+        let old = ring(&entry("old", 1));
+        let sealed_by_old = old.seal(b"0123456789abcdefghij", "o", "u").unwrap();
+        let rotated = ring(&format!("{},{}", entry("new", 2), entry("old", 1)));
+        assert_eq!(rotated.sealing_key_id(), "new");
+        assert!(rotated.open(&sealed_by_old, "o", "u").is_ok());
+        let sealed_by_new = rotated.seal(b"0123456789abcdefghij", "o", "u").unwrap();
+        assert!(matches!(
+            old.open(&sealed_by_new, "o", "u"),
+            Err(SealError::UnknownKey(id)) if id == "new"
+        ));
+    }
+
+    #[test]
+    fn malformed_rings_are_refused() {
+        for bad in ["", "nokey", "k:notbase64!", "k:AAAA", ":AAAA"] {
+            assert!(
+                KeyRing::parse(&SecretString::from(bad.to_owned())).is_err(),
+                "{bad}"
+            );
+        }
+        let dup = format!("{},{}", entry("a", 1), entry("a", 2));
+        assert_eq!(
+            KeyRing::parse(&SecretString::from(dup)).err(),
+            Some(SealError::DuplicateId("a".into()))
+        );
+    }
+}

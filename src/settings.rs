@@ -1,0 +1,462 @@
+//! Typed settings: embedded `config/default.toml` < the dev preset (for `tessera dev`)
+//! < `config/<env>.toml` < `TESSERA__SECTION__KEY` environment variables.
+//! Unknown keys are an error; every secret may come from a `*_file` path.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use config::{Config, Environment, File, FileFormat};
+use ipnet::IpNet;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+use crate::domain::{HashAlgorithm, LockoutPolicy, TotpParams};
+
+const DEFAULTS: &str = include_str!("../config/default.toml");
+
+/// What `tessera dev` layers over the defaults: everything needed to run with no setup.
+/// The keys here are published in this repository, so they protect nothing.
+const DEV_PRESET: &str = r#"
+[store]
+kind = "memory"
+[auth]
+dev_key = true
+issuer = "tessera-dev"
+audience = "tessera"
+[seal]
+keys = "dev-2026:ZGV2ZWxvcG1lbnQtb25seS1zZWFsLWtleS0zMmJ5dGU="
+"#;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// `tessera serve` and `check-config`.
+    Serve,
+    /// `tessera dev` and `tessera token`.
+    Dev,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub http: HttpSettings,
+    pub grpc: GrpcSettings,
+    pub store: StoreSettings,
+    pub redis: RedisSettings,
+    pub auth: AuthSettings,
+    pub totp: TotpSettings,
+    pub lockout: LockoutSettings,
+    pub limits: LimitSettings,
+    pub seal: SealSettings,
+    pub tenants: TenantSettings,
+    pub log: LogSettings,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSettings {
+    pub addr: String,
+    pub workers: usize,
+    pub body_limit_bytes: usize,
+    pub trusted_proxies: Vec<IpNet>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrpcSettings {
+    pub addr: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    Memory,
+    Redis,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreSettings {
+    pub kind: StoreKind,
+    pub timeout_ms: u64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisSettings {
+    pub url: SecretString,
+    pub password_file: String,
+    pub key_prefix: String,
+    pub connections: usize,
+    /// Filled from `password_file` by `load`.
+    #[serde(skip)]
+    pub password: Option<SecretString>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSettings {
+    pub jwks_file: String,
+    pub jwks_url: String,
+    pub jwks_refetch_min_interval_secs: u64,
+    pub issuer: String,
+    pub audience: String,
+    pub leeway_secs: u64,
+    pub hs256_secret: SecretString,
+    pub hs256_secret_file: String,
+    pub dev_key: bool,
+    pub user_claim: String,
+    pub org_claim: String,
+    pub roles_claim: String,
+    pub login_name_claim: String,
+    pub check_role: String,
+    pub admin_role: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TotpSettings {
+    pub issuer: String,
+    pub algorithm: HashAlgorithm,
+    pub digits: u8,
+    pub period_secs: u32,
+    pub skew: u8,
+}
+
+impl TotpSettings {
+    pub fn params(&self) -> TotpParams {
+        TotpParams {
+            algorithm: self.algorithm,
+            digits: self.digits,
+            period_secs: self.period_secs,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LockoutSettings {
+    pub max_otp_attempts: u32,
+    pub lock_duration_secs: u64,
+    pub show_failures: bool,
+}
+
+impl LockoutSettings {
+    pub fn policy(&self) -> LockoutPolicy {
+        LockoutPolicy {
+            max_attempts: self.max_otp_attempts,
+            lock_duration_micros: i64::try_from(self.lock_duration_secs)
+                .unwrap_or(i64::MAX)
+                .saturating_mul(1_000_000),
+            show_failures: self.show_failures,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitSettings {
+    pub per_user_per_minute: u32,
+    pub per_org_per_second: u32,
+    pub per_address_per_second: u32,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SealSettings {
+    pub keys: SecretString,
+    pub keys_file: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantSettings {
+    pub mailbox_capacity: usize,
+    pub call_timeout_ms: u64,
+    pub idle_evict_secs: u64,
+    pub cache_capacity: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    pub level: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error("configuration: {0}")]
+    Load(#[from] config::ConfigError),
+    #[error("reading {path}: {source}")]
+    SecretFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid configuration:\n  - {}", .0.join("\n  - "))]
+    Invalid(Vec<String>),
+}
+
+/// Where to look for `config/<env>.toml`.
+#[derive(Debug, Clone)]
+pub struct Source {
+    pub config_dir: PathBuf,
+    pub environment: String,
+}
+
+impl Default for Source {
+    fn default() -> Self {
+        Self {
+            config_dir: PathBuf::from("config"),
+            environment: std::env::var("TESSERA_ENV").unwrap_or_else(|_| "production".into()),
+        }
+    }
+}
+
+impl Settings {
+    /// Loads, resolves `*_file` secrets and validates for `mode`.
+    pub fn load(mode: Mode, source: &Source) -> Result<Self, SettingsError> {
+        Self::load_with(mode, source, Environment::with_prefix("TESSERA"))
+    }
+
+    /// `load` with the environment source given, so tests can set overrides without touching
+    /// the process environment.
+    pub fn load_with(
+        mode: Mode,
+        source: &Source,
+        environment: Environment,
+    ) -> Result<Self, SettingsError> {
+        let mut builder = Config::builder().add_source(File::from_str(DEFAULTS, FileFormat::Toml));
+        if mode == Mode::Dev {
+            builder = builder.add_source(File::from_str(DEV_PRESET, FileFormat::Toml));
+        }
+        let env_file = source
+            .config_dir
+            .join(format!("{}.toml", source.environment));
+        builder = builder.add_source(
+            File::from(env_file)
+                .format(FileFormat::Toml)
+                .required(false),
+        );
+        let environment = environment
+            .prefix_separator("__")
+            .separator("__")
+            .try_parsing(true)
+            .list_separator(",")
+            .with_list_parse_key("http.trusted_proxies");
+        let mut settings: Settings = builder.add_source(environment).build()?.try_deserialize()?;
+        settings.resolve_secret_files()?;
+        settings.validate(mode)?;
+        Ok(settings)
+    }
+
+    /// The settings `tessera dev` starts with, ignoring the process environment (for tests).
+    pub fn dev_defaults() -> Result<Self, SettingsError> {
+        Self::load_with(
+            Mode::Dev,
+            &Source {
+                config_dir: PathBuf::from("/nonexistent"),
+                environment: "none".into(),
+            },
+            Environment::with_prefix("TESSERA_TEST_NOTHING_HERE"),
+        )
+    }
+
+    fn resolve_secret_files(&mut self) -> Result<(), SettingsError> {
+        if let Some(keys) = read_secret_file(&self.seal.keys_file)? {
+            self.seal.keys = keys;
+        }
+        if let Some(secret) = read_secret_file(&self.auth.hs256_secret_file)? {
+            self.auth.hs256_secret = secret;
+        }
+        self.redis.password = read_secret_file(&self.redis.password_file)?;
+        Ok(())
+    }
+
+    /// Every problem at once, so an operator fixes a config in one round.
+    pub fn validate(&self, mode: Mode) -> Result<(), SettingsError> {
+        let mut problems = Vec::new();
+        if self.http.addr.parse::<SocketAddr>().is_err() {
+            problems.push(format!("http.addr {:?} is not host:port", self.http.addr));
+        }
+        if self.grpc.addr.parse::<SocketAddr>().is_err() {
+            problems.push(format!("grpc.addr {:?} is not host:port", self.grpc.addr));
+        }
+        if self.http.body_limit_bytes < 64 {
+            problems.push("http.body_limit_bytes must be at least 64".into());
+        }
+        if self.store.timeout_ms == 0 {
+            problems.push("store.timeout_ms must be positive".into());
+        }
+        if self.store.kind == StoreKind::Redis {
+            let url = self.redis.url.expose_secret();
+            if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+                problems.push("redis.url must start with redis:// or rediss://".into());
+            }
+            if self.redis.connections == 0 {
+                problems.push("redis.connections must be at least 1".into());
+            }
+        }
+        if self.redis.key_prefix.is_empty() || self.redis.key_prefix.contains(['{', '}']) {
+            problems.push("redis.key_prefix must be non-empty and free of braces".into());
+        }
+        if let Err(problem) = self.totp.params().validate() {
+            problems.push(format!("totp: {problem}"));
+        }
+        if self.totp.skew > 2 {
+            problems.push("totp.skew above 2 widens the guessing window; use 0, 1 or 2".into());
+        }
+        if self.auth.leeway_secs > 60 {
+            problems.push("auth.leeway_secs must be at most 60".into());
+        }
+        let has_keys = !self.auth.jwks_file.is_empty()
+            || !self.auth.jwks_url.is_empty()
+            || !self.auth.hs256_secret.expose_secret().is_empty()
+            || self.auth.dev_key;
+        if !has_keys {
+            problems.push(
+                "auth: no token verification keys (set auth.jwks_file or auth.jwks_url)".into(),
+            );
+        }
+        if self.auth.dev_key && mode == Mode::Serve {
+            problems.push("auth.dev_key is only for `tessera dev`".into());
+        }
+        if self.auth.issuer.is_empty() || self.auth.audience.is_empty() {
+            problems.push("auth.issuer and auth.audience are required".into());
+        }
+        if self.seal.keys.expose_secret().trim().is_empty() {
+            problems.push(
+                "seal: no key (set seal.keys or seal.keys_file; `tessera gen-seal-key` makes one)"
+                    .into(),
+            );
+        } else if let Err(err) = crate::seal::KeyRing::parse(&self.seal.keys) {
+            problems.push(format!("seal.keys: {err}"));
+        }
+        if self.tenants.mailbox_capacity == 0 || self.tenants.cache_capacity == 0 {
+            problems.push("tenants.mailbox_capacity and cache_capacity must be positive".into());
+        }
+        if self.tenants.call_timeout_ms == 0 {
+            problems.push("tenants.call_timeout_ms must be positive".into());
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(SettingsError::Invalid(problems))
+        }
+    }
+}
+
+fn read_secret_file(path: &str) -> Result<Option<SecretString>, SettingsError> {
+    if path.is_empty() {
+        return Ok(None);
+    }
+    let contents =
+        std::fs::read_to_string(Path::new(path)).map_err(|source| SettingsError::SecretFile {
+            path: PathBuf::from(path),
+            source,
+        })?;
+    Ok(Some(SecretString::from(contents.trim().to_owned())))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn env(vars: &[(&str, &str)]) -> Environment {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        Environment::with_prefix("TESSERA").source(Some(map))
+    }
+
+    fn nowhere() -> Source {
+        Source {
+            config_dir: PathBuf::from("/nonexistent"),
+            environment: "none".into(),
+        }
+    }
+
+    #[test]
+    fn dev_preset_is_complete() {
+        let settings = Settings::dev_defaults().unwrap();
+        assert_eq!(settings.store.kind, StoreKind::Memory);
+        assert!(settings.auth.dev_key);
+    }
+
+    #[test]
+    fn environment_overrides_and_lists() {
+        let settings = Settings::load_with(
+            Mode::Dev,
+            &nowhere(),
+            env(&[
+                ("TESSERA__HTTP__ADDR", "0.0.0.0:9999"),
+                ("TESSERA__LOCKOUT__MAX_OTP_ATTEMPTS", "7"),
+                ("TESSERA__LIMITS__PER_ORG_PER_SECOND", "0"),
+                (
+                    "TESSERA__HTTP__TRUSTED_PROXIES",
+                    "10.0.0.0/8,192.168.1.1/32",
+                ),
+                ("TESSERA__STORE__KIND", "redis"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(settings.http.addr, "0.0.0.0:9999");
+        assert_eq!(settings.lockout.max_otp_attempts, 7);
+        assert_eq!(settings.limits.per_org_per_second, 0);
+        assert_eq!(settings.http.trusted_proxies.len(), 2);
+        assert_eq!(settings.store.kind, StoreKind::Redis);
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let err = Settings::load_with(Mode::Dev, &nowhere(), env(&[("TESSERA__HTTP__ADRR", "x")]))
+            .unwrap_err();
+        assert!(err.to_string().contains("adrr"), "{err}");
+    }
+
+    #[test]
+    fn serve_needs_keys_and_refuses_the_dev_key() {
+        let err = Settings::load_with(Mode::Serve, &nowhere(), env(&[])).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("seal: no key"), "{text}");
+        assert!(text.contains("no token verification keys"), "{text}");
+        let err = Settings::load_with(
+            Mode::Serve,
+            &nowhere(),
+            env(&[("TESSERA__AUTH__DEV_KEY", "true")]),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("only for `tessera dev`"));
+    }
+
+    #[test]
+    fn secrets_from_files() {
+        let dir = std::env::temp_dir().join(format!("tessera-settings-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let keys = dir.join("keys");
+        std::fs::write(&keys, "k1:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n").unwrap();
+        let settings = Settings::load_with(
+            Mode::Dev,
+            &nowhere(),
+            env(&[("TESSERA__SEAL__KEYS_FILE", keys.to_str().unwrap())]),
+        )
+        .unwrap();
+        assert!(settings.seal.keys.expose_secret().starts_with("k1:"));
+        let missing = Settings::load_with(
+            Mode::Dev,
+            &nowhere(),
+            env(&[("TESSERA__SEAL__KEYS_FILE", "/nonexistent/keys")]),
+        );
+        assert!(missing.is_err());
+        std::fs::remove_dir_all(dir).ok();
+    }
+}

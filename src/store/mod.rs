@@ -1,0 +1,108 @@
+//! Where factors live. Redis is the truth (`redis.rs`, one Lua script per atomic step over
+//! one user's key); `memory.rs` is the embedded store of `tessera dev` and tests, with the
+//! same semantics (one conformance suite runs against both).
+
+mod memory;
+mod redis;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+pub use memory::MemoryStore;
+pub use redis::RedisStore;
+
+use crate::domain::factor::AttemptVerdict;
+use crate::domain::{
+    FactorRecord, FactorState, Lock, LockoutPolicy, Purpose, TotpParams, UnixMicros,
+};
+
+/// One user of one organization: the unit of atomicity.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct UserKey {
+    pub org: Arc<str>,
+    pub user: Arc<str>,
+}
+
+/// A new enrollment, its secret already sealed.
+#[derive(Debug, Clone)]
+pub struct NewFactor {
+    pub params: TotpParams,
+    pub sealed_secret: Vec<u8>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AddOutcome {
+    Added {
+        sequence: u64,
+        created_at: UnixMicros,
+    },
+    AlreadyReady,
+}
+
+/// A code attempt as decided by the domain, to be committed atomically.
+#[derive(Debug, Clone, Copy)]
+pub struct Attempt {
+    /// The enrollment the code was checked against (stale caches are caught by it).
+    pub factor_id: u64,
+    pub purpose: Purpose,
+    /// The time step the code matched, or `None` for a wrong code.
+    pub matched_step: Option<u64>,
+    pub policy: LockoutPolicy,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttemptOutcome {
+    /// Committed: accepted (replay marker moved, failures reset) or rejected (failure counted).
+    Committed(AttemptVerdict),
+    /// Locked: nothing compared, nothing consumed.
+    Locked(Lock),
+    Absent,
+    WrongState(FactorState),
+    /// The factor was re-enrolled since it was read: read it again and decide again.
+    Stale,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChangeOutcome {
+    Changed {
+        sequence: u64,
+        changed_at: UnixMicros,
+    },
+    Absent,
+    NotLocked,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store unreachable: {0}")]
+    Unavailable(String),
+    #[error("store timed out")]
+    Timeout,
+    #[error("store returned malformed data: {0}")]
+    Corrupt(String),
+}
+
+#[async_trait]
+pub trait FactorStore: Send + Sync + 'static {
+    async fn load(&self, key: &UserKey) -> Result<Option<FactorRecord>, StoreError>;
+    /// Replaces an unverified enrollment ("last added wins"); refuses while READY.
+    async fn add(
+        &self,
+        key: &UserKey,
+        factor: NewFactor,
+        now: UnixMicros,
+    ) -> Result<AddOutcome, StoreError>;
+    async fn attempt(
+        &self,
+        key: &UserKey,
+        attempt: Attempt,
+        now: UnixMicros,
+    ) -> Result<AttemptOutcome, StoreError>;
+    async fn remove(&self, key: &UserKey, now: UnixMicros) -> Result<ChangeOutcome, StoreError>;
+    async fn unlock(&self, key: &UserKey, now: UnixMicros) -> Result<ChangeOutcome, StoreError>;
+    /// Reachability, for readiness.
+    async fn ping(&self) -> Result<(), StoreError>;
+}
+
+pub type SharedStore = Arc<dyn FactorStore>;

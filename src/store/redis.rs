@@ -1,0 +1,392 @@
+//! The Redis store. One hash per user, `<prefix>:{<org>:<user>}`: the braces are a hash tag,
+//! so every script touches one slot (Redis Cluster safe). Every change is one Lua script.
+//!
+//! Connections: a few multiplexed `ConnectionManager`s shared by all requests, picked in
+//! turn. None is checked out exclusively, so a request costs exactly one round trip and the
+//! pool never caps throughput (a checkout pool holds a connection for a whole round trip,
+//! and deadpool-redis adds an UNWATCH+PING round trip to every checkout).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{IntoConnectionInfo, Script, Value};
+use secrecy::{ExposeSecret, SecretString};
+
+use super::{
+    AddOutcome, Attempt, AttemptOutcome, ChangeOutcome, FactorStore, NewFactor, StoreError, UserKey,
+};
+use crate::domain::factor::AttemptVerdict;
+use crate::domain::{FactorRecord, FactorState, Lock, TotpParams, UnixMicros};
+
+struct Scripts {
+    add: Script,
+    attempt: Script,
+    remove: Script,
+    unlock: Script,
+}
+
+pub struct RedisStore {
+    connections: Vec<ConnectionManager>,
+    next: AtomicUsize,
+    prefix: String,
+    timeout: Duration,
+    scripts: Scripts,
+}
+
+impl RedisStore {
+    /// Connects lazily: the server starts (not ready) while Redis is down and recovers by itself.
+    pub fn connect(
+        url: &SecretString,
+        password: Option<&SecretString>,
+        prefix: &str,
+        connections: usize,
+        timeout: Duration,
+    ) -> Result<Self, StoreError> {
+        let unavailable = |e: redis::RedisError| StoreError::Unavailable(e.to_string());
+        let mut info = url
+            .expose_secret()
+            .into_connection_info()
+            .map_err(unavailable)?;
+        if let Some(password) = password {
+            let settings = info
+                .redis_settings()
+                .clone()
+                .set_password(password.expose_secret());
+            info = info.set_redis_settings(settings);
+        }
+        let client = redis::Client::open(info).map_err(unavailable)?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(Some(timeout))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_secs(2));
+        let connections = (0..connections.max(1))
+            .map(|_| client.get_connection_manager_lazy(config.clone()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(unavailable)?;
+        Ok(Self {
+            connections,
+            next: AtomicUsize::new(0),
+            prefix: prefix.to_owned(),
+            timeout,
+            scripts: Scripts {
+                add: Script::new(include_str!("lua/add.lua")),
+                attempt: Script::new(include_str!("lua/attempt.lua")),
+                remove: Script::new(include_str!("lua/remove.lua")),
+                unlock: Script::new(include_str!("lua/unlock.lua")),
+            },
+        })
+    }
+
+    /// The next shared connection, in turn.
+    fn connection(&self) -> Result<ConnectionManager, StoreError> {
+        let index = self.next.fetch_add(1, Ordering::Relaxed) % self.connections.len().max(1);
+        self.connections
+            .get(index)
+            .cloned()
+            .ok_or_else(|| StoreError::Unavailable("no Redis connection configured".into()))
+    }
+
+    pub fn key(&self, key: &UserKey) -> String {
+        redis_key(&self.prefix, key)
+    }
+
+    /// Runs `script` with the user's key, bounded by the store timeout (fail closed).
+    async fn run(
+        &self,
+        script: &Script,
+        key: &UserKey,
+        args: &[&[u8]],
+    ) -> Result<Vec<Value>, StoreError> {
+        let mut invocation = script.key(self.key(key));
+        for arg in args {
+            invocation.arg(*arg);
+        }
+        let mut connection = self.connection()?;
+        let reply = tokio::time::timeout(
+            self.timeout,
+            invocation.invoke_async::<Vec<Value>>(&mut connection),
+        )
+        .await
+        .map_err(|_| StoreError::Timeout)?;
+        reply.map_err(|e| StoreError::Unavailable(e.to_string()))
+    }
+}
+
+/// `%`, `:`, `{` and `}` are escaped so that ("a:b","c") and ("a","b:c") never share a key
+/// and an id can never end the hash tag early.
+pub(crate) fn redis_key(prefix: &str, key: &UserKey) -> String {
+    let mut out = String::with_capacity(prefix.len() + key.org.len() + key.user.len() + 4);
+    out.push_str(prefix);
+    out.push_str(":{");
+    escape_into(&mut out, &key.org);
+    out.push(':');
+    escape_into(&mut out, &key.user);
+    out.push('}');
+    out
+}
+
+fn escape_into(out: &mut String, part: &str) {
+    for c in part.chars() {
+        match c {
+            '%' => out.push_str("%25"),
+            ':' => out.push_str("%3A"),
+            '{' => out.push_str("%7B"),
+            '}' => out.push_str("%7D"),
+            other => out.push(other),
+        }
+    }
+}
+
+fn corrupt(what: &str) -> StoreError {
+    StoreError::Corrupt(what.to_owned())
+}
+
+/// A script reply: a status word followed by integers.
+struct Reply {
+    status: String,
+    numbers: Vec<i64>,
+}
+
+impl Reply {
+    fn parse(values: Vec<Value>) -> Result<Self, StoreError> {
+        let mut values = values.into_iter();
+        let status = match values.next() {
+            Some(Value::BulkString(bytes)) => {
+                String::from_utf8(bytes).map_err(|_| corrupt("status"))?
+            }
+            Some(Value::SimpleString(text)) => text,
+            _ => return Err(corrupt("script reply has no status")),
+        };
+        let numbers = values
+            .map(|value| match value {
+                Value::Int(n) => Ok(n),
+                _ => Err(corrupt("script reply is not numeric")),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self { status, numbers })
+    }
+
+    fn number(&self, index: usize) -> Result<i64, StoreError> {
+        self.numbers
+            .get(index)
+            .copied()
+            .ok_or_else(|| corrupt("script reply too short"))
+    }
+
+    fn unsigned(&self, index: usize) -> Result<u64, StoreError> {
+        u64::try_from(self.number(index)?).map_err(|_| corrupt("negative count"))
+    }
+}
+
+fn text_field(fields: &HashMap<String, Vec<u8>>, name: &str) -> Result<String, StoreError> {
+    let bytes = fields.get(name).ok_or_else(|| corrupt(name))?;
+    String::from_utf8(bytes.clone()).map_err(|_| corrupt(name))
+}
+
+fn number_field<T: std::str::FromStr>(
+    fields: &HashMap<String, Vec<u8>>,
+    name: &str,
+) -> Result<Option<T>, StoreError> {
+    match fields.get(name) {
+        None => Ok(None),
+        Some(_) => text_field(fields, name)?
+            .parse::<T>()
+            .map(Some)
+            .map_err(|_| corrupt(name)),
+    }
+}
+
+fn required<T: std::str::FromStr>(
+    fields: &HashMap<String, Vec<u8>>,
+    name: &str,
+) -> Result<T, StoreError> {
+    number_field(fields, name)?.ok_or_else(|| corrupt(name))
+}
+
+fn record_from(fields: HashMap<String, Vec<u8>>) -> Result<Option<FactorRecord>, StoreError> {
+    let Some(state) = number_field::<u8>(&fields, "s")? else {
+        return Ok(None);
+    };
+    let state = FactorState::from_stored(state).ok_or_else(|| corrupt("s"))?;
+    let params = TotpParams {
+        algorithm: text_field(&fields, "a")?
+            .parse()
+            .map_err(|_| corrupt("a"))?,
+        digits: required(&fields, "d")?,
+        period_secs: required(&fields, "p")?,
+    };
+    let last_step = number_field::<i64>(&fields, "l")?.and_then(|step| u64::try_from(step).ok());
+    Ok(Some(FactorRecord {
+        factor_id: required(&fields, "f")?,
+        state,
+        params,
+        sealed_secret: fields.get("k").cloned().ok_or_else(|| corrupt("k"))?,
+        last_step,
+        failures: number_field(&fields, "n")?.unwrap_or(0),
+        lock: number_field::<i64>(&fields, "u")?.map(Lock::from_stored),
+        sequence: required(&fields, "q")?,
+        created_at: UnixMicros(required(&fields, "c")?),
+        changed_at: UnixMicros(required(&fields, "m")?),
+    }))
+}
+
+fn change_outcome(reply: &Reply, now: UnixMicros) -> Result<ChangeOutcome, StoreError> {
+    match reply.status.as_str() {
+        "ok" => Ok(ChangeOutcome::Changed {
+            sequence: reply.unsigned(0)?,
+            changed_at: now,
+        }),
+        "absent" => Ok(ChangeOutcome::Absent),
+        "not_locked" => Ok(ChangeOutcome::NotLocked),
+        other => Err(corrupt(other)),
+    }
+}
+
+#[async_trait]
+impl FactorStore for RedisStore {
+    async fn load(&self, key: &UserKey) -> Result<Option<FactorRecord>, StoreError> {
+        let mut connection = self.connection()?;
+        let command = redis::cmd("HGETALL").arg(self.key(key)).clone();
+        let fields: HashMap<String, Vec<u8>> =
+            tokio::time::timeout(self.timeout, command.query_async(&mut connection))
+                .await
+                .map_err(|_| StoreError::Timeout)?
+                .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        record_from(fields)
+    }
+
+    async fn add(
+        &self,
+        key: &UserKey,
+        factor: NewFactor,
+        now: UnixMicros,
+    ) -> Result<AddOutcome, StoreError> {
+        let digits = factor.params.digits.to_string();
+        let period = factor.params.period_secs.to_string();
+        let now_text = now.0.to_string();
+        let args: [&[u8]; 5] = [
+            &factor.sealed_secret,
+            factor.params.algorithm.as_str().as_bytes(),
+            digits.as_bytes(),
+            period.as_bytes(),
+            now_text.as_bytes(),
+        ];
+        let reply = Reply::parse(self.run(&self.scripts.add, key, &args).await?)?;
+        match reply.status.as_str() {
+            "ok" => Ok(AddOutcome::Added {
+                sequence: reply.unsigned(0)?,
+                created_at: now,
+            }),
+            "exists" => Ok(AddOutcome::AlreadyReady),
+            other => Err(corrupt(other)),
+        }
+    }
+
+    async fn attempt(
+        &self,
+        key: &UserKey,
+        attempt: Attempt,
+        now: UnixMicros,
+    ) -> Result<AttemptOutcome, StoreError> {
+        let factor_id = attempt.factor_id.to_string();
+        let state = attempt.purpose.required_state().as_stored().to_string();
+        let step = attempt
+            .matched_step
+            .map_or_else(|| "-1".to_owned(), |step| step.to_string());
+        let now_text = now.0.to_string();
+        let max = attempt.policy.max_attempts.to_string();
+        let duration = attempt.policy.lock_duration_micros.to_string();
+        let args: [&[u8]; 6] = [
+            factor_id.as_bytes(),
+            state.as_bytes(),
+            step.as_bytes(),
+            now_text.as_bytes(),
+            max.as_bytes(),
+            duration.as_bytes(),
+        ];
+        let reply = Reply::parse(self.run(&self.scripts.attempt, key, &args).await?)?;
+        match reply.status.as_str() {
+            "ok" => Ok(AttemptOutcome::Committed(AttemptVerdict::Accepted {
+                sequence: reply.unsigned(0)?,
+                changed_at: now,
+            })),
+            "invalid" => {
+                let lock = match reply.number(1)? {
+                    0 => None,
+                    stored => Some(Lock::from_stored(stored)),
+                };
+                Ok(AttemptOutcome::Committed(AttemptVerdict::Rejected {
+                    failures: u32::try_from(reply.unsigned(0)?).unwrap_or(u32::MAX),
+                    lock,
+                    replayed: reply.number(2)? == 1,
+                }))
+            }
+            "locked" => Ok(AttemptOutcome::Locked(Lock::from_stored(reply.number(0)?))),
+            "absent" => Ok(AttemptOutcome::Absent),
+            "state" => {
+                let actual = u8::try_from(reply.number(0)?).map_err(|_| corrupt("state"))?;
+                Ok(AttemptOutcome::WrongState(
+                    FactorState::from_stored(actual).ok_or_else(|| corrupt("state"))?,
+                ))
+            }
+            "stale" => Ok(AttemptOutcome::Stale),
+            other => Err(corrupt(other)),
+        }
+    }
+
+    async fn remove(&self, key: &UserKey, now: UnixMicros) -> Result<ChangeOutcome, StoreError> {
+        let now_text = now.0.to_string();
+        let reply = Reply::parse(
+            self.run(&self.scripts.remove, key, &[now_text.as_bytes()])
+                .await?,
+        )?;
+        change_outcome(&reply, now)
+    }
+
+    async fn unlock(&self, key: &UserKey, now: UnixMicros) -> Result<ChangeOutcome, StoreError> {
+        let now_text = now.0.to_string();
+        let reply = Reply::parse(
+            self.run(&self.scripts.unlock, key, &[now_text.as_bytes()])
+                .await?,
+        )?;
+        change_outcome(&reply, now)
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        let mut connection = self.connection()?;
+        let command = redis::cmd("PING");
+        tokio::time::timeout(self.timeout, command.query_async::<String>(&mut connection))
+            .await
+            .map_err(|_| StoreError::Timeout)?
+            .map(|_| ())
+            .map_err(|e| StoreError::Unavailable(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    fn key(org: &str, user: &str) -> UserKey {
+        UserKey {
+            org: Arc::from(org),
+            user: Arc::from(user),
+        }
+    }
+
+    #[test]
+    fn keys_are_unambiguous_and_tagged() {
+        assert_eq!(redis_key("t", &key("o1", "u1")), "t:{o1:u1}");
+        assert_ne!(
+            redis_key("t", &key("a:b", "c")),
+            redis_key("t", &key("a", "b:c"))
+        );
+        assert_eq!(redis_key("t", &key("o}", "{u%")), "t:{o%7D:%7Bu%25}");
+    }
+}

@@ -1,0 +1,211 @@
+//! `OrgActor`: one per organization. It does the cheap, stateful work (rate limits, cache)
+//! inside the actor and hands the I/O to futures that run without holding it.
+
+use std::num::NonZeroUsize;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, RateLimiter};
+use lru::LruCache;
+use secrecy::{ExposeSecret, SecretString};
+
+use super::TenantDeps;
+use super::limits::{check_direct, check_keyed};
+use super::messages::{
+    Enroll, Enrollment, FactorView, ListFactors, RemoveFactor, SubmitCode, UnlockFactor,
+};
+use super::usecases::{self, CacheUpdate, CachedFactor};
+use crate::domain::{Details, OtpError};
+use crate::store::UserKey;
+
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
+
+pub struct OrgActor {
+    org: Arc<str>,
+    deps: Arc<TenantDeps>,
+    user_limiter: Option<DefaultKeyedRateLimiter<Arc<str>>>,
+    org_limiter: Option<DefaultDirectRateLimiter>,
+    cache: LruCache<Arc<str>, CachedFactor>,
+}
+
+impl OrgActor {
+    pub fn new(org: Arc<str>, deps: Arc<TenantDeps>) -> Self {
+        let capacity = NonZeroUsize::new(deps.cache_capacity).unwrap_or(NonZeroUsize::MIN);
+        Self {
+            org,
+            user_limiter: deps.limits.per_user.map(RateLimiter::keyed),
+            org_limiter: deps.limits.per_org.map(RateLimiter::direct),
+            cache: LruCache::new(capacity),
+            deps,
+        }
+    }
+
+    fn key(&self, user: &Arc<str>) -> UserKey {
+        UserKey {
+            org: self.org.clone(),
+            user: user.clone(),
+        }
+    }
+
+    fn admit(&self, user: Option<&Arc<str>>) -> Result<(), OtpError> {
+        check_direct(self.org_limiter.as_ref())?;
+        match user {
+            Some(user) => check_keyed(self.user_limiter.as_ref(), user),
+            None => Ok(()),
+        }
+    }
+
+    fn apply(&mut self, user: Arc<str>, update: CacheUpdate) {
+        match update {
+            CacheUpdate::Keep => {}
+            CacheUpdate::Put(factor) => {
+                self.cache.put(user, factor);
+            }
+            CacheUpdate::Evict => {
+                self.cache.pop(&user);
+            }
+        }
+    }
+}
+
+impl Actor for OrgActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        // Keyed limiters remember every key until pruned; prune so memory stays bounded.
+        ctx.run_interval(PRUNE_EVERY, |actor, _| {
+            if let Some(limiter) = &actor.user_limiter {
+                limiter.retain_recent();
+                limiter.shrink_to_fit();
+            }
+        });
+    }
+}
+
+/// Sent by the registry when it evicts an idle actor that nobody holds.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Stop;
+
+impl Handler<Stop> for OrgActor {
+    type Result = ();
+    fn handle(&mut self, _: Stop, ctx: &mut Self::Context) {
+        ctx.stop();
+    }
+}
+
+type Reply<T> = ResponseActFuture<OrgActor, Result<T, OtpError>>;
+
+fn refuse<T: 'static>(err: OtpError) -> Reply<T> {
+    Box::pin(fut::ready(Err(err)))
+}
+
+impl Handler<SubmitCode> for OrgActor {
+    type Result = Reply<Details>;
+
+    fn handle(&mut self, msg: SubmitCode, _: &mut Self::Context) -> Self::Result {
+        if let Err(err) = self.admit(Some(&msg.user)) {
+            return refuse(err);
+        }
+        let cached = self.cache.get(&msg.user).cloned();
+        let key = self.key(&msg.user);
+        let work = usecases::submit_code(
+            self.deps.clone(),
+            key,
+            msg.code,
+            msg.purpose,
+            msg.now,
+            cached,
+        );
+        let user = msg.user;
+        Box::pin(
+            work.into_actor(self)
+                .map(move |(result, update), actor, _| {
+                    actor.apply(user, update);
+                    result
+                }),
+        )
+    }
+}
+
+impl Handler<Enroll> for OrgActor {
+    type Result = Reply<Enrollment>;
+
+    fn handle(&mut self, msg: Enroll, _: &mut Self::Context) -> Self::Result {
+        if let Err(err) = self.admit(Some(&msg.user)) {
+            return refuse(err);
+        }
+        let key = self.key(&msg.user);
+        let work = usecases::enroll(self.deps.clone(), key, msg.now);
+        let user = msg.user;
+        let account = msg.account;
+        Box::pin(
+            work.into_actor(self)
+                .map(move |(result, update), actor, _| {
+                    actor.apply(user, update);
+                    let output = result?;
+                    let policy = &actor.deps.policy;
+                    let uri = usecases::otpauth_uri(
+                        &policy.issuer,
+                        &account,
+                        &policy.params,
+                        output.secret_base32.expose_secret(),
+                    );
+                    Ok(Enrollment {
+                        secret: output.secret_base32,
+                        uri: SecretString::from(uri),
+                        details: output.details,
+                    })
+                }),
+        )
+    }
+}
+
+impl Handler<RemoveFactor> for OrgActor {
+    type Result = Reply<Details>;
+
+    fn handle(&mut self, msg: RemoveFactor, _: &mut Self::Context) -> Self::Result {
+        if let Err(err) = self.admit(None) {
+            return refuse(err);
+        }
+        let work = usecases::remove(self.deps.clone(), self.key(&msg.user), msg.now);
+        let user = msg.user;
+        Box::pin(work.into_actor(self).map(move |result, actor, _| {
+            // Whatever the outcome, the cached copy may no longer hold.
+            actor.apply(user, CacheUpdate::Evict);
+            result
+        }))
+    }
+}
+
+impl Handler<UnlockFactor> for OrgActor {
+    type Result = Reply<Details>;
+
+    fn handle(&mut self, msg: UnlockFactor, _: &mut Self::Context) -> Self::Result {
+        if let Err(err) = self.admit(None) {
+            return refuse(err);
+        }
+        let work = usecases::unlock(self.deps.clone(), self.key(&msg.user), msg.now);
+        let user = msg.user;
+        Box::pin(work.into_actor(self).map(move |result, actor, _| {
+            if result.is_ok()
+                && let Some(cached) = actor.cache.get_mut(&user)
+            {
+                cached.lock = None;
+            }
+            result
+        }))
+    }
+}
+
+impl Handler<ListFactors> for OrgActor {
+    type Result = Reply<Vec<FactorView>>;
+
+    fn handle(&mut self, msg: ListFactors, _: &mut Self::Context) -> Self::Result {
+        if let Err(err) = self.admit(None) {
+            return refuse(err);
+        }
+        Box::pin(usecases::list(self.deps.clone(), self.key(&msg.user)).into_actor(self))
+    }
+}

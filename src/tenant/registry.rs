@@ -1,0 +1,138 @@
+//! Hands out organization actors, creating them on first use and evicting idle ones.
+//!
+//! Eviction never hands out a stopping actor: every handle carries a lease (a clone of the
+//! entry's `Arc`), taken under the map's lock. An entry is evicted only under the same lock,
+//! when it is idle and no lease is out, so no caller can hold its address afterwards.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+
+use super::TenantDeps;
+use super::actor::{OrgActor, Stop};
+use crate::domain::OtpError;
+
+struct Entry {
+    addr: Addr<OrgActor>,
+    lease: Arc<()>,
+    last_used: Instant,
+}
+
+/// An organization's actor, held for one call.
+pub struct OrgHandle {
+    addr: Addr<OrgActor>,
+    _lease: Arc<()>,
+    call_timeout: Duration,
+}
+
+impl OrgHandle {
+    /// Sends `msg` and waits at most the call timeout. A full mailbox waits too, so a
+    /// saturated organization answers UNAVAILABLE instead of hanging.
+    pub async fn call<M>(&self, msg: M) -> Result<M::Result, OtpError>
+    where
+        M: Message + Send + 'static,
+        M::Result: Send,
+        OrgActor: Handler<M>,
+    {
+        self.addr
+            .send(msg)
+            .timeout(self.call_timeout)
+            .await
+            .map_err(|err| {
+                tracing::warn!(error = %err, "organization actor did not answer");
+                OtpError::Unavailable
+            })
+    }
+}
+
+pub struct OrgRegistry {
+    deps: Arc<TenantDeps>,
+    entries: Mutex<HashMap<Arc<str>, Entry>>,
+    arbiters: Vec<ArbiterHandle>,
+    next_arbiter: AtomicUsize,
+    mailbox_capacity: usize,
+    call_timeout: Duration,
+}
+
+impl OrgRegistry {
+    /// Actors are spread over `arbiters` (threads of their own), so callers on any thread
+    /// (actix workers, a tonic runtime) can reach them.
+    pub fn new(
+        deps: Arc<TenantDeps>,
+        arbiters: Vec<ArbiterHandle>,
+        mailbox_capacity: usize,
+        call_timeout: Duration,
+    ) -> Self {
+        Self {
+            deps,
+            entries: Mutex::new(HashMap::new()),
+            arbiters,
+            next_arbiter: AtomicUsize::new(0),
+            mailbox_capacity,
+            call_timeout,
+        }
+    }
+
+    pub fn org(&self, org: &Arc<str>) -> Result<OrgHandle, OtpError> {
+        let mut entries = self.entries.lock().map_err(|_| OtpError::Internal)?;
+        let now = Instant::now();
+        if let Some(entry) = entries.get_mut(org)
+            && entry.addr.connected()
+        {
+            entry.last_used = now;
+            return Ok(self.handle(entry));
+        }
+        let addr = self.start(org.clone())?;
+        let entry = entries.entry(org.clone()).insert_entry(Entry {
+            addr,
+            lease: Arc::new(()),
+            last_used: now,
+        });
+        Ok(self.handle(entry.get()))
+    }
+
+    fn handle(&self, entry: &Entry) -> OrgHandle {
+        OrgHandle {
+            addr: entry.addr.clone(),
+            _lease: entry.lease.clone(),
+            call_timeout: self.call_timeout,
+        }
+    }
+
+    fn start(&self, org: Arc<str>) -> Result<Addr<OrgActor>, OtpError> {
+        let index = self.next_arbiter.fetch_add(1, Ordering::Relaxed);
+        let arbiter = self
+            .arbiters
+            .get(index % self.arbiters.len().max(1))
+            .ok_or(OtpError::Internal)?;
+        let deps = self.deps.clone();
+        let capacity = self.mailbox_capacity;
+        Ok(OrgActor::start_in_arbiter(arbiter, move |ctx| {
+            ctx.set_mailbox_capacity(capacity);
+            OrgActor::new(org, deps)
+        }))
+    }
+
+    /// Evicts actors idle for `idle` that nobody holds; returns how many.
+    pub fn evict_idle(&self, idle: Duration) -> usize {
+        let Ok(mut entries) = self.entries.lock() else {
+            return 0;
+        };
+        let before = entries.len();
+        entries.retain(|_, entry| {
+            let evict = Arc::strong_count(&entry.lease) == 1 && entry.last_used.elapsed() >= idle;
+            if evict {
+                entry.addr.do_send(Stop);
+            }
+            !evict
+        });
+        before - entries.len()
+    }
+
+    pub fn live(&self) -> usize {
+        self.entries.lock().map(|e| e.len()).unwrap_or(0)
+    }
+}

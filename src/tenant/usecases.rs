@@ -1,0 +1,311 @@
+//! The I/O side of each message: runs as a future that does not hold the actor. It reads
+//! through the actor's cache, lets the domain decide and commits with one store call.
+//! Every answer it derives from a cached copy that says "no" is confirmed by a fresh read.
+
+use std::sync::Arc;
+
+use rand::RngCore;
+use secrecy::{ExposeSecret, SecretString};
+
+use super::TenantDeps;
+use crate::domain::factor::AttemptVerdict;
+use crate::domain::totp::NormalizedCode;
+use crate::domain::{
+    Details, FactorRecord, FactorState, Lock, OtpError, Purpose, TotpParams, UnixMicros,
+};
+use crate::seal::PlainSecret;
+use crate::store::{
+    AddOutcome, Attempt, AttemptOutcome, ChangeOutcome, NewFactor, StoreError, UserKey,
+};
+
+/// What the actor caches per user: the enrollment's immutable part, opened once, and a
+/// hint of its lock. Redis checks the factor id on every commit, so a stale copy is harmless.
+#[derive(Clone)]
+pub(crate) struct CachedFactor {
+    pub factor_id: u64,
+    pub state: FactorState,
+    pub params: TotpParams,
+    pub secret: Arc<PlainSecret>,
+    pub lock: Option<Lock>,
+}
+
+impl CachedFactor {
+    fn admit(&self, purpose: Purpose, now: UnixMicros) -> Result<(), OtpError> {
+        if self.state != purpose.required_state() {
+            return Err(purpose.state_error(Some(self.state)));
+        }
+        if self.lock.is_some_and(|lock| lock.is_active(now)) {
+            return Err(OtpError::FactorLocked);
+        }
+        Ok(())
+    }
+}
+
+/// How the actor's cache changes after a future completes.
+pub(crate) enum CacheUpdate {
+    Keep,
+    Put(CachedFactor),
+    Evict,
+}
+
+const SECRET_LEN: usize = 20;
+const MAX_ROUNDS: usize = 3;
+
+pub(crate) fn store_error(err: StoreError) -> OtpError {
+    tracing::warn!(error = %err, "store call failed");
+    OtpError::Unavailable
+}
+
+async fn read(deps: &TenantDeps, key: &UserKey) -> Result<Option<CachedFactor>, OtpError> {
+    let Some(record) = deps.store.load(key).await.map_err(store_error)? else {
+        return Ok(None);
+    };
+    open(deps, key, &record).map(Some)
+}
+
+fn open(deps: &TenantDeps, key: &UserKey, record: &FactorRecord) -> Result<CachedFactor, OtpError> {
+    let secret = deps
+        .keys
+        .open(&record.sealed_secret, &key.org, &key.user)
+        .map_err(|err| {
+            tracing::error!(error = %err, "a stored OTP secret does not open");
+            OtpError::Internal
+        })?;
+    Ok(CachedFactor {
+        factor_id: record.factor_id,
+        state: record.state,
+        params: record.params,
+        secret: Arc::new(secret),
+        lock: record.lock,
+    })
+}
+
+pub(crate) async fn submit_code(
+    deps: Arc<TenantDeps>,
+    key: UserKey,
+    code: SecretString,
+    purpose: Purpose,
+    now: UnixMicros,
+    cached: Option<CachedFactor>,
+) -> (Result<Details, OtpError>, CacheUpdate) {
+    let mut from_cache = cached.is_some();
+    let mut current = match cached {
+        Some(factor) => Some(factor),
+        None => match read(&deps, &key).await {
+            Ok(factor) => factor,
+            Err(err) => return (Err(err), CacheUpdate::Keep),
+        },
+    };
+    for _ in 0..MAX_ROUNDS {
+        let Some(factor) = current.take() else {
+            return (Err(purpose.state_error(None)), CacheUpdate::Evict);
+        };
+        if let Err(refused) = factor.admit(purpose, now) {
+            if from_cache {
+                from_cache = false;
+                current = match read(&deps, &key).await {
+                    Ok(fresh) => fresh,
+                    Err(err) => return (Err(err), CacheUpdate::Keep),
+                };
+                continue;
+            }
+            // A locked factor compares no code and consumes nothing.
+            return (Err(refused), CacheUpdate::Put(factor));
+        }
+        let policy = &deps.policy;
+        let matched_step = NormalizedCode::parse(code.expose_secret(), factor.params.digits)
+            .and_then(|code| {
+                factor.params.matching_step(
+                    factor.secret.expose_secret(),
+                    &code,
+                    now.unsigned_secs(),
+                    policy.skew,
+                )
+            });
+        let attempt = Attempt {
+            factor_id: factor.factor_id,
+            purpose,
+            matched_step,
+            policy: policy.lockout,
+        };
+        let outcome = match deps.store.attempt(&key, attempt, now).await {
+            Ok(outcome) => outcome,
+            Err(err) => return (Err(store_error(err)), CacheUpdate::Keep),
+        };
+        let org = key.org.clone();
+        return match outcome {
+            AttemptOutcome::Committed(AttemptVerdict::Accepted {
+                sequence,
+                changed_at,
+            }) => {
+                let ready = CachedFactor {
+                    state: FactorState::Ready,
+                    lock: None,
+                    ..factor
+                };
+                (
+                    Ok(Details::changed(sequence, changed_at, org)),
+                    CacheUpdate::Put(ready),
+                )
+            }
+            AttemptOutcome::Committed(AttemptVerdict::Rejected { failures, lock, .. }) => (
+                Err(policy.lockout.invalid_code(failures)),
+                CacheUpdate::Put(CachedFactor { lock, ..factor }),
+            ),
+            AttemptOutcome::Locked(lock) => (
+                Err(OtpError::FactorLocked),
+                CacheUpdate::Put(CachedFactor {
+                    lock: Some(lock),
+                    ..factor
+                }),
+            ),
+            AttemptOutcome::Absent => (Err(purpose.state_error(None)), CacheUpdate::Evict),
+            AttemptOutcome::WrongState(state) => {
+                (Err(purpose.state_error(Some(state))), CacheUpdate::Evict)
+            }
+            AttemptOutcome::Stale => {
+                from_cache = false;
+                current = match read(&deps, &key).await {
+                    Ok(fresh) => fresh,
+                    Err(err) => return (Err(err), CacheUpdate::Evict),
+                };
+                continue;
+            }
+        };
+    }
+    // Re-enrolled under our feet on every round: let the client try again.
+    (Err(OtpError::Unavailable), CacheUpdate::Evict)
+}
+
+pub(crate) struct EnrollOutput {
+    pub secret_base32: SecretString,
+    pub details: Details,
+}
+
+pub(crate) async fn enroll(
+    deps: Arc<TenantDeps>,
+    key: UserKey,
+    now: UnixMicros,
+) -> (Result<EnrollOutput, OtpError>, CacheUpdate) {
+    let mut secret = zeroize::Zeroizing::new(vec![0u8; SECRET_LEN]);
+    rand::rng().fill_bytes(&mut secret);
+    let sealed_secret = match deps.keys.seal(&secret, &key.org, &key.user) {
+        Ok(sealed) => sealed,
+        Err(err) => {
+            tracing::error!(error = %err, "sealing a new OTP secret failed");
+            return (Err(OtpError::Internal), CacheUpdate::Keep);
+        }
+    };
+    let params = deps.policy.params;
+    let factor = NewFactor {
+        params,
+        sealed_secret,
+    };
+    match deps.store.add(&key, factor, now).await {
+        Ok(AddOutcome::Added {
+            sequence,
+            created_at,
+        }) => {
+            let secret_base32 = SecretString::from(data_encoding::BASE32_NOPAD.encode(&secret));
+            let cached = CachedFactor {
+                factor_id: sequence,
+                state: FactorState::NotReady,
+                params,
+                secret: Arc::new(PlainSecret::new(Box::new(secret.to_vec()))),
+                lock: None,
+            };
+            let details = Details::created(sequence, created_at, key.org.clone());
+            (
+                Ok(EnrollOutput {
+                    secret_base32,
+                    details,
+                }),
+                CacheUpdate::Put(cached),
+            )
+        }
+        Ok(AddOutcome::AlreadyReady) => (Err(OtpError::FactorAlreadyExists), CacheUpdate::Keep),
+        Err(err) => (Err(store_error(err)), CacheUpdate::Keep),
+    }
+}
+
+pub(crate) async fn remove(
+    deps: Arc<TenantDeps>,
+    key: UserKey,
+    now: UnixMicros,
+) -> Result<Details, OtpError> {
+    match deps.store.remove(&key, now).await.map_err(store_error)? {
+        ChangeOutcome::Changed {
+            sequence,
+            changed_at,
+        } => Ok(Details::changed(sequence, changed_at, key.org)),
+        ChangeOutcome::Absent | ChangeOutcome::NotLocked => Err(OtpError::RemoveNotFound),
+    }
+}
+
+pub(crate) async fn unlock(
+    deps: Arc<TenantDeps>,
+    key: UserKey,
+    now: UnixMicros,
+) -> Result<Details, OtpError> {
+    match deps.store.unlock(&key, now).await.map_err(store_error)? {
+        ChangeOutcome::Changed {
+            sequence,
+            changed_at,
+        } => Ok(Details::changed(sequence, changed_at, key.org)),
+        ChangeOutcome::Absent => Err(OtpError::FactorNotFound),
+        ChangeOutcome::NotLocked => Err(OtpError::NotLocked),
+    }
+}
+
+pub(crate) async fn list(
+    deps: Arc<TenantDeps>,
+    key: UserKey,
+) -> Result<Vec<super::FactorView>, OtpError> {
+    let record = deps.store.load(&key).await.map_err(store_error)?;
+    Ok(record
+        .filter(|r| r.state == FactorState::Ready)
+        .map(|r| super::FactorView { state: r.state })
+        .into_iter()
+        .collect())
+}
+
+/// `otpauth://totp/{Issuer}:{Account}?algorithm=..&digits=..&issuer=..&period=..&secret=..`
+pub(crate) fn otpauth_uri(
+    issuer: &str,
+    account: &str,
+    params: &TotpParams,
+    secret_base32: &str,
+) -> String {
+    use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+    // RFC 3986 unreserved characters stay as they are.
+    const ESCAPED: &AsciiSet = &NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'.')
+        .remove(b'_')
+        .remove(b'~');
+    let issuer = utf8_percent_encode(issuer, ESCAPED);
+    let account = utf8_percent_encode(account, ESCAPED);
+    format!(
+        "otpauth://totp/{issuer}:{account}?algorithm={}&digits={}&issuer={issuer}&period={}&secret={secret_base32}",
+        params.algorithm, params.digits, params.period_secs
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn otpauth_uri_escapes_issuer_and_account() {
+        let uri = otpauth_uri(
+            "ACME Corp",
+            "alice@acme.test",
+            &TotpParams::default(),
+            "JBSWY3DP",
+        );
+        assert_eq!(
+            uri,
+            "otpauth://totp/ACME%20Corp:alice%40acme.test?algorithm=SHA1&digits=6&issuer=ACME%20Corp&period=30&secret=JBSWY3DP"
+        );
+    }
+}

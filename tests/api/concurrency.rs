@@ -1,0 +1,160 @@
+//! Races across two server instances that share one store: the store's scripts, not the
+//! actors, are what make a code single-use and bound the failures.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use futures::future::join_all;
+use tessera::clock::ManualClock;
+use tessera::domain::UnixMicros;
+use tessera::store::{MemoryStore, SharedStore};
+
+use crate::helpers::{Backend, PINNED_SECS, RedisServer, Spawn, TestApp, Token};
+
+async fn two_instances(backend: Backend, max_attempts: u32) -> (TestApp, TestApp) {
+    let clock = Arc::new(ManualClock::new(UnixMicros::from_secs(PINNED_SECS)));
+    let tweak =
+        move |s: &mut tessera::settings::Settings| s.lockout.max_otp_attempts = max_attempts;
+    let (first, second) = match backend {
+        Backend::Memory => {
+            let store: SharedStore = Arc::new(MemoryStore::new());
+            (
+                Spawn::new(backend)
+                    .with(tweak)
+                    .store(store.clone())
+                    .clock(clock.clone()),
+                Spawn::new(backend).with(tweak).store(store).clock(clock),
+            )
+        }
+        Backend::Redis => {
+            let redis = Arc::new(RedisServer::start());
+            (
+                Spawn::new(backend)
+                    .with(tweak)
+                    .redis(redis.clone())
+                    .clock(clock.clone()),
+                Spawn::new(backend).with(tweak).redis(redis).clock(clock),
+            )
+        }
+    };
+    (first.start().await, second.start().await)
+}
+
+async fn a_valid_code_raced_across_instances_is_accepted_once(backend: Backend) {
+    let (a, b) = two_instances(backend, 5).await;
+    let alice = Token::user("acme", "alice")
+        .role("otp.check", "acme")
+        .sign();
+    let secret = a.enroll_ready(&alice).await;
+    a.clock.advance_secs(30);
+    let code = a.code(&secret, 0);
+    let answers = join_all((0..50).map(|i| {
+        let app = if i % 2 == 0 { &a } else { &b };
+        app.check(&alice, "alice", &code)
+    }))
+    .await;
+    let accepted = answers.iter().filter(|a| a.status.is_success()).count();
+    assert_eq!(accepted, 1, "{answers:?}");
+    for answer in answers.iter().filter(|a| !a.status.is_success()) {
+        let id = answer.body["details"][0]["id"].as_str().unwrap();
+        assert!(id == "EVENT-8isk2" || id == "COMMAND-SF3fg", "{answer:?}");
+    }
+}
+
+async fn concurrent_wrong_codes_never_exceed_the_maximum(backend: Backend) {
+    let (a, b) = two_instances(backend, 5).await;
+    let alice = Token::user("acme", "alice")
+        .role("otp.check", "acme")
+        .sign();
+    a.enroll_ready(&alice).await;
+    a.clock.advance_secs(30);
+    let answers = join_all((0..50).map(|i| {
+        let app = if i % 2 == 0 { &a } else { &b };
+        app.check(&alice, "alice", "000000")
+    }))
+    .await;
+    let ids: Vec<&str> = answers
+        .iter()
+        .map(|a| a.body["details"][0]["id"].as_str().unwrap())
+        .collect();
+    let evaluated = ids.iter().filter(|id| **id == "EVENT-8isk2").count();
+    let locked = ids.iter().filter(|id| **id == "COMMAND-SF3fg").count();
+    assert_eq!(evaluated, 5, "{ids:?}");
+    assert_eq!(locked, 45, "{ids:?}");
+    // Each evaluated failure saw its own count: 1..=5, no count handed out twice.
+    let counts: BTreeSet<i64> = answers
+        .iter()
+        .filter_map(|a| {
+            a.body["details"]
+                .get(1)
+                .map(|d| d["failedAttempts"].as_i64().unwrap())
+        })
+        .collect();
+    assert_eq!(counts, (1..=5).collect());
+}
+
+async fn sequences_are_distinct_under_concurrent_changes(backend: Backend) {
+    let (a, b) = two_instances(backend, 5).await;
+    let alice = Token::user("acme", "alice").sign();
+    let answers = join_all((0..20).map(|i| {
+        let app = if i % 2 == 0 { &a } else { &b };
+        app.add(&alice)
+    }))
+    .await;
+    let sequences: BTreeSet<u64> = answers.iter().map(|a| a.sequence()).collect();
+    assert_eq!(sequences, (1..=20).collect(), "each add is its own event");
+    // "Last added wins" across instances: only the secret with the highest sequence verifies.
+    let last = answers.iter().max_by_key(|a| a.sequence()).unwrap();
+    let secret = last.body["secret"].as_str().unwrap();
+    let other = answers.iter().find(|a| a.sequence() == 19).unwrap().body["secret"]
+        .as_str()
+        .unwrap();
+    b.verify(&alice, &b.code(other, 0))
+        .await
+        .assert_error(400, 3, "EVENT-8isk2");
+    a.verify(&alice, &a.code(secret, 0)).await.assert_ok();
+}
+
+async fn a_change_through_one_instance_is_honoured_by_the_other(backend: Backend) {
+    let (a, b) = two_instances(backend, 5).await;
+    let alice = Token::user("acme", "alice")
+        .role("otp.check", "acme")
+        .sign();
+    // b caches the first enrollment while it is still pending.
+    let first = a.add(&alice).await.body["secret"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    b.verify(&alice, "000000")
+        .await
+        .assert_error(400, 3, "EVENT-8isk2");
+    // a re-enrolls; b's cached secret is stale and must not verify.
+    let second = a.add(&alice).await.body["secret"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    b.verify(&alice, &b.code(&first, 0))
+        .await
+        .assert_error(400, 3, "EVENT-8isk2");
+    b.verify(&alice, &b.code(&second, 0)).await.assert_ok();
+    // a removes; b answers from the store, not from its cache.
+    a.remove_mine(&alice).await.assert_ok();
+    b.clock.advance_secs(30);
+    b.check(&alice, "alice", &b.code(&second, 0))
+        .await
+        .assert_error(400, 9, "COMMAND-3Mif9s");
+}
+
+macro_rules! on_both_stores {
+    ($($name:ident),* $(,)?) => {
+        mod memory { $(#[actix_web::test] async fn $name() { super::$name(crate::helpers::Backend::Memory).await; })* }
+        mod redis { $(#[actix_web::test] async fn $name() { super::$name(crate::helpers::Backend::Redis).await; })* }
+    };
+}
+
+on_both_stores!(
+    a_valid_code_raced_across_instances_is_accepted_once,
+    concurrent_wrong_codes_never_exceed_the_maximum,
+    sequences_are_distinct_under_concurrent_changes,
+    a_change_through_one_instance_is_honoured_by_the_other,
+);

@@ -1,0 +1,471 @@
+//! spawn_app and friends: a real server on port 0, a real redis-server on a free port,
+//! tokens signed with the fixture keys, and a clock pinned so no test straddles a time step.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use tessera::app::{Application, Overrides};
+use tessera::clock::ManualClock;
+use tessera::domain::{TotpParams, UnixMicros};
+use tessera::settings::{Settings, StoreKind};
+use tessera::store::SharedStore;
+
+pub const ISSUER: &str = "https://issuer.test";
+pub const AUDIENCE: &str = "tessera-tests";
+/// A time in the middle of a 30 s step, so the window is the same for everyone.
+pub const PINNED_SECS: i64 = 1_790_000_025;
+
+pub fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A redis-server of the test's own, killed on drop.
+pub struct RedisServer {
+    pub port: u16,
+    child: Child,
+}
+
+impl RedisServer {
+    pub fn start() -> Self {
+        Self::start_on(free_port())
+    }
+
+    pub fn start_on(port: u16) -> Self {
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            // DEBUG SLEEP simulates a slow server in the fail-closed tests.
+            .args(["--enable-debug-command", "local"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server must be on the PATH (see README: tests)");
+        let server = Self { port, child };
+        server.wait_ready();
+        server
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if self.cli(&["PING"]).is_some_and(|out| out.trim() == "PONG") {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("redis-server on {} did not start", self.port);
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// redis-cli against this server; `None` when it cannot connect.
+    pub fn cli(&self, args: &[&str]) -> Option<String> {
+        let output = Command::new("redis-cli")
+            .args(["-p", &self.port.to_string()])
+            .args(args)
+            .output()
+            .ok()?;
+        let text = String::from_utf8_lossy(&output.stdout).into_owned();
+        (output.status.success() && !text.starts_with("Could not connect")).then_some(text)
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Memory,
+    Redis,
+}
+
+/// Test settings: the dev defaults with the fixture JWKS instead of the dev key, no limits.
+pub fn base_settings() -> Settings {
+    let mut s = Settings::dev_defaults().unwrap();
+    s.http.addr = "127.0.0.1:0".into();
+    s.http.workers = 2;
+    s.auth.dev_key = false;
+    s.auth.jwks_file = fixture("jwks.json").to_string_lossy().into_owned();
+    s.auth.issuer = ISSUER.into();
+    s.auth.audience = AUDIENCE.into();
+    s.limits.per_user_per_minute = 0;
+    s.limits.per_org_per_second = 0;
+    s.limits.per_address_per_second = 0;
+    s.store.timeout_ms = 500;
+    s.tenants.call_timeout_ms = 2_000;
+    s
+}
+
+pub struct TestApp {
+    pub address: String,
+    pub client: reqwest::Client,
+    pub clock: Arc<ManualClock>,
+    pub redis: Option<Arc<RedisServer>>,
+    pub params: TotpParams,
+}
+
+pub struct Spawn {
+    pub backend: Backend,
+    pub settings: Settings,
+    pub redis: Option<Arc<RedisServer>>,
+    pub store: Option<SharedStore>,
+    pub clock: Option<Arc<ManualClock>>,
+    /// A Redis the test manages itself (to stop and restart it).
+    pub external_redis_url: Option<String>,
+}
+
+impl Spawn {
+    pub fn new(backend: Backend) -> Self {
+        Self {
+            backend,
+            settings: base_settings(),
+            redis: None,
+            store: None,
+            clock: None,
+            external_redis_url: None,
+        }
+    }
+
+    pub fn with(mut self, tweak: impl FnOnce(&mut Settings)) -> Self {
+        tweak(&mut self.settings);
+        self
+    }
+
+    /// Share a redis-server (and its key prefix) with another instance.
+    pub fn redis(mut self, redis: Arc<RedisServer>) -> Self {
+        self.redis = Some(redis);
+        self
+    }
+
+    /// Share a memory store with another instance.
+    pub fn store(mut self, store: SharedStore) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    pub fn external_redis(mut self, url: String) -> Self {
+        self.external_redis_url = Some(url);
+        self
+    }
+
+    pub fn clock(mut self, clock: Arc<ManualClock>) -> Self {
+        self.clock = Some(clock);
+        self
+    }
+
+    pub async fn start(mut self) -> TestApp {
+        let redis = match self.backend {
+            Backend::Memory => {
+                self.settings.store.kind = StoreKind::Memory;
+                None
+            }
+            Backend::Redis if self.external_redis_url.is_some() => {
+                self.settings.store.kind = StoreKind::Redis;
+                self.settings.redis.url = self.external_redis_url.unwrap_or_default().into();
+                None
+            }
+            Backend::Redis => {
+                let redis = self.redis.unwrap_or_else(|| Arc::new(RedisServer::start()));
+                self.settings.store.kind = StoreKind::Redis;
+                self.settings.redis.url = redis.url().into();
+                Some(redis)
+            }
+        };
+        let clock = self
+            .clock
+            .unwrap_or_else(|| Arc::new(ManualClock::new(UnixMicros::from_secs(PINNED_SECS))));
+        let params = self.settings.totp.params();
+        let overrides = Overrides {
+            clock: Some(clock.clone()),
+            store: self.store,
+        };
+        let app = Application::build_with(self.settings, overrides)
+            .await
+            .expect("app starts");
+        let address = format!("http://127.0.0.1:{}", app.port());
+        actix_rt::spawn(app.run_until_stopped());
+        TestApp {
+            address,
+            client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(20))
+                .build()
+                .unwrap(),
+            clock,
+            redis,
+            params,
+        }
+    }
+}
+
+pub async fn spawn_app(backend: Backend) -> TestApp {
+    Spawn::new(backend).start().await
+}
+
+/// Signs tokens with the fixture keys.
+pub struct Token {
+    pub org: String,
+    pub user: String,
+    pub roles: Vec<(String, String)>,
+    pub alg: Algorithm,
+    pub claims: serde_json::Map<String, Value>,
+    pub kid: Option<String>,
+}
+
+impl Token {
+    pub fn user(org: &str, user: &str) -> Self {
+        Self {
+            org: org.into(),
+            user: user.into(),
+            roles: vec![],
+            alg: Algorithm::EdDSA,
+            claims: serde_json::Map::new(),
+            kid: None,
+        }
+    }
+
+    /// Grants `role` for `org`.
+    pub fn role(mut self, role: &str, org: &str) -> Self {
+        self.roles.push((role.into(), org.into()));
+        self
+    }
+
+    pub fn alg(mut self, alg: Algorithm) -> Self {
+        self.alg = alg;
+        self
+    }
+
+    pub fn claim(mut self, name: &str, value: Value) -> Self {
+        self.claims.insert(name.into(), value);
+        self
+    }
+
+    pub fn kid(mut self, kid: &str) -> Self {
+        self.kid = Some(kid.into());
+        self
+    }
+
+    pub fn claims(&self) -> serde_json::Map<String, Value> {
+        let now = chrono::Utc::now().timestamp();
+        let mut roles = serde_json::Map::new();
+        for (role, org) in &self.roles {
+            let entry = roles.entry(role.clone()).or_insert_with(|| json!({}));
+            entry[org] = json!(format!("{org}.test"));
+        }
+        let mut claims = serde_json::Map::new();
+        claims.insert("iss".into(), json!(ISSUER));
+        claims.insert("aud".into(), json!(AUDIENCE));
+        claims.insert("sub".into(), json!(self.user));
+        claims.insert(
+            "urn:zitadel:iam:user:resourceowner:id".into(),
+            json!(self.org),
+        );
+        claims.insert(
+            "urn:zitadel:iam:org:project:roles".into(),
+            Value::Object(roles),
+        );
+        claims.insert("iat".into(), json!(now));
+        claims.insert("exp".into(), json!(now + 600));
+        for (name, value) in &self.claims {
+            claims.insert(name.clone(), value.clone());
+        }
+        claims
+    }
+
+    pub fn sign(&self) -> String {
+        let (file, kid) = match self.alg {
+            Algorithm::EdDSA => ("ed25519.pem", "test-ed25519"),
+            Algorithm::ES256 => ("es256.pem", "test-es256"),
+            Algorithm::RS256 => ("rs256.pem", "test-rs256"),
+            other => panic!("no fixture key for {other:?}"),
+        };
+        let pem = std::fs::read(fixture(file)).unwrap();
+        let key = match self.alg {
+            Algorithm::EdDSA => EncodingKey::from_ed_pem(&pem),
+            Algorithm::ES256 => EncodingKey::from_ec_pem(&pem),
+            _ => EncodingKey::from_rsa_pem(&pem),
+        }
+        .unwrap();
+        let mut header = Header::new(self.alg);
+        header.kid = Some(self.kid.clone().unwrap_or_else(|| kid.into()));
+        jsonwebtoken::encode(&header, &self.claims(), &key).unwrap()
+    }
+}
+
+/// An answer: status, body as JSON, and the headers that matter.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: StatusCode,
+    pub body: Value,
+    pub retry_after: Option<String>,
+}
+
+impl Answer {
+    /// The contract's error shape, with this gRPC code and id.
+    #[track_caller]
+    pub fn assert_error(&self, status: u16, code: i64, id: &str) {
+        assert_eq!(self.status.as_u16(), status, "{self:?}");
+        assert_eq!(self.body["code"], code, "{self:?}");
+        assert_eq!(
+            self.body["details"][0]["@type"], "type.googleapis.com/zitadel.v1.ErrorDetail",
+            "{self:?}"
+        );
+        assert_eq!(self.body["details"][0]["id"], id, "{self:?}");
+        let message = self.body["message"].as_str().unwrap();
+        assert!(message.ends_with(&format!("({id})")), "{message}");
+    }
+
+    #[track_caller]
+    pub fn assert_ok(&self) -> &Value {
+        assert_eq!(self.status, StatusCode::OK, "{self:?}");
+        &self.body
+    }
+
+    pub fn sequence(&self) -> u64 {
+        self.body["details"]["sequence"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap()
+    }
+}
+
+impl TestApp {
+    pub async fn send(&self, request: reqwest::RequestBuilder) -> Answer {
+        let response = request.send().await.expect("request reaches the server");
+        let status = response.status();
+        let retry_after = response
+            .headers()
+            .get("retry-after")
+            .map(|v| v.to_str().unwrap().to_owned());
+        let bytes = response.bytes().await.unwrap();
+        let body = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| panic!("body is JSON: {:?}", String::from_utf8_lossy(&bytes)));
+        Answer {
+            status,
+            body,
+            retry_after,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.address, path)
+    }
+
+    pub async fn post(&self, token: Option<&str>, path: &str, body: Value) -> Answer {
+        let mut request = self.client.post(self.url(path)).json(&body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        self.send(request).await
+    }
+
+    pub async fn delete(&self, token: Option<&str>, path: &str) -> Answer {
+        let mut request = self.client.delete(self.url(path));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        self.send(request).await
+    }
+
+    pub async fn add(&self, token: &str) -> Answer {
+        self.post(Some(token), "/auth/v1/users/me/auth_factors/otp", json!({}))
+            .await
+    }
+
+    pub async fn verify(&self, token: &str, code: &str) -> Answer {
+        self.post(
+            Some(token),
+            "/auth/v1/users/me/auth_factors/otp/_verify",
+            json!({ "code": code }),
+        )
+        .await
+    }
+
+    pub async fn check(&self, token: &str, user: &str, code: &str) -> Answer {
+        let path = format!("/management/v1/users/{user}/auth_factors/otp/_check");
+        self.post(Some(token), &path, json!({ "code": code })).await
+    }
+
+    pub async fn list(&self, token: &str) -> Answer {
+        self.post(
+            Some(token),
+            "/auth/v1/users/me/auth_factors/_search",
+            json!({}),
+        )
+        .await
+    }
+
+    pub async fn remove_mine(&self, token: &str) -> Answer {
+        self.delete(Some(token), "/auth/v1/users/me/auth_factors/otp")
+            .await
+    }
+
+    pub async fn unlock(&self, token: &str, user: &str) -> Answer {
+        self.post(
+            Some(token),
+            &format!("/management/v1/users/{user}/_unlock"),
+            json!({}),
+        )
+        .await
+    }
+
+    pub fn now_secs(&self) -> u64 {
+        use tessera::clock::Clock;
+        self.clock.now().unsigned_secs()
+    }
+
+    /// The code of the step `offset` steps from now, for a base32 secret.
+    pub fn code(&self, secret: &str, offset: i64) -> String {
+        code_with(&self.params, secret, self.now_secs(), offset)
+    }
+
+    /// Enrolls `token`'s user and verifies; returns the secret.
+    pub async fn enroll_ready(&self, token: &str) -> String {
+        let added = self.add(token).await;
+        let secret = added.assert_ok()["secret"].as_str().unwrap().to_owned();
+        self.verify(token, &self.code(&secret, 0)).await.assert_ok();
+        secret
+    }
+}
+
+pub fn code_with(params: &TotpParams, secret: &str, now_secs: u64, offset: i64) -> String {
+    let bytes = data_encoding::BASE32_NOPAD
+        .decode(secret.as_bytes())
+        .unwrap();
+    let step = params.step_at(now_secs).checked_add_signed(offset).unwrap();
+    params.code_for_step(&bytes, step).unwrap()
+}

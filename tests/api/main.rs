@@ -1,0 +1,18 @@
+//! The whole server, driven over HTTP: one binary, every test with its own app, store and keys.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod bad_input;
+mod concurrency;
+mod conformance;
+mod fail_closed;
+mod helpers;
+mod independent;
+mod limits;
+mod process;
+mod tenancy;
+mod tokens;

@@ -1,0 +1,186 @@
+//! The real binary, as a user runs it: `tessera dev`, `tessera token`, `check-config`, and
+//! `serve` refusing to start without keys. Its logs, at trace level, never hold a secret.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use serde_json::json;
+use tessera::domain::TotpParams;
+
+use crate::helpers::{code_with, free_port};
+
+const BIN: &str = env!("CARGO_BIN_EXE_tessera");
+
+fn tessera(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    Command::new(BIN)
+        .args(args)
+        .envs(env.iter().copied())
+        .env_remove("RUST_LOG")
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap()
+}
+
+#[actix_web::test]
+async fn dev_server_walkthrough_and_no_secret_in_any_log_line() {
+    let port = free_port();
+    let log_path = std::env::temp_dir().join(format!("tessera-dev-{port}.log"));
+    let log = std::fs::File::create(&log_path).unwrap();
+    let mut child = Command::new(BIN)
+        .arg("dev")
+        .env("TESSERA__HTTP__ADDR", format!("127.0.0.1:{port}"))
+        .env("TESSERA__LOG__LEVEL", "trace")
+        .env_remove("RUST_LOG")
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    let mut up = false;
+    for _ in 0..100 {
+        if client
+            .get(format!("{base}/debug/healthz"))
+            .send()
+            .await
+            .is_ok()
+        {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(up, "tessera dev starts");
+
+    let output = tessera(
+        &[
+            "token",
+            "--org",
+            "acme",
+            "--user",
+            "alice",
+            "--role",
+            "otp.check",
+        ],
+        &[],
+    );
+    assert!(output.status.success());
+    let token = String::from_utf8(output.stdout).unwrap().trim().to_owned();
+    let post = |path: &str, body: serde_json::Value| {
+        client
+            .post(format!("{base}{path}"))
+            .bearer_auth(&token)
+            .json(&body)
+            .send()
+    };
+    let added: serde_json::Value = post("/auth/v1/users/me/auth_factors/otp", json!({}))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let secret = added["secret"].as_str().unwrap().to_owned();
+    let now = chrono::Utc::now().timestamp() as u64;
+    let params = TotpParams::default();
+    // Codes for the previous and next steps: both inside the window, whatever second it is.
+    let code = code_with(&params, &secret, now, -1);
+    let verified = post(
+        "/auth/v1/users/me/auth_factors/otp/_verify",
+        json!({ "code": code }),
+    )
+    .await
+    .unwrap();
+    assert_eq!(verified.status().as_u16(), 200);
+    let next = code_with(&params, &secret, now, 1);
+    let checked = post(
+        "/management/v1/users/alice/auth_factors/otp/_check",
+        json!({ "code": next }),
+    )
+    .await
+    .unwrap();
+    assert_eq!(checked.status().as_u16(), 200);
+    let wrong = post(
+        "/management/v1/users/alice/auth_factors/otp/_check",
+        json!({ "code": "000000" }),
+    )
+    .await
+    .unwrap();
+    assert_eq!(wrong.status().as_u16(), 400);
+
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let logs = std::fs::read_to_string(&log_path).unwrap();
+    std::fs::remove_file(&log_path).ok();
+    assert!(logs.contains("tessera listening"), "the log was captured");
+    assert!(
+        logs.contains("TRACE") || logs.contains("DEBUG"),
+        "at a verbose level"
+    );
+    let signature = token.rsplit('.').next().unwrap();
+    for (what, needle) in [
+        ("secret", secret.as_str()),
+        ("token signature", signature),
+        ("code", code.as_str()),
+        ("next code", next.as_str()),
+    ] {
+        assert!(!logs.contains(needle), "the {what} appears in the logs");
+    }
+}
+
+#[test]
+fn check_config_reports_problems_and_accepts_a_good_config() {
+    let missing = tessera(&["check-config", "--env", "nonexistent"], &[]);
+    assert!(!missing.status.success());
+    let stderr = String::from_utf8_lossy(&missing.stderr);
+    assert!(stderr.contains("seal: no key"), "{stderr}");
+    let unknown = tessera(
+        &["check-config"],
+        &[("TESSERA__LOCKOUT__MAX_ATTEMPTS_TYPO", "3")],
+    );
+    assert!(!unknown.status.success());
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("max_attempts_typo"));
+    let jwks = crate::helpers::fixture("jwks.json");
+    let good = tessera(
+        &["check-config", "--env", "nonexistent"],
+        &[
+            ("TESSERA__AUTH__JWKS_FILE", jwks.to_str().unwrap()),
+            ("TESSERA__AUTH__ISSUER", "https://issuer.test"),
+            ("TESSERA__AUTH__AUDIENCE", "tessera"),
+            (
+                "TESSERA__SEAL__KEYS",
+                "k1:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+            ),
+        ],
+    );
+    assert!(
+        good.status.success(),
+        "{}",
+        String::from_utf8_lossy(&good.stderr)
+    );
+}
+
+#[test]
+fn serve_refuses_to_start_without_a_seal_key() {
+    let jwks = crate::helpers::fixture("jwks.json");
+    let output = tessera(
+        &["serve", "--env", "nonexistent"],
+        &[
+            ("TESSERA__AUTH__JWKS_FILE", jwks.to_str().unwrap()),
+            ("TESSERA__AUTH__ISSUER", "https://issuer.test"),
+            ("TESSERA__AUTH__AUDIENCE", "tessera"),
+            ("TESSERA__HTTP__ADDR", "127.0.0.1:0"),
+        ],
+    );
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("seal: no key"));
+}
+
+#[test]
+fn gen_seal_key_makes_a_usable_entry() {
+    let output = tessera(&["gen-seal-key", "--id", "2026-11"], &[]);
+    let entry = String::from_utf8(output.stdout).unwrap();
+    let ring = tessera::seal::KeyRing::parse(&entry.trim().to_owned().into()).unwrap();
+    assert_eq!(ring.sealing_key_id(), "2026-11");
+}

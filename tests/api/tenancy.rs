@@ -1,0 +1,92 @@
+//! Tenants: one organization never reads or changes another's factors.
+
+use serde_json::json;
+
+use crate::helpers::{Backend, Token, spawn_app};
+
+#[actix_web::test]
+async fn me_calls_act_in_the_users_own_organization_whatever_the_header() {
+    let app = spawn_app(Backend::Memory).await;
+    let alice_a = Token::user("org-a", "alice").sign();
+    let alice_b = Token::user("org-b", "alice").sign();
+    let secret = app.enroll_ready(&alice_a).await;
+    // Same user id, other organization: a different factor.
+    assert_eq!(app.list(&alice_b).await.assert_ok(), &json!({}));
+    app.verify(&alice_b, &app.code(&secret, 0))
+        .await
+        .assert_error(404, 5, "COMMAND-3Mif9s");
+    // The x-zitadel-orgid header does not move a `me` call to another organization.
+    let request = app
+        .client
+        .post(app.url("/auth/v1/users/me/auth_factors/_search"))
+        .bearer_auth(&alice_b)
+        .header("x-zitadel-orgid", "org-a")
+        .json(&json!({}));
+    assert_eq!(app.send(request).await.assert_ok(), &json!({}));
+    let request = app
+        .client
+        .post(app.url("/auth/v1/users/me/auth_factors/otp"))
+        .bearer_auth(&alice_b)
+        .header("x-zitadel-orgid", "org-a");
+    let added = app.send(request).await;
+    assert_eq!(added.assert_ok()["details"]["resourceOwner"], "org-b");
+}
+
+#[actix_web::test]
+async fn management_calls_need_the_role_for_the_target_organization() {
+    let app = spawn_app(Backend::Memory).await;
+    let alice_a = Token::user("org-a", "alice").sign();
+    let secret = app.enroll_ready(&alice_a).await;
+    app.clock.advance_secs(30);
+    let code = app.code(&secret, 0);
+    let path = "/management/v1/users/alice/auth_factors/otp/_check";
+
+    // A checker of org-b, own organization: org-b has no such factor.
+    let checker_b = Token::user("org-b", "svc")
+        .role("otp.check", "org-b")
+        .sign();
+    app.check(&checker_b, "alice", &code)
+        .await
+        .assert_error(400, 9, "COMMAND-3Mif9s");
+    // A checker of org-b naming org-a: no role there.
+    let request = app
+        .client
+        .post(app.url(path))
+        .bearer_auth(&checker_b)
+        .header("x-zitadel-orgid", "org-a")
+        .json(&json!({ "code": code }));
+    app.send(request)
+        .await
+        .assert_error(403, 7, "TESSERA-perm1");
+    // A role granted for org-a, held by a user of org-b, works for org-a through the header.
+    let cross = Token::user("org-b", "svc")
+        .role("otp.check", "org-a")
+        .sign();
+    let request = app
+        .client
+        .post(app.url(path))
+        .bearer_auth(&cross)
+        .header("x-zitadel-orgid", "org-a")
+        .json(&json!({ "code": code }));
+    let answer = app.send(request).await;
+    assert_eq!(answer.assert_ok()["details"]["resourceOwner"], "org-a");
+    // Without the role at all.
+    let nobody = Token::user("org-a", "bob").sign();
+    app.check(&nobody, "alice", &code)
+        .await
+        .assert_error(403, 7, "TESSERA-perm1");
+}
+
+#[actix_web::test]
+async fn redis_keys_of_one_tenant_never_collide_with_another() {
+    let app = spawn_app(Backend::Redis).await;
+    // ("a:b", "c") and ("a", "b:c") must be two different factors.
+    let first = Token::user("a:b", "c").sign();
+    let second = Token::user("a", "b:c").sign();
+    app.enroll_ready(&first).await;
+    assert_eq!(app.list(&second).await.assert_ok(), &json!({}));
+    let braces = Token::user("o}{", "{u}").sign();
+    app.enroll_ready(&braces).await;
+    let keys = app.redis.as_ref().unwrap().cli(&["--scan"]).unwrap();
+    assert_eq!(keys.lines().count(), 2, "{keys}");
+}

@@ -87,7 +87,7 @@ async fn malformed_codes_are_wrong_codes() {
         format!("{left}x{right}"),
         "１２３４５６".to_owned(),
         format!("{left}  {right}"),
-        format!("{}", &good[..5]),
+        good[..5].to_owned(),
         format!("{good}0"),
         format!("{left}\t{right}"),
         format!("+{}", &good[1..]),

@@ -47,6 +47,11 @@ impl RedisServer {
     }
 
     pub fn start_on(port: u16) -> Self {
+        Self::start_with(port, &[])
+    }
+
+    /// With extra redis-server arguments (e.g. `--requirepass`); `cli` then needs `-a`.
+    pub fn start_with(port: u16, extra: &[&str]) -> Self {
         let child = Command::new("redis-server")
             .args([
                 "--port",
@@ -60,19 +65,24 @@ impl RedisServer {
             ])
             // DEBUG SLEEP simulates a slow server in the fail-closed tests.
             .args(["--enable-debug-command", "local"])
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("redis-server must be on the PATH (see README: tests)");
         let server = Self { port, child };
-        server.wait_ready();
+        server.wait_ready(extra);
         server
     }
 
-    fn wait_ready(&self) {
+    fn wait_ready(&self, extra: &[&str]) {
         let deadline = Instant::now() + Duration::from_secs(10);
+        let ping: Vec<&str> = match extra.iter().position(|a| *a == "--requirepass") {
+            Some(i) => vec!["--no-auth-warning", "-a", extra[i + 1], "PING"],
+            None => vec!["PING"],
+        };
         while Instant::now() < deadline {
-            if self.cli(&["PING"]).is_some_and(|out| out.trim() == "PONG") {
+            if self.cli(&ping).is_some_and(|out| out.trim() == "PONG") {
                 return;
             }
             std::thread::sleep(Duration::from_millis(20));
@@ -115,7 +125,25 @@ pub enum Backend {
 
 /// Test settings: the dev defaults with the fixture JWKS instead of the dev key, no limits.
 pub fn base_settings() -> Settings {
-    let mut s = Settings::dev_defaults().unwrap();
+    for_tests(Settings::dev_defaults().unwrap())
+}
+
+/// Settings loaded with these `TESSERA__*` variables (without touching the process
+/// environment), then made fit for tests.
+pub fn settings_with_env(vars: &[(&str, &str)]) -> Settings {
+    let map = vars
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    let environment = config::Environment::with_prefix("TESSERA").source(Some(map));
+    let nowhere = tessera::settings::Source {
+        config_dir: "/nonexistent".into(),
+        environment: "none".into(),
+    };
+    for_tests(Settings::load_with(tessera::settings::Mode::Dev, &nowhere, environment).unwrap())
+}
+
+fn for_tests(mut s: Settings) -> Settings {
     s.http.addr = "127.0.0.1:0".into();
     s.http.workers = 2;
     s.auth.dev_key = false;
@@ -136,6 +164,7 @@ pub struct TestApp {
     pub clock: Arc<ManualClock>,
     pub redis: Option<Arc<RedisServer>>,
     pub params: TotpParams,
+    pub registry: Arc<tessera::tenant::OrgRegistry>,
 }
 
 pub struct Spawn {
@@ -158,6 +187,11 @@ impl Spawn {
             clock: None,
             external_redis_url: None,
         }
+    }
+
+    pub fn settings(mut self, settings: Settings) -> Self {
+        self.settings = settings;
+        self
     }
 
     pub fn with(mut self, tweak: impl FnOnce(&mut Settings)) -> Self {
@@ -217,6 +251,7 @@ impl Spawn {
             .await
             .expect("app starts");
         let address = format!("http://127.0.0.1:{}", app.port());
+        let registry = app.registry();
         actix_rt::spawn(app.run_until_stopped());
         TestApp {
             address,
@@ -227,6 +262,7 @@ impl Spawn {
             clock,
             redis,
             params,
+            registry,
         }
     }
 }

@@ -12,6 +12,7 @@ mod conformance;
 mod fail_closed;
 mod helpers;
 mod independent;
+mod lifecycle;
 mod limits;
 mod process;
 mod tenancy;

@@ -101,6 +101,7 @@ pub struct AuthSettings {
     pub issuer: String,
     pub audience: String,
     pub leeway_secs: u64,
+    pub token_cache_capacity: usize,
     pub hs256_secret: SecretString,
     pub hs256_secret_file: String,
     pub dev_key: bool,

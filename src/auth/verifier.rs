@@ -2,12 +2,15 @@
 //! `exp`/`nbf` with a bounded leeway. Unsigned tokens never verify (`alg: none` does not parse).
 
 use std::collections::{HashMap, HashSet};
+use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use lru::LruCache;
 use secrecy::ExposeSecret;
 use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
 use tokio::sync::{Mutex, RwLock};
 
 use super::caller::Caller;
@@ -42,8 +45,13 @@ struct ClaimNames {
     login_name: String,
 }
 
+/// Verified tokens, keyed by the SHA-256 of the token, each kept until its `exp`: a
+/// signature check costs tens of microseconds, a login page sends the same token all day.
+type VerifiedCache = std::sync::Mutex<LruCache<[u8; 32], (Arc<Caller>, i64)>>;
+
 pub struct TokenVerifier {
     keys: RwLock<Arc<Vec<VerifyKey>>>,
+    verified: Option<VerifiedCache>,
     remote: Option<Remote>,
     hs256: Option<DecodingKey>,
     issuer: String,
@@ -88,6 +96,8 @@ impl TokenVerifier {
         let hs256 = (!secret.is_empty()).then(|| DecodingKey::from_secret(secret.as_bytes()));
         Ok(Self {
             keys: RwLock::new(Arc::new(keys)),
+            verified: NonZeroUsize::new(auth.token_cache_capacity)
+                .map(|n| std::sync::Mutex::new(LruCache::new(n))),
             remote,
             hs256,
             issuer: auth.issuer.clone(),
@@ -103,7 +113,7 @@ impl TokenVerifier {
     }
 
     /// The caller behind an `Authorization` header value (`None`: no header).
-    pub async fn authenticate(&self, header: Option<&[u8]>) -> Result<Caller, OtpError> {
+    pub async fn authenticate(&self, header: Option<&[u8]>) -> Result<Arc<Caller>, OtpError> {
         let header = header.ok_or(OtpError::AuthHeaderMissing)?;
         let token = header
             .strip_prefix(b"Bearer ")
@@ -111,8 +121,34 @@ impl TokenVerifier {
         let token = std::str::from_utf8(token)
             .map_err(|_| OtpError::TokenInvalid)?
             .trim();
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let now = chrono::Utc::now().timestamp();
+        if let Some(caller) = self.cached(&digest, now) {
+            return Ok(caller);
+        }
         let claims = self.verify(token).await?;
-        self.caller_from(claims).ok_or(OtpError::TokenInvalid)
+        let expires = claims.get("exp").and_then(Value::as_i64).unwrap_or(now);
+        let caller = Arc::new(self.caller_from(claims).ok_or(OtpError::TokenInvalid)?);
+        if let Some(cache) = &self.verified
+            && let Ok(mut cache) = cache.lock()
+        {
+            cache.put(digest, (caller.clone(), expires));
+        }
+        Ok(caller)
+    }
+
+    /// A cached caller whose token has not expired (without the leeway: stricter than a
+    /// full check, which then decides).
+    fn cached(&self, digest: &[u8; 32], now: i64) -> Option<Arc<Caller>> {
+        let mut cache = self.verified.as_ref()?.lock().ok()?;
+        match cache.get(digest) {
+            Some((caller, expires)) if *expires > now => Some(caller.clone()),
+            Some(_) => {
+                cache.pop(digest);
+                None
+            }
+            None => None,
+        }
     }
 
     async fn verify(&self, token: &str) -> Result<Map<String, Value>, OtpError> {

@@ -231,3 +231,26 @@ async fn jwks_url_is_fetched_again_for_an_unknown_kid() {
         .await
         .assert_ok();
 }
+
+#[actix_web::test]
+async fn a_cached_token_still_expires() {
+    let app = Spawn::new(Backend::Memory)
+        .with(|s| s.auth.leeway_secs = 0)
+        .start()
+        .await;
+    let now = chrono::Utc::now().timestamp();
+    let short = Token::user("acme", "alice")
+        .claim("exp", json!(now + 1))
+        .sign();
+    // Verified once, then served from the cache.
+    search_with(&app, Some(&format!("Bearer {short}")))
+        .await
+        .assert_ok();
+    search_with(&app, Some(&format!("Bearer {short}")))
+        .await
+        .assert_ok();
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    search_with(&app, Some(&format!("Bearer {short}")))
+        .await
+        .assert_error(401, 16, "AUTH-7fs1e");
+}

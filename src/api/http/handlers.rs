@@ -60,7 +60,7 @@ pub async fn add_my_otp(
         .clone()
         .unwrap_or_else(|| caller.user.to_string());
     let msg = Enroll {
-        user: caller.user,
+        user: caller.user.clone(),
         account,
         now: state.clock.now(),
     };
@@ -82,7 +82,7 @@ pub async fn verify_my_otp(
         .await?
         .into_code()?;
     let msg = SubmitCode {
-        user: caller.user,
+        user: caller.user.clone(),
         code,
         purpose: Purpose::Enrollment,
         now: state.clock.now(),
@@ -93,7 +93,7 @@ pub async fn verify_my_otp(
 pub async fn remove_my_otp(req: HttpRequest, state: State) -> Result<HttpResponse, ApiError> {
     let caller = state.caller(&req).await?;
     let msg = RemoveFactor {
-        user: caller.user,
+        user: caller.user.clone(),
         now: state.clock.now(),
     };
     Ok(details(&state.org(&caller.org)?.call(msg).await??))
@@ -108,7 +108,9 @@ pub async fn list_my_factors(
     json_body::<NoFields>(&req, body, state.body_limit).await?;
     let factors = state
         .org(&caller.org)?
-        .call(ListFactors { user: caller.user })
+        .call(ListFactors {
+            user: caller.user.clone(),
+        })
         .await??;
     let result = factors
         .into_iter()

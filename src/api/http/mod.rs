@@ -62,7 +62,7 @@ impl HttpState {
     }
 
     /// The gates every call passes before any work: the client address limit, then the token.
-    async fn caller(&self, req: &HttpRequest) -> Result<Caller, ApiError> {
+    async fn caller(&self, req: &HttpRequest) -> Result<Arc<Caller>, ApiError> {
         if let Some(address) = client_address(req, &self.trusted_proxies) {
             self.address_limiter.check(address)?;
         }

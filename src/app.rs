@@ -16,6 +16,7 @@ use crate::clock::{SharedClock, SystemClock};
 use crate::seal::{KeyRing, SealError};
 use crate::settings::{Settings, StoreKind};
 use crate::store::{MemoryStore, RedisStore, SharedStore, StoreError};
+use crate::telemetry::RequestSpans;
 use crate::tenant::{AddressLimiter, Limits, OrgRegistry, OtpPolicy, TenantDeps};
 
 #[derive(Debug, thiserror::Error)]
@@ -100,7 +101,7 @@ impl Application {
         };
         let server = HttpServer::new(move || {
             App::new()
-                .wrap(TracingLogger::default())
+                .wrap(TracingLogger::<RequestSpans>::new())
                 .app_data(state.clone())
                 .configure(routes)
         })

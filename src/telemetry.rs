@@ -19,3 +19,44 @@ where
         LogFormat::Pretty => builder.compact().try_init(),
     };
 }
+
+/// tracing-actix-web's root span, without its WARN line for every 4xx: a wrong code or an
+/// expired token is routine for an OTP server (counted, not logged). 5xx are logged.
+pub struct RequestSpans;
+
+impl tracing_actix_web::RootSpanBuilder for RequestSpans {
+    /// Fewer fields than `root_span!`, which asks the router for `http.route` and so runs
+    /// every route's regex a second time per request.
+    fn on_request_start(request: &actix_web::dev::ServiceRequest) -> tracing::Span {
+        use actix_web::HttpMessage;
+        let request_id = request
+            .extensions()
+            .get::<tracing_actix_web::RequestId>()
+            .copied();
+        tracing::info_span!(
+            "HTTP request",
+            http.method = %request.method(),
+            http.target = %request.path(),
+            request_id = tracing::field::display(request_id.map(|id| id.to_string()).unwrap_or_default()),
+            http.status_code = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
+        )
+    }
+
+    fn on_request_end<B: actix_web::body::MessageBody>(
+        span: tracing::Span,
+        outcome: &Result<actix_web::dev::ServiceResponse<B>, actix_web::Error>,
+    ) {
+        let status = match outcome {
+            Ok(response) => response.status(),
+            Err(error) => error.as_response_error().status_code(),
+        };
+        span.record("http.status_code", status.as_u16());
+        if status.is_server_error() {
+            span.record("otel.status_code", "ERROR");
+            span.in_scope(|| tracing::error!(status = status.as_u16(), "request failed"));
+        } else {
+            span.record("otel.status_code", "OK");
+        }
+    }
+}

@@ -59,9 +59,13 @@ impl OrgActor {
     fn apply(&mut self, user: Arc<str>, update: CacheUpdate) {
         match update {
             CacheUpdate::Keep => {}
-            CacheUpdate::Put(factor) => {
-                self.cache.put(user, factor);
-            }
+            CacheUpdate::Put(factor) => match self.cache.get_mut(&user) {
+                // The common case (a check of a cached factor): update in place.
+                Some(cached) => *cached = factor,
+                None => {
+                    self.cache.put(user, factor);
+                }
+            },
             CacheUpdate::Evict => {
                 self.cache.pop(&user);
             }

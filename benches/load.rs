@@ -1,0 +1,425 @@
+//! The load tool: enrolls N users on a real `tessera serve` (release build) backed by a real
+//! redis-server, drives the login check over many connections with wrk, and in the same run
+//! measures the floor: a minimal actix-web handler doing one EVALSHA of the same script over
+//! a shared multiplexed connection. Prints a markdown table for BENCHMARKS.md.
+//!
+//!     cargo bench --bench load -- [--users 10000] [--connections 64] [--seconds 10]
+//!
+//! Needs `wrk` and `redis-server` on the PATH. Client and servers share this machine's cores:
+//! compare the ratio of figures from one run, not absolute numbers across machines.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use actix_web::{App, HttpResponse, HttpServer, web};
+use futures::StreamExt;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::json;
+use tessera::domain::TotpParams;
+
+/// The floor gets the same allocator as tessera, so the comparison is of the request path only.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+const ORG: &str = "bench";
+const ISSUER: &str = "https://issuer.bench";
+const AUDIENCE: &str = "tessera-bench";
+
+struct Options {
+    users: usize,
+    connections: usize,
+    seconds: u64,
+}
+
+fn options() -> Options {
+    let mut o = Options {
+        users: 10_000,
+        connections: 64,
+        seconds: 10,
+    };
+    let args: Vec<String> = std::env::args().collect();
+    let mut i = 1;
+    while i < args.len() {
+        let value = || {
+            args.get(i + 1)
+                .and_then(|v| v.parse::<u64>().ok())
+                .expect("a number")
+        };
+        match args[i].as_str() {
+            "--users" => o.users = value() as usize,
+            "--connections" => o.connections = value() as usize,
+            "--seconds" => o.seconds = value(),
+            _ => {}
+        }
+        i += 1;
+    }
+    o
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Killed(Child);
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn fixture(name: &str) -> String {
+    format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+fn token(user: &str, roles: &[&str]) -> String {
+    let now = chrono::Utc::now().timestamp();
+    let mut granted = serde_json::Map::new();
+    for role in roles {
+        granted.insert((*role).into(), json!({ ORG: "bench.test" }));
+    }
+    let claims = json!({
+        "iss": ISSUER, "aud": AUDIENCE, "sub": user, "exp": now + 3600, "iat": now,
+        "urn:zitadel:iam:user:resourceowner:id": ORG,
+        "urn:zitadel:iam:org:project:roles": granted,
+    });
+    let key = EncodingKey::from_ed_pem(&std::fs::read(fixture("ed25519.pem")).unwrap()).unwrap();
+    let mut header = Header::new(Algorithm::EdDSA);
+    header.kid = Some("test-ed25519".into());
+    jsonwebtoken::encode(&header, &claims, &key).unwrap()
+}
+
+fn redis_cli(port: u16, args: &[&str]) -> String {
+    let out = Command::new("redis-cli")
+        .args(["-p", &port.to_string()])
+        .args(args)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn used_memory(port: u16) -> u64 {
+    redis_cli(port, &["INFO", "memory"])
+        .lines()
+        .find_map(|l| l.strip_prefix("used_memory:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap()
+}
+
+async fn wait_ready(url: &str) {
+    let client = reqwest::Client::new();
+    for _ in 0..200 {
+        if client
+            .get(url)
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{url} never became ready");
+}
+
+/// Enrolls and verifies every user; returns their base32 secrets.
+async fn enroll(base: &str, users: usize) -> Vec<String> {
+    let client = reqwest::Client::new();
+    let params = TotpParams::default();
+    futures::stream::iter(0..users)
+        .map(|i| {
+            let client = client.clone();
+            let base = base.to_owned();
+            async move {
+                let bearer = token(&format!("u{i}"), &[]);
+                let added: serde_json::Value = client
+                    .post(format!("{base}/auth/v1/users/me/auth_factors/otp"))
+                    .bearer_auth(&bearer)
+                    .json(&json!({}))
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                let secret = added["secret"].as_str().expect("enrolled").to_owned();
+                let bytes = data_encoding::BASE32_NOPAD
+                    .decode(secret.as_bytes())
+                    .unwrap();
+                let now = chrono::Utc::now().timestamp() as u64;
+                let code = params.code_for_step(&bytes, params.step_at(now)).unwrap();
+                let verified = client
+                    .post(format!("{base}/auth/v1/users/me/auth_factors/otp/_verify"))
+                    .bearer_auth(&bearer)
+                    .json(&json!({ "code": code }))
+                    .send()
+                    .await
+                    .unwrap();
+                assert!(
+                    verified.status().is_success(),
+                    "verify u{i}: {}",
+                    verified.status()
+                );
+                secret
+            }
+        })
+        .buffered(64)
+        .collect()
+        .await
+}
+
+/// The wrk script: a random user per request, its current code one time in ten (so a mix of
+/// accepted, replayed and wrong codes), and a count of statuses across wrk's threads.
+fn wrk_script(users: usize, codes: &[String], bearer: &str) -> String {
+    let table: Vec<String> = codes.iter().map(|c| format!("\"{c}\"")).collect();
+    format!(
+        r#"local users = {users}
+local codes = {{{codes}}}
+local threads = {{}}
+function setup(thread) table.insert(threads, thread) end
+function init(args) statuses = {{}} end
+request = function()
+  local i = math.random(1, users)
+  local code = "000000"
+  if math.random(1, 10) == 1 then code = codes[i] end
+  local path = "/management/v1/users/u" .. (i - 1) .. "/auth_factors/otp/_check"
+  return wrk.format("POST", path, {{["Authorization"] = "Bearer {bearer}", ["Content-Type"] = "application/json"}}, '{{"code":"' .. code .. '"}}')
+end
+response = function(status, headers, body)
+  statuses[status] = (statuses[status] or 0) + 1
+end
+done = function(summary, latency, requests)
+  local total = {{}}
+  for _, t in ipairs(threads) do
+    for status, n in pairs(t:get("statuses")) do total[status] = (total[status] or 0) + n end
+  end
+  local parts = {{}}
+  for status, n in pairs(total) do table.insert(parts, status .. "=" .. n) end
+  table.sort(parts)
+  io.write("STATUSES " .. table.concat(parts, " ") .. "\n")
+  io.write(string.format("LATENCY p50=%.3f p99=%.3f p999=%.3f\n", latency:percentile(50)/1000, latency:percentile(99)/1000, latency:percentile(99.9)/1000))
+end
+"#,
+        codes = table.join(",")
+    )
+}
+
+struct Run {
+    rps: f64,
+    p50: f64,
+    p99: f64,
+    p999: f64,
+    statuses: String,
+}
+
+fn wrk(port: u16, script: &str, o: &Options) -> Run {
+    let path = std::env::temp_dir().join(format!("tessera-load-{port}.lua"));
+    std::fs::write(&path, script).unwrap();
+    let out = Command::new("wrk")
+        .args([
+            "-t2",
+            &format!("-c{}", o.connections),
+            &format!("-d{}s", o.seconds),
+        ])
+        .args([
+            "-s",
+            path.to_str().unwrap(),
+            &format!("http://127.0.0.1:{port}"),
+        ])
+        .output()
+        .expect("wrk must be installed (apt-get install wrk)");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let field = |line: &str, key: &str| -> f64 {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(key))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(f64::NAN)
+    };
+    let latency = text
+        .lines()
+        .find(|l| l.starts_with("LATENCY"))
+        .unwrap_or("");
+    Run {
+        rps: text
+            .lines()
+            .find_map(|l| l.strip_prefix("Requests/sec:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(f64::NAN),
+        p50: field(latency, "p50="),
+        p99: field(latency, "p99="),
+        p999: field(latency, "p999="),
+        statuses: text
+            .lines()
+            .find_map(|l| l.strip_prefix("STATUSES "))
+            .unwrap_or("?")
+            .to_owned(),
+    }
+}
+
+/// The floor: parse the same body, one EVALSHA of tessera's own attempt script (a wrong
+/// code: read the hash, count a failure) over one shared ConnectionManager. Nothing else.
+fn start_floor(redis_url: String, port: u16) {
+    std::thread::spawn(move || {
+        actix_rt::System::new().block_on(async move {
+            let client = redis::Client::open(redis_url).unwrap();
+            let connection = client.get_connection_manager().await.unwrap();
+            let script = web::Data::new(redis::Script::new(include_str!(
+                "../src/store/lua/attempt.lua"
+            )));
+            #[derive(serde::Deserialize)]
+            struct Body {
+                code: String,
+            }
+            HttpServer::new(move || {
+                App::new()
+                    .app_data(web::Data::new(connection.clone()))
+                    .app_data(script.clone())
+                    .route(
+                        "/management/v1/users/{user}/auth_factors/otp/_check",
+                        web::post().to(
+                            |path: web::Path<String>,
+                             body: web::Json<Body>,
+                             connection: web::Data<redis::aio::ConnectionManager>,
+                             script: web::Data<redis::Script>| async move {
+                                let mut connection = (**connection).clone();
+                                let now = chrono::Utc::now().timestamp_micros().to_string();
+                                // Every user's factor id is 1 (one add); a wrong code: count a failure.
+                                let step = if body.code.is_empty() { "0" } else { "-1" };
+                                let reply: redis::RedisResult<Vec<redis::Value>> = script
+                                    .key(format!("tessera:{{{ORG}:{}}}", path.into_inner()))
+                                    .arg("1")
+                                    .arg("2")
+                                    .arg(step)
+                                    .arg(now)
+                                    .arg("0")
+                                    .arg("0")
+                                    .invoke_async(&mut connection)
+                                    .await;
+                                match reply {
+                                    Ok(_) => HttpResponse::BadRequest().json(json!({"code": 3})),
+                                    Err(_) => HttpResponse::ServiceUnavailable().finish(),
+                                }
+                            },
+                        ),
+                    )
+            })
+            .workers(2)
+            .bind(("127.0.0.1", port))
+            .unwrap()
+            .run()
+            .await
+            .unwrap();
+        });
+    });
+}
+
+#[tokio::main]
+async fn main() {
+    let o = options();
+    let redis_port = free_port();
+    let _redis = Killed(
+        Command::new("redis-server")
+            .args([
+                "--port",
+                &redis_port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server on the PATH"),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let redis_url = format!("redis://127.0.0.1:{redis_port}");
+    let port = free_port();
+    let _tessera = Killed(
+        Command::new(env!("CARGO_BIN_EXE_tessera"))
+            .args(["serve", "--env", "none"])
+            .env("TESSERA__HTTP__ADDR", format!("127.0.0.1:{port}"))
+            .env("TESSERA__STORE__KIND", "redis")
+            .env("TESSERA__REDIS__URL", &redis_url)
+            .env("TESSERA__AUTH__JWKS_FILE", fixture("jwks.json"))
+            .env("TESSERA__AUTH__ISSUER", ISSUER)
+            .env("TESSERA__AUTH__AUDIENCE", AUDIENCE)
+            .env(
+                "TESSERA__SEAL__KEYS",
+                "bench:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+            )
+            .env("TESSERA__LIMITS__PER_USER_PER_MINUTE", "0")
+            .env("TESSERA__LIMITS__PER_ORG_PER_SECOND", "0")
+            .env("TESSERA__LIMITS__PER_ADDRESS_PER_SECOND", "0")
+            .env("TESSERA__LOCKOUT__MAX_OTP_ATTEMPTS", "0")
+            .env("TESSERA__LOG__LEVEL", "warn")
+            .env_remove("RUST_LOG")
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .spawn()
+            .expect("the tessera binary"),
+    );
+    let base = format!("http://127.0.0.1:{port}");
+    wait_ready(&format!("{base}/debug/ready")).await;
+
+    let before = used_memory(redis_port);
+    let started = Instant::now();
+    let secrets = enroll(&base, o.users).await;
+    let enroll_secs = started.elapsed().as_secs_f64();
+    let per_factor = (used_memory(redis_port).saturating_sub(before)) as f64 / o.users as f64;
+
+    let params = TotpParams::default();
+    let now = chrono::Utc::now().timestamp() as u64;
+    // Codes of the next step: valid for the whole run once it starts (skew 1).
+    let codes: Vec<String> = secrets
+        .iter()
+        .map(|s| {
+            let bytes = data_encoding::BASE32_NOPAD.decode(s.as_bytes()).unwrap();
+            params
+                .code_for_step(&bytes, params.step_at(now) + 1)
+                .unwrap()
+        })
+        .collect();
+    let script = wrk_script(o.users, &codes, &token("login-page", &["otp.check"]));
+
+    let tessera_run = wrk(port, &script, &o);
+    let floor_port = free_port();
+    start_floor(redis_url, floor_port);
+    std::thread::sleep(Duration::from_millis(500));
+    let floor_run = wrk(floor_port, &script, &o);
+
+    println!(
+        "\nusers {} enrolled in {enroll_secs:.1} s; Redis memory per factor: {per_factor:.0} bytes",
+        o.users
+    );
+    println!(
+        "wrk -t2 -c{} -d{}s, login check, 1 in 10 requests with the user's current code\n",
+        o.connections, o.seconds
+    );
+    println!("| server | requests/s | p50 ms | p99 ms | p99.9 ms | statuses |");
+    println!("|---|---|---|---|---|---|");
+    for (name, run) in [
+        ("tessera (JSON)", &tessera_run),
+        ("floor: actix + 1 EVALSHA", &floor_run),
+    ] {
+        println!(
+            "| {name} | {:.0} | {:.2} | {:.2} | {:.2} | {} |",
+            run.rps, run.p50, run.p99, run.p999, run.statuses
+        );
+    }
+    println!(
+        "\ntessera / floor = {:.0}%",
+        100.0 * tessera_run.rps / floor_run.rps
+    );
+}

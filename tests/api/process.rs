@@ -184,3 +184,21 @@ fn gen_seal_key_makes_a_usable_entry() {
     let ring = tessera::seal::KeyRing::parse(&entry.trim().to_owned().into()).unwrap();
     assert_eq!(ring.sealing_key_id(), "2026-11");
 }
+
+#[test]
+fn qr_draws_an_enrollment_uri() {
+    let output = tessera(
+        &[
+            "qr",
+            "otpauth://totp/tessera:alice?secret=JBSWY3DPEHPK3PXP&issuer=tessera",
+        ],
+        &[],
+    );
+    assert!(output.status.success());
+    let picture = String::from_utf8(output.stdout).unwrap();
+    assert!(picture.lines().count() > 10, "{picture}");
+    assert!(
+        picture.contains('█') || picture.contains('▀') || picture.contains('▄'),
+        "{picture}"
+    );
+}

@@ -90,3 +90,45 @@ async fn redis_keys_of_one_tenant_never_collide_with_another() {
     let keys = app.redis.as_ref().unwrap().cli(&["--scan"]).unwrap();
     assert_eq!(keys.lines().count(), 2, "{keys}");
 }
+
+#[actix_web::test]
+async fn a_redis_dump_holds_no_secret() {
+    let app = spawn_app(Backend::Redis).await;
+    let alice = Token::user("acme", "alice").sign();
+    let secret = app.add(&alice).await.body["secret"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let raw = data_encoding::BASE32_NOPAD
+        .decode(secret.as_bytes())
+        .unwrap();
+    let redis = app.redis.as_ref().unwrap();
+    let client = ::redis::Client::open(redis.url()).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    let keys: Vec<String> = ::redis::cmd("KEYS")
+        .arg("*")
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    assert_eq!(keys, vec!["tessera:{acme:alice}".to_owned()]);
+    let fields: Vec<(String, Vec<u8>)> = ::redis::cmd("HGETALL")
+        .arg(&keys[0])
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    let sealed = &fields.iter().find(|(name, _)| name == "k").unwrap().1;
+    assert!(
+        sealed.len() > raw.len(),
+        "a nonce and a tag surround the ciphertext"
+    );
+    for (name, value) in &fields {
+        assert!(
+            !value.windows(raw.len()).any(|w| w == raw.as_slice()),
+            "field {name} holds the raw secret"
+        );
+        assert!(
+            !value.windows(8).any(|w| w == &secret.as_bytes()[..8]),
+            "field {name} holds the base32 secret"
+        );
+    }
+}

@@ -45,8 +45,7 @@ async fn a_valid_code_raced_across_instances_is_accepted_once(backend: Backend) 
     let alice = Token::user("acme", "alice")
         .role("otp.check", "acme")
         .sign();
-    let secret = a.enroll_ready(&alice).await;
-    a.clock.advance_secs(30);
+    let secret = a.ready_for_login(&alice).await;
     let code = a.code(&secret, 0);
     let answers = join_all((0..50).map(|i| {
         let app = if i % 2 == 0 { &a } else { &b };
@@ -66,8 +65,7 @@ async fn concurrent_wrong_codes_never_exceed_the_maximum(backend: Backend) {
     let alice = Token::user("acme", "alice")
         .role("otp.check", "acme")
         .sign();
-    a.enroll_ready(&alice).await;
-    a.clock.advance_secs(30);
+    a.ready_for_login(&alice).await;
     let answers = join_all((0..50).map(|i| {
         let app = if i % 2 == 0 { &a } else { &b };
         app.check(&alice, "alice", "000000")

@@ -221,8 +221,7 @@ async fn lockout_after_max_failures_and_expiry(backend: Backend) {
     let alice = Token::user("acme", "alice")
         .role("otp.check", "acme")
         .sign();
-    let secret = app.enroll_ready(&alice).await;
-    app.clock.advance_secs(30);
+    let secret = app.ready_for_login(&alice).await;
     for failed in 1..=3 {
         let answer = app.check(&alice, "alice", "000000").await;
         answer.assert_error(400, 3, "EVENT-8isk2");
@@ -264,8 +263,7 @@ async fn locked_factor_consumes_nothing(backend: Backend) {
         .role("otp.check", "acme")
         .role("otp.admin", "acme")
         .sign();
-    let secret = app.enroll_ready(&alice).await;
-    app.clock.advance_secs(30);
+    let secret = app.ready_for_login(&alice).await;
     app.check(&alice, "alice", "000000").await;
     app.check(&alice, "alice", "000000").await;
     let code = app.code(&secret, 0);

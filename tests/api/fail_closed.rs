@@ -68,8 +68,7 @@ async fn slow_redis_times_out_as_503() {
     let alice = Token::user("acme", "alice")
         .role("otp.check", "acme")
         .sign();
-    let secret = app.enroll_ready(&alice).await;
-    app.clock.advance_secs(30);
+    let secret = app.ready_for_login(&alice).await;
     let code = app.code(&secret, 0);
     // Block the server for two seconds from another connection.
     let blocker = {

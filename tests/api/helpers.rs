@@ -489,6 +489,25 @@ impl TestApp {
         code_with(&self.params, secret, self.now_secs(), offset)
     }
 
+    /// Enrolls and verifies, then moves the clock one step on so that the enrollment's code
+    /// is spent and a fresh one is current: the state of a user about to log in.
+    pub async fn ready_for_login(&self, token: &str) -> String {
+        let secret = self.enroll_ready(token).await;
+        self.clock.advance_secs(i64::from(self.params.period_secs));
+        secret
+    }
+
+    /// A search (list) call with an `X-Forwarded-For` header.
+    pub async fn search_forwarded(&self, token: &str, forwarded: &str) -> Answer {
+        let request = self
+            .client
+            .post(self.url("/auth/v1/users/me/auth_factors/_search"))
+            .bearer_auth(token)
+            .header("x-forwarded-for", forwarded)
+            .json(&serde_json::json!({}));
+        self.send(request).await
+    }
+
     /// Enrolls `token`'s user and verifies; returns the secret.
     pub async fn enroll_ready(&self, token: &str) -> String {
         let added = self.add(token).await;

@@ -57,17 +57,10 @@ async fn per_address_limit_cannot_be_dodged_with_forwarded_headers() {
         .start()
         .await;
     let alice = Token::user("acme", "alice").sign();
-    let search = |forwarded: &str| {
-        app.client
-            .post(app.url("/auth/v1/users/me/auth_factors/_search"))
-            .bearer_auth(&alice)
-            .header("x-forwarded-for", forwarded)
-            .json(&json!({}))
-    };
-    app.send(search("10.0.0.1")).await.assert_ok();
-    app.send(search("10.0.0.2")).await.assert_ok();
+    app.search_forwarded(&alice, "10.0.0.1").await.assert_ok();
+    app.search_forwarded(&alice, "10.0.0.2").await.assert_ok();
     // No trusted proxy configured: the header is ignored, the peer (127.0.0.1) is limited.
-    let limited = app.send(search("10.0.0.3")).await;
+    let limited = app.search_forwarded(&alice, "10.0.0.3").await;
     limited.assert_error(429, 8, "TESSERA-rate1");
     assert!(limited.retry_after.is_some());
 }
@@ -82,20 +75,17 @@ async fn a_trusted_proxy_forwards_the_client_address() {
         .start()
         .await;
     let alice = Token::user("acme", "alice").sign();
-    let search = |forwarded: &str| {
-        app.client
-            .post(app.url("/auth/v1/users/me/auth_factors/_search"))
-            .bearer_auth(&alice)
-            .header("x-forwarded-for", forwarded)
-            .json(&json!({}))
-    };
-    app.send(search("203.0.113.1")).await.assert_ok();
-    app.send(search("203.0.113.2")).await.assert_ok();
-    app.send(search("203.0.113.1"))
+    app.search_forwarded(&alice, "203.0.113.1")
+        .await
+        .assert_ok();
+    app.search_forwarded(&alice, "203.0.113.2")
+        .await
+        .assert_ok();
+    app.search_forwarded(&alice, "203.0.113.1")
         .await
         .assert_error(429, 8, "TESSERA-rate1");
     // A client prepending its own entry does not escape: the proxy's (rightmost) entry counts.
-    app.send(search("198.51.100.7, 203.0.113.2"))
+    app.search_forwarded(&alice, "198.51.100.7, 203.0.113.2")
         .await
         .assert_error(429, 8, "TESSERA-rate1");
 }

@@ -1,7 +1,5 @@
 //! governor limits: 429 with Retry-After, in the contract's shape, and never a failed attempt.
 
-use serde_json::json;
-
 use crate::helpers::{Backend, Spawn, Token};
 
 #[actix_web::test]

@@ -145,10 +145,22 @@ fn open_store(settings: &Settings) -> Result<SharedStore, StartError> {
         StoreKind::Redis => Arc::new(RedisStore::connect(
             &settings.redis.url,
             settings.redis.password.as_ref(),
+            tls_ca(&settings.redis.tls_ca_file)?,
             &settings.redis.key_prefix,
             settings.redis.connections,
             Duration::from_millis(settings.store.timeout_ms),
         )?),
+    })
+}
+
+fn tls_ca(path: &str) -> Result<Option<Vec<u8>>, StartError> {
+    if path.is_empty() {
+        return Ok(None);
+    }
+    std::fs::read(path).map(Some).map_err(|e| {
+        StartError::Store(StoreError::Unavailable(format!(
+            "reading redis.tls_ca_file {path}: {e}"
+        )))
     })
 }
 

@@ -87,6 +87,8 @@ pub struct RedisSettings {
     pub password_file: String,
     pub key_prefix: String,
     pub connections: usize,
+    /// PEM of the CA that signed the Redis server's certificate (rediss:// with a private CA).
+    pub tls_ca_file: String,
     /// Filled from `password_file` by `load`.
     #[serde(skip)]
     pub password: Option<SecretString>,

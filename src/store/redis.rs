@@ -41,6 +41,7 @@ impl RedisStore {
     pub fn connect(
         url: &SecretString,
         password: Option<&SecretString>,
+        tls_ca_pem: Option<Vec<u8>>,
         prefix: &str,
         connections: usize,
         timeout: Duration,
@@ -57,7 +58,17 @@ impl RedisStore {
                 .set_password(password.expose_secret());
             info = info.set_redis_settings(settings);
         }
-        let client = redis::Client::open(info).map_err(unavailable)?;
+        let client = match tls_ca_pem {
+            Some(root_cert) => redis::Client::build_with_tls(
+                info,
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(root_cert),
+                },
+            ),
+            None => redis::Client::open(info),
+        }
+        .map_err(unavailable)?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(timeout))
             .set_response_timeout(Some(timeout))

@@ -53,3 +53,72 @@ async fn redis_password_from_a_file() {
     with.enroll_ready(&alice).await;
     std::fs::remove_file(file).ok();
 }
+
+#[actix_web::test]
+async fn rediss_with_a_private_ca() {
+    let port = free_port();
+    let tls = |name: &str| {
+        crate::helpers::fixture(&format!("redis-tls/{name}"))
+            .to_string_lossy()
+            .into_owned()
+    };
+    let mut server = std::process::Command::new("redis-server")
+        .args([
+            "--port",
+            "0",
+            "--tls-port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+        ])
+        .args([
+            "--tls-cert-file",
+            &tls("server.pem"),
+            "--tls-key-file",
+            &tls("server.key"),
+        ])
+        .args([
+            "--tls-ca-cert-file",
+            &tls("ca.pem"),
+            "--tls-auth-clients",
+            "no",
+        ])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let url = format!("rediss://127.0.0.1:{port}");
+    let alice = Token::user("acme", "alice").sign();
+    let trusted = Spawn::new(Backend::Redis)
+        .external_redis(url.clone())
+        .with(|s| s.redis.tls_ca_file = tls("ca.pem"))
+        .start()
+        .await;
+    let mut ready = false;
+    for _ in 0..100 {
+        if trusted
+            .client
+            .get(trusted.url("/debug/ready"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .is_success()
+        {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(ready, "tessera reaches Redis over TLS");
+    trusted.enroll_ready(&alice).await;
+    // Without the CA, the server's certificate is not trusted: fail closed.
+    let untrusted = Spawn::new(Backend::Redis).external_redis(url).start().await;
+    untrusted
+        .list(&alice)
+        .await
+        .assert_error(503, 14, "TESSERA-unav1");
+    server.kill().unwrap();
+    server.wait().unwrap();
+}

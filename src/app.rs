@@ -17,7 +17,7 @@ use crate::seal::{KeyRing, SealError};
 use crate::settings::{Settings, StoreKind};
 use crate::store::{MemoryStore, RedisStore, SharedStore, StoreError};
 use crate::telemetry::RequestSpans;
-use crate::tenant::{AddressLimiter, Limits, OrgRegistry, OtpPolicy, TenantDeps};
+use crate::tenant::{AddressLimiter, Limits, OrgRegistry, Policies, TenantDeps};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -62,11 +62,13 @@ impl Application {
         let deps = Arc::new(TenantDeps {
             store: store.clone(),
             keys,
-            policy: OtpPolicy {
-                params: settings.totp.params(),
-                skew: settings.totp.skew,
-                issuer: settings.totp.issuer.clone(),
-                lockout: settings.lockout.policy(),
+            policies: Policies {
+                default: Arc::new(settings.otp_policy(None)),
+                by_org: settings
+                    .orgs
+                    .keys()
+                    .map(|org| (org.clone(), Arc::new(settings.otp_policy(Some(org)))))
+                    .collect(),
             },
             limits,
             cache_capacity: settings.tenants.cache_capacity,

@@ -2,6 +2,7 @@
 //! < `config/<env>.toml` < `TESSERA__SECTION__KEY` environment variables.
 //! Unknown keys are an error; every secret may come from a `*_file` path.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -10,7 +11,7 @@ use ipnet::IpNet;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
-use crate::domain::{HashAlgorithm, LockoutPolicy, TotpParams};
+use crate::domain::{HashAlgorithm, LockoutPolicy, OtpPolicy, TotpParams};
 
 const DEFAULTS: &str = include_str!("../config/default.toml");
 
@@ -49,6 +50,23 @@ pub struct Settings {
     pub seal: SealSettings,
     pub tenants: TenantSettings,
     pub log: LogSettings,
+    /// Per-organization overrides of `[totp]` and `[lockout]`, keyed by organization id.
+    #[serde(default)]
+    pub orgs: HashMap<String, OrgOverrides>,
+}
+
+/// What one organization may set differently from the instance.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OrgOverrides {
+    pub issuer: Option<String>,
+    pub algorithm: Option<HashAlgorithm>,
+    pub digits: Option<u8>,
+    pub period_secs: Option<u32>,
+    pub skew: Option<u8>,
+    pub max_otp_attempts: Option<u32>,
+    pub lock_duration_secs: Option<u64>,
+    pub show_failures: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -143,16 +161,10 @@ pub struct LockoutSettings {
     pub show_failures: bool,
 }
 
-impl LockoutSettings {
-    pub fn policy(&self) -> LockoutPolicy {
-        LockoutPolicy {
-            max_attempts: self.max_otp_attempts,
-            lock_duration_micros: i64::try_from(self.lock_duration_secs)
-                .unwrap_or(i64::MAX)
-                .saturating_mul(1_000_000),
-            show_failures: self.show_failures,
-        }
-    }
+fn secs_to_micros(secs: u64) -> i64 {
+    i64::try_from(secs)
+        .unwrap_or(i64::MAX)
+        .saturating_mul(1_000_000)
 }
 
 #[derive(Debug, Deserialize)]
@@ -282,6 +294,29 @@ impl Settings {
         Ok(())
     }
 
+    /// The instance's policy, with an organization's overrides when `org` names one.
+    pub fn otp_policy(&self, org: Option<&str>) -> OtpPolicy {
+        let none = OrgOverrides::default();
+        let o = org.and_then(|org| self.orgs.get(org)).unwrap_or(&none);
+        OtpPolicy {
+            params: TotpParams {
+                algorithm: o.algorithm.unwrap_or(self.totp.algorithm),
+                digits: o.digits.unwrap_or(self.totp.digits),
+                period_secs: o.period_secs.unwrap_or(self.totp.period_secs),
+            },
+            skew: o.skew.unwrap_or(self.totp.skew),
+            issuer: o.issuer.clone().unwrap_or_else(|| self.totp.issuer.clone()),
+            lockout: LockoutPolicy {
+                max_attempts: o.max_otp_attempts.unwrap_or(self.lockout.max_otp_attempts),
+                lock_duration_micros: secs_to_micros(
+                    o.lock_duration_secs
+                        .unwrap_or(self.lockout.lock_duration_secs),
+                ),
+                show_failures: o.show_failures.unwrap_or(self.lockout.show_failures),
+            },
+        }
+    }
+
     /// Every problem at once, so an operator fixes a config in one round.
     pub fn validate(&self, mode: Mode) -> Result<(), SettingsError> {
         let mut problems = Vec::new();
@@ -309,11 +344,23 @@ impl Settings {
         if self.redis.key_prefix.is_empty() || self.redis.key_prefix.contains(['{', '}']) {
             problems.push("redis.key_prefix must be non-empty and free of braces".into());
         }
-        if let Err(problem) = self.totp.params().validate() {
-            problems.push(format!("totp: {problem}"));
-        }
-        if self.totp.skew > 2 {
-            problems.push("totp.skew above 2 widens the guessing window; use 0, 1 or 2".into());
+        let scopes = std::iter::once(None).chain(self.orgs.keys().map(|org| Some(org.as_str())));
+        for org in scopes {
+            let policy = self.otp_policy(org);
+            let scope = org.map_or_else(|| "totp".to_owned(), |org| format!("orgs.{org}"));
+            if let Err(problem) = policy.params.validate() {
+                problems.push(format!("{scope}: {problem}"));
+            }
+            if policy.skew > 2 {
+                problems.push(format!(
+                    "{scope}: skew above 2 widens the guessing window; use 0, 1 or 2"
+                ));
+            }
+            if policy.issuer.is_empty() || policy.issuer.contains(':') {
+                problems.push(format!(
+                    "{scope}: the issuer must be non-empty and free of ':'"
+                ));
+            }
         }
         if self.auth.leeway_secs > 60 {
             problems.push("auth.leeway_secs must be at most 60".into());
@@ -417,6 +464,42 @@ mod tests {
         assert_eq!(settings.limits.per_org_per_second, 0);
         assert_eq!(settings.http.trusted_proxies.len(), 2);
         assert_eq!(settings.store.kind, StoreKind::Redis);
+    }
+
+    #[test]
+    fn organizations_override_the_instance_policy() {
+        let settings = Settings::load_with(
+            Mode::Dev,
+            &nowhere(),
+            env(&[
+                ("TESSERA__ORGS__ACME__DIGITS", "8"),
+                ("TESSERA__ORGS__ACME__LOCK_DURATION_SECS", "0"),
+            ]),
+        )
+        .unwrap();
+        let acme = settings.otp_policy(Some("acme"));
+        assert_eq!(acme.params.digits, 8);
+        assert_eq!(acme.lockout.lock_duration_micros, 0);
+        assert_eq!(
+            acme.lockout.max_attempts, 5,
+            "not overridden: the instance's"
+        );
+        assert_eq!(
+            settings.otp_policy(Some("other")),
+            settings.otp_policy(None)
+        );
+        let bad = Settings::load_with(
+            Mode::Dev,
+            &nowhere(),
+            env(&[("TESSERA__ORGS__ACME__DIGITS", "12")]),
+        );
+        assert!(bad.unwrap_err().to_string().contains("orgs.acme: digits"));
+        let typo = Settings::load_with(
+            Mode::Dev,
+            &nowhere(),
+            env(&[("TESSERA__ORGS__ACME__DIGTS", "8")]),
+        );
+        assert!(typo.is_err());
     }
 
     #[test]

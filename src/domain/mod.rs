@@ -12,11 +12,13 @@
 pub mod details;
 pub mod error;
 pub mod factor;
+pub mod policy;
 pub mod time;
 pub mod totp;
 
 pub use details::Details;
 pub use error::{FailedAttempts, GrpcCode, OtpError};
 pub use factor::{FactorRecord, FactorState, Lock, LockoutPolicy, Purpose};
+pub use policy::OtpPolicy;
 pub use time::UnixMicros;
 pub use totp::{HashAlgorithm, TotpParams};

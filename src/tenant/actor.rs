@@ -16,7 +16,7 @@ use super::messages::{
     Enroll, Enrollment, FactorView, ListFactors, RemoveFactor, SubmitCode, UnlockFactor,
 };
 use super::usecases::{self, CacheUpdate, CachedFactor};
-use crate::domain::{Details, OtpError};
+use crate::domain::{Details, OtpError, OtpPolicy};
 use crate::store::UserKey;
 
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
@@ -24,6 +24,7 @@ const PRUNE_EVERY: Duration = Duration::from_secs(60);
 pub struct OrgActor {
     org: Arc<str>,
     deps: Arc<TenantDeps>,
+    policy: Arc<OtpPolicy>,
     user_limiter: Option<DefaultKeyedRateLimiter<Arc<str>>>,
     org_limiter: Option<DefaultDirectRateLimiter>,
     cache: LruCache<Arc<str>, CachedFactor>,
@@ -33,6 +34,7 @@ impl OrgActor {
     pub fn new(org: Arc<str>, deps: Arc<TenantDeps>) -> Self {
         let capacity = NonZeroUsize::new(deps.cache_capacity).unwrap_or(NonZeroUsize::MIN);
         Self {
+            policy: deps.policies.for_org(&org),
             org,
             user_limiter: deps.limits.per_user.map(RateLimiter::keyed),
             org_limiter: deps.limits.per_org.map(RateLimiter::direct),
@@ -116,6 +118,7 @@ impl Handler<SubmitCode> for OrgActor {
         let key = self.key(&msg.user);
         let work = usecases::submit_code(
             self.deps.clone(),
+            self.policy.clone(),
             key,
             msg.code,
             msg.purpose,
@@ -141,7 +144,7 @@ impl Handler<Enroll> for OrgActor {
             return refuse(err);
         }
         let key = self.key(&msg.user);
-        let work = usecases::enroll(self.deps.clone(), key, msg.now);
+        let work = usecases::enroll(self.deps.clone(), self.policy.clone(), key, msg.now);
         let user = msg.user;
         let account = msg.account;
         Box::pin(
@@ -149,7 +152,7 @@ impl Handler<Enroll> for OrgActor {
                 .map(move |(result, update), actor, _| {
                     actor.apply(user, update);
                     let output = result?;
-                    let policy = &actor.deps.policy;
+                    let policy = &actor.policy;
                     let uri = usecases::otpauth_uri(
                         &policy.issuer,
                         &account,

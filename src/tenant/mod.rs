@@ -17,24 +17,30 @@ pub use messages::{
 };
 pub use registry::{OrgHandle, OrgRegistry};
 
-use crate::domain::{LockoutPolicy, TotpParams};
+use std::collections::HashMap;
+
+use crate::domain::OtpPolicy;
 use crate::seal::KeyRing;
 use crate::store::SharedStore;
 
-/// The TOTP rules an organization's factors follow.
+/// The instance's policy and the organizations that override it.
 #[derive(Debug, Clone)]
-pub struct OtpPolicy {
-    pub params: TotpParams,
-    pub skew: u8,
-    pub issuer: String,
-    pub lockout: LockoutPolicy,
+pub struct Policies {
+    pub default: Arc<OtpPolicy>,
+    pub by_org: HashMap<String, Arc<OtpPolicy>>,
+}
+
+impl Policies {
+    pub fn for_org(&self, org: &str) -> Arc<OtpPolicy> {
+        self.by_org.get(org).unwrap_or(&self.default).clone()
+    }
 }
 
 /// What every organization actor shares.
 pub struct TenantDeps {
     pub store: SharedStore,
     pub keys: Arc<KeyRing>,
-    pub policy: OtpPolicy,
+    pub policies: Policies,
     pub limits: Limits,
     pub cache_capacity: usize,
 }

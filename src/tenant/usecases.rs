@@ -11,7 +11,7 @@ use super::TenantDeps;
 use crate::domain::factor::AttemptVerdict;
 use crate::domain::totp::NormalizedCode;
 use crate::domain::{
-    Details, FactorRecord, FactorState, Lock, OtpError, Purpose, TotpParams, UnixMicros,
+    Details, FactorRecord, FactorState, Lock, OtpError, OtpPolicy, Purpose, TotpParams, UnixMicros,
 };
 use crate::seal::PlainSecret;
 use crate::store::{
@@ -82,6 +82,7 @@ fn open(deps: &TenantDeps, key: &UserKey, record: &FactorRecord) -> Result<Cache
 
 pub(crate) async fn submit_code(
     deps: Arc<TenantDeps>,
+    policy: Arc<OtpPolicy>,
     key: UserKey,
     code: SecretString,
     purpose: Purpose,
@@ -112,7 +113,6 @@ pub(crate) async fn submit_code(
             // A locked factor compares no code and consumes nothing.
             return (Err(refused), CacheUpdate::Put(factor));
         }
-        let policy = &deps.policy;
         let matched_step = NormalizedCode::parse(code.expose_secret(), factor.params.digits)
             .and_then(|code| {
                 factor.params.matching_step(
@@ -184,6 +184,7 @@ pub(crate) struct EnrollOutput {
 
 pub(crate) async fn enroll(
     deps: Arc<TenantDeps>,
+    policy: Arc<OtpPolicy>,
     key: UserKey,
     now: UnixMicros,
 ) -> (Result<EnrollOutput, OtpError>, CacheUpdate) {
@@ -196,7 +197,7 @@ pub(crate) async fn enroll(
             return (Err(OtpError::Internal), CacheUpdate::Keep);
         }
     };
-    let params = deps.policy.params;
+    let params = policy.params;
     let factor = NewFactor {
         params,
         sealed_secret,

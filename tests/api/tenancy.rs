@@ -132,3 +132,67 @@ async fn a_redis_dump_holds_no_secret() {
         );
     }
 }
+
+#[actix_web::test]
+async fn each_organization_may_have_its_own_totp_and_lockout_policy() {
+    let settings = crate::helpers::settings_with_env(&[
+        ("TESSERA__ORGS__STRICT__ALGORITHM", "SHA512"),
+        ("TESSERA__ORGS__STRICT__DIGITS", "8"),
+        ("TESSERA__ORGS__STRICT__ISSUER", "Strict Inc"),
+        ("TESSERA__ORGS__STRICT__MAX_OTP_ATTEMPTS", "1"),
+    ]);
+    let app = crate::helpers::Spawn::new(Backend::Memory)
+        .settings(settings)
+        .start()
+        .await;
+    let strict = Token::user("strict", "alice")
+        .role("otp.check", "strict")
+        .sign();
+    let relaxed = Token::user("relaxed", "alice")
+        .role("otp.check", "relaxed")
+        .sign();
+
+    let added = app.add(&strict).await;
+    let secret = added.body["secret"].as_str().unwrap().to_owned();
+    assert_eq!(
+        added.body["url"],
+        format!(
+            "otpauth://totp/Strict%20Inc:alice?algorithm=SHA512&digits=8&issuer=Strict%20Inc&period=30&secret={secret}"
+        )
+    );
+    let strict_params = tessera::domain::TotpParams {
+        algorithm: tessera::domain::HashAlgorithm::Sha512,
+        digits: 8,
+        period_secs: 30,
+    };
+    let code = crate::helpers::code_with(&strict_params, &secret, app.now_secs(), 0);
+    app.verify(&strict, &code).await.assert_ok();
+    app.clock.advance_secs(30);
+    // One failure locks in "strict"...
+    app.check(&strict, "alice", "00000000")
+        .await
+        .assert_error(400, 3, "EVENT-8isk2");
+    let code = crate::helpers::code_with(&strict_params, &secret, app.now_secs(), 0);
+    app.check(&strict, "alice", &code)
+        .await
+        .assert_error(400, 9, "COMMAND-SF3fg");
+    // ...while "relaxed" has the instance's defaults.
+    let added = app.add(&relaxed).await;
+    assert!(
+        added.body["url"]
+            .as_str()
+            .unwrap()
+            .contains("algorithm=SHA1&digits=6&issuer=tessera")
+    );
+    let secret = added.body["secret"].as_str().unwrap().to_owned();
+    app.verify(&relaxed, &app.code(&secret, 0))
+        .await
+        .assert_ok();
+    app.clock.advance_secs(30);
+    app.check(&relaxed, "alice", "000000")
+        .await
+        .assert_error(400, 3, "EVENT-8isk2");
+    app.check(&relaxed, "alice", &app.code(&secret, 0))
+        .await
+        .assert_ok();
+}

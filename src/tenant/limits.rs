@@ -57,6 +57,20 @@ pub(crate) fn check_keyed<K: std::hash::Hash + Eq + Clone>(
     }
 }
 
+/// The key a client is limited by: its IPv4 address, or its IPv6 /64 (one end site holds a
+/// whole /64 and can rotate through it at will).
+fn client_key(address: IpAddr) -> IpAddr {
+    match address {
+        IpAddr::V4(v4) => IpAddr::V4(v4),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(std::net::Ipv6Addr::from_bits(
+                v6.to_bits() & !u128::from(u64::MAX),
+            )),
+        },
+    }
+}
+
 /// Per client address, shared by all workers of one process.
 #[derive(Clone)]
 pub struct AddressLimiter(Option<Arc<DefaultKeyedRateLimiter<IpAddr>>>);
@@ -67,7 +81,7 @@ impl AddressLimiter {
     }
 
     pub fn check(&self, address: IpAddr) -> Result<(), OtpError> {
-        check_keyed(self.0.as_deref(), &address)
+        check_keyed(self.0.as_deref(), &client_key(address))
     }
 
     /// Forgets addresses whose cells have refilled, so memory stays bounded.
@@ -80,5 +94,28 @@ impl AddressLimiter {
 
     pub fn tracked(&self) -> usize {
         self.0.as_ref().map_or(0, |l| l.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ipv6_clients_are_limited_by_their_64() {
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap();
+        let other: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(client_key(a), client_key(b));
+        assert_ne!(client_key(a), client_key(other));
+        let mapped: IpAddr = "::ffff:192.0.2.7".parse().unwrap();
+        assert_eq!(client_key(mapped), "192.0.2.7".parse::<IpAddr>().unwrap());
+        let limiter = AddressLimiter::new(NonZeroU32::new(1).map(Quota::per_minute));
+        assert!(limiter.check(a).is_ok());
+        assert!(matches!(
+            limiter.check(b),
+            Err(OtpError::RateLimited { .. })
+        ));
+        assert!(limiter.check(other).is_ok());
     }
 }

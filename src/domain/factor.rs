@@ -128,6 +128,24 @@ impl LockoutPolicy {
     }
 }
 
+/// May a code be compared for `purpose` at `now`? The state comes first, as in ZITADEL:
+/// a verify of a READY factor is FAILED_PRECONDITION whatever code it carries. Then the lock:
+/// a locked factor compares no code.
+pub fn admit(
+    state: FactorState,
+    lock: Option<Lock>,
+    purpose: Purpose,
+    now: UnixMicros,
+) -> Result<(), OtpError> {
+    if state != purpose.required_state() {
+        return Err(purpose.state_error(Some(state)));
+    }
+    if lock.is_some_and(|lock| lock.is_active(now)) {
+        return Err(OtpError::FactorLocked);
+    }
+    Ok(())
+}
+
 /// Everything the store keeps about one user's OTP factor.
 #[derive(Clone, PartialEq, Eq)]
 pub struct FactorRecord {
@@ -165,16 +183,8 @@ impl FactorRecord {
         self.lock.filter(|lock| lock.is_active(now))
     }
 
-    /// May a code be compared for `purpose` at `now`? The state comes first, as in ZITADEL:
-    /// a verify of a READY factor is FAILED_PRECONDITION whatever code it carries.
     pub fn admit(&self, purpose: Purpose, now: UnixMicros) -> Result<(), OtpError> {
-        if self.state != purpose.required_state() {
-            return Err(purpose.state_error(Some(self.state)));
-        }
-        if self.active_lock(now).is_some() {
-            return Err(OtpError::FactorLocked);
-        }
-        Ok(())
+        admit(self.state, self.lock, purpose, now)
     }
 }
 

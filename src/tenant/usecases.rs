@@ -31,13 +31,7 @@ pub(crate) struct CachedFactor {
 
 impl CachedFactor {
     fn admit(&self, purpose: Purpose, now: UnixMicros) -> Result<(), OtpError> {
-        if self.state != purpose.required_state() {
-            return Err(purpose.state_error(Some(self.state)));
-        }
-        if self.lock.is_some_and(|lock| lock.is_active(now)) {
-            return Err(OtpError::FactorLocked);
-        }
-        Ok(())
+        crate::domain::factor::admit(self.state, self.lock, purpose, now)
     }
 }
 

@@ -326,6 +326,12 @@ fn start_floor(redis_url: String, port: u16) {
 
 #[tokio::main]
 async fn main() {
+    // `cargo test --all-targets` runs this binary too (to prove it builds); only `cargo bench`
+    // passes --bench, and only then is there load to make.
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("load: not run under cargo test; run it with `cargo bench --bench load`");
+        return;
+    }
     let o = options();
     let redis_port = free_port();
     let _redis = Killed(

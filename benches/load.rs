@@ -353,10 +353,12 @@ async fn main() {
     std::thread::sleep(Duration::from_millis(300));
     let redis_url = format!("redis://127.0.0.1:{redis_port}");
     let port = free_port();
+    let grpc_port = free_port();
     let _tessera = Killed(
         Command::new(env!("CARGO_BIN_EXE_tessera"))
             .args(["serve", "--env", "none"])
             .env("TESSERA__HTTP__ADDR", format!("127.0.0.1:{port}"))
+            .env("TESSERA__GRPC__ADDR", format!("127.0.0.1:{grpc_port}"))
             .env("TESSERA__STORE__KIND", "redis")
             .env("TESSERA__REDIS__URL", &redis_url)
             .env("TESSERA__AUTH__JWKS_FILE", fixture("jwks.json"))

@@ -10,6 +10,8 @@ use actix_web::dev::Server;
 use actix_web::{App, HttpServer, web};
 use tracing_actix_web::TracingLogger;
 
+use crate::api::gateway::Gateway;
+use crate::api::grpc::{self, GrpcOptions};
 use crate::api::http::{HttpState, routes};
 use crate::auth::{TokenVerifier, VerifierError};
 use crate::clock::{SharedClock, SystemClock};
@@ -41,6 +43,7 @@ pub struct Overrides {
 pub struct Application {
     port: u16,
     server: Server,
+    grpc: GrpcServer,
     registry: Arc<OrgRegistry>,
     arbiters: Vec<Arbiter>,
 }
@@ -82,14 +85,20 @@ impl Application {
             Duration::from_millis(settings.tenants.call_timeout_ms),
         ));
         let address_limiter = AddressLimiter::new(limits.per_address);
-        let state = web::Data::new(HttpState::new(
-            registry.clone(),
+        let gateway = Arc::new(Gateway {
+            registry: registry.clone(),
             verifier,
             store,
             clock,
-            address_limiter.clone(),
-            &settings,
-        ));
+            address_limiter: address_limiter.clone(),
+            trusted_proxies: settings.http.trusted_proxies.clone(),
+            check_role: settings.auth.check_role.clone(),
+            admin_role: settings.auth.admin_role.clone(),
+        });
+        let state = web::Data::new(HttpState {
+            gateway: gateway.clone(),
+            body_limit: settings.http.body_limit_bytes,
+        });
         let listener = TcpListener::bind(&settings.http.addr)
             .map_err(|e| StartError::Bind(settings.http.addr.clone(), e))?;
         let port = listener
@@ -111,6 +120,7 @@ impl Application {
         .listen(listener)
         .map_err(|e| StartError::Bind(settings.http.addr.clone(), e))?
         .run();
+        let grpc = GrpcServer::start(gateway, &settings)?;
         spawn_housekeeping(
             registry.clone(),
             address_limiter,
@@ -119,6 +129,7 @@ impl Application {
         Ok(Self {
             port,
             server,
+            grpc,
             registry,
             arbiters,
         })
@@ -128,16 +139,81 @@ impl Application {
         self.port
     }
 
+    pub fn grpc_port(&self) -> u16 {
+        self.grpc.port
+    }
+
     pub fn registry(&self) -> Arc<OrgRegistry> {
         self.registry.clone()
     }
 
+    /// Runs until the HTTP server stops (SIGINT/SIGTERM), then stops gRPC and the actors.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let result = self.server.await;
+        self.grpc.stop().await;
         for arbiter in &self.arbiters {
             arbiter.stop();
         }
         result
+    }
+}
+
+/// The gRPC server on a thread of its own with a small tokio runtime: tonic needs a
+/// multi-threaded tokio runtime, the actors are reached through their addresses.
+struct GrpcServer {
+    port: u16,
+    stop: tokio::sync::oneshot::Sender<()>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl GrpcServer {
+    fn start(gateway: Arc<Gateway>, settings: &Settings) -> Result<Self, StartError> {
+        let addr = settings.grpc.addr.clone();
+        let bind_error = |e| StartError::Bind(addr.clone(), e);
+        let listener = TcpListener::bind(&settings.grpc.addr).map_err(bind_error)?;
+        listener.set_nonblocking(true).map_err(bind_error)?;
+        let port = listener.local_addr().map_err(bind_error)?.port();
+        let options = GrpcOptions {
+            max_message_bytes: settings.grpc.max_message_bytes,
+            cors_allowed_origins: settings.grpc.cors_allowed_origins.clone(),
+        };
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("grpc".into())
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .thread_name("grpc-worker")
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => runtime,
+                    Err(err) => {
+                        tracing::error!(error = %err, "gRPC runtime did not start");
+                        return;
+                    }
+                };
+                let served = runtime.block_on(async move {
+                    let listener = tokio::net::TcpListener::from_std(listener)?;
+                    grpc::serve(gateway, listener, options, async {
+                        // A dropped sender stops the server too.
+                        let _ = stopped.await;
+                    })
+                    .await
+                    .map_err(std::io::Error::other)
+                });
+                if let Err(err) = served {
+                    tracing::error!(error = %err, "gRPC server stopped");
+                }
+            })
+            .map_err(|e| StartError::Bind(settings.grpc.addr.clone(), e))?;
+        Ok(Self { port, stop, thread })
+    }
+
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        let thread = self.thread;
+        let _ = actix_rt::task::spawn_blocking(move || thread.join()).await;
     }
 }
 

@@ -82,6 +82,8 @@ pub struct HttpSettings {
 #[serde(deny_unknown_fields)]
 pub struct GrpcSettings {
     pub addr: String,
+    pub max_message_bytes: usize,
+    pub cors_allowed_origins: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -264,7 +266,8 @@ impl Settings {
             .separator("__")
             .try_parsing(true)
             .list_separator(",")
-            .with_list_parse_key("http.trusted_proxies");
+            .with_list_parse_key("http.trusted_proxies")
+            .with_list_parse_key("grpc.cors_allowed_origins");
         let mut settings: Settings = builder.add_source(environment).build()?.try_deserialize()?;
         settings.resolve_secret_files()?;
         settings.validate(mode)?;
@@ -325,6 +328,9 @@ impl Settings {
         }
         if self.grpc.addr.parse::<SocketAddr>().is_err() {
             problems.push(format!("grpc.addr {:?} is not host:port", self.grpc.addr));
+        }
+        if self.grpc.max_message_bytes < 64 {
+            problems.push("grpc.max_message_bytes must be at least 64".into());
         }
         if self.http.body_limit_bytes < 64 {
             problems.push("http.body_limit_bytes must be at least 64".into());

@@ -4,7 +4,7 @@
 use chrono::{DateTime, SecondsFormat};
 use serde::{Serialize, Serializer};
 
-use crate::domain::{Details, FactorState, OtpError, UnixMicros};
+use crate::domain::{Details, FactorState, FailedAttempts, OtpError, UnixMicros};
 
 /// protojson's Timestamp: 0, 3 or 6 fractional digits, whichever is exact.
 pub fn timestamp(at: UnixMicros) -> String {
@@ -87,6 +87,11 @@ pub fn auth_factor_state(state: FactorState) -> &'static str {
     }
 }
 
+/// The message of a `CredentialsCheckError`: how many attempts remain.
+pub fn attempts_message(err: &OtpError, attempts: &FailedAttempts) -> String {
+    format!("{err}; {} attempts remaining", attempts.remaining)
+}
+
 /// `google.rpc.Status` in JSON, with ZITADEL's `ErrorDetail` (and `CredentialsCheckError`).
 #[derive(Serialize)]
 pub struct StatusJson {
@@ -118,7 +123,7 @@ impl From<&OtpError> for StatusJson {
             details.push(ErrorDetailJson {
                 type_url: "type.googleapis.com/zitadel.v1.CredentialsCheckError",
                 id: err.id(),
-                message: format!("{err}; {} attempts remaining", attempts.remaining),
+                message: attempts_message(err, attempts),
                 failed_attempts: Some(attempts.failed),
             });
         }
@@ -135,7 +140,6 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::domain::FailedAttempts;
 
     #[test]
     fn timestamps_as_protojson() {

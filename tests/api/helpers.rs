@@ -145,6 +145,7 @@ pub fn settings_with_env(vars: &[(&str, &str)]) -> Settings {
 
 fn for_tests(mut s: Settings) -> Settings {
     s.http.addr = "127.0.0.1:0".into();
+    s.grpc.addr = "127.0.0.1:0".into();
     s.http.workers = 2;
     s.auth.dev_key = false;
     s.auth.jwks_file = fixture("jwks.json").to_string_lossy().into_owned();

@@ -29,6 +29,7 @@ async fn dev_server_walkthrough_and_no_secret_in_any_log_line() {
     let mut child = Command::new(BIN)
         .arg("dev")
         .env("TESSERA__HTTP__ADDR", format!("127.0.0.1:{port}"))
+        .env("TESSERA__GRPC__ADDR", "127.0.0.1:0")
         .env("TESSERA__LOG__LEVEL", "trace")
         .env_remove("RUST_LOG")
         .current_dir(env!("CARGO_MANIFEST_DIR"))
@@ -171,6 +172,7 @@ fn serve_refuses_to_start_without_a_seal_key() {
             ("TESSERA__AUTH__ISSUER", "https://issuer.test"),
             ("TESSERA__AUTH__AUDIENCE", "tessera"),
             ("TESSERA__HTTP__ADDR", "127.0.0.1:0"),
+            ("TESSERA__GRPC__ADDR", "127.0.0.1:0"),
         ],
     );
     assert!(!output.status.success());

@@ -1,18 +1,17 @@
-//! Thin handlers: gates (address limit, token), the body, one actor message, the answer.
+//! Thin handlers: the wire in, one gateway call, the wire out.
 
-use std::sync::Arc;
-
+use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::ExposeSecret;
 use serde::Deserialize;
 
 use super::{ApiError, HttpState, json_body};
+use crate::api::gateway::Origin;
 use crate::api::wire::{
     AddOtpResponse, AuthFactorJson, DetailsJson, DetailsResponse, Empty, ListAuthFactorsResponse,
     auth_factor_state,
 };
-use crate::domain::{Details, OtpError, Purpose};
-use crate::tenant::{Enroll, ListFactors, RemoveFactor, SubmitCode, UnlockFactor};
+use crate::domain::Details;
 
 type State = web::Data<HttpState>;
 
@@ -26,20 +25,19 @@ struct CodeRequest {
     code: Option<String>,
 }
 
-impl CodeRequest {
-    /// The contract's validation: 1..200 characters (not a failed attempt).
-    fn into_code(self) -> Result<SecretString, OtpError> {
-        match self.code {
-            Some(code) if (1..=200).contains(&code.chars().count()) => Ok(SecretString::from(code)),
-            _ => Err(OtpError::CodeLength),
-        }
+fn origin(req: &HttpRequest) -> Origin<'_> {
+    Origin {
+        peer: req.peer_addr().map(|addr| addr.ip()),
+        forwarded_for: req
+            .headers()
+            .get_all("x-forwarded-for")
+            .filter_map(|value| value.to_str().ok())
+            .collect(),
+        authorization: req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .map(|v| v.as_bytes()),
     }
-}
-
-fn details(details: &Details) -> HttpResponse {
-    HttpResponse::Ok().json(DetailsResponse {
-        details: DetailsJson::from(details),
-    })
 }
 
 fn org_header(req: &HttpRequest) -> Option<&str> {
@@ -48,23 +46,20 @@ fn org_header(req: &HttpRequest) -> Option<&str> {
         .and_then(|v| v.to_str().ok())
 }
 
+fn details(details: &Details) -> HttpResponse {
+    HttpResponse::Ok().json(DetailsResponse {
+        details: DetailsJson::from(details),
+    })
+}
+
 pub async fn add_my_otp(
     req: HttpRequest,
     state: State,
     body: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let caller = state.caller(&req).await?;
+    let caller = state.gateway.caller(&origin(&req)).await?;
     json_body::<NoFields>(&req, body, state.body_limit).await?;
-    let account = caller
-        .login_name
-        .clone()
-        .unwrap_or_else(|| caller.user.to_string());
-    let msg = Enroll {
-        user: caller.user.clone(),
-        account,
-        now: state.clock.now(),
-    };
-    let enrollment = state.org(&caller.org)?.call(msg).await??;
+    let enrollment = state.gateway.add_my(&caller).await?;
     Ok(HttpResponse::Ok().json(AddOtpResponse {
         url: enrollment.uri.expose_secret().to_owned(),
         secret: enrollment.secret.expose_secret().to_owned(),
@@ -77,26 +72,18 @@ pub async fn verify_my_otp(
     state: State,
     body: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let caller = state.caller(&req).await?;
-    let code = json_body::<CodeRequest>(&req, body, state.body_limit)
-        .await?
-        .into_code()?;
-    let msg = SubmitCode {
-        user: caller.user.clone(),
-        code,
-        purpose: Purpose::Enrollment,
-        now: state.clock.now(),
-    };
-    Ok(details(&state.org(&caller.org)?.call(msg).await??))
+    let caller = state.gateway.caller(&origin(&req)).await?;
+    let body = json_body::<CodeRequest>(&req, body, state.body_limit).await?;
+    let verified = state
+        .gateway
+        .verify_my(&caller, body.code.unwrap_or_default())
+        .await?;
+    Ok(details(&verified))
 }
 
 pub async fn remove_my_otp(req: HttpRequest, state: State) -> Result<HttpResponse, ApiError> {
-    let caller = state.caller(&req).await?;
-    let msg = RemoveFactor {
-        user: caller.user.clone(),
-        now: state.clock.now(),
-    };
-    Ok(details(&state.org(&caller.org)?.call(msg).await??))
+    let caller = state.gateway.caller(&origin(&req)).await?;
+    Ok(details(&state.gateway.remove_my(&caller).await?))
 }
 
 pub async fn list_my_factors(
@@ -104,15 +91,12 @@ pub async fn list_my_factors(
     state: State,
     body: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let caller = state.caller(&req).await?;
+    let caller = state.gateway.caller(&origin(&req)).await?;
     json_body::<NoFields>(&req, body, state.body_limit).await?;
-    let factors = state
-        .org(&caller.org)?
-        .call(ListFactors {
-            user: caller.user.clone(),
-        })
-        .await??;
-    let result = factors
+    let result = state
+        .gateway
+        .list_my(&caller)
+        .await?
         .into_iter()
         .map(|factor| AuthFactorJson {
             state: auth_factor_state(factor.state),
@@ -128,18 +112,18 @@ pub async fn check_otp(
     path: web::Path<String>,
     body: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let caller = state.caller(&req).await?;
-    let org = caller.management_org(org_header(&req), &state.check_role)?;
-    let code = json_body::<CodeRequest>(&req, body, state.body_limit)
-        .await?
-        .into_code()?;
-    let msg = SubmitCode {
-        user: Arc::from(path.into_inner()),
-        code,
-        purpose: Purpose::Login,
-        now: state.clock.now(),
-    };
-    Ok(details(&state.org(&org)?.call(msg).await??))
+    let caller = state.gateway.caller(&origin(&req)).await?;
+    let body = json_body::<CodeRequest>(&req, body, state.body_limit).await?;
+    let checked = state
+        .gateway
+        .check(
+            &caller,
+            org_header(&req),
+            &path,
+            body.code.unwrap_or_default(),
+        )
+        .await?;
+    Ok(details(&checked))
 }
 
 pub async fn remove_user_otp(
@@ -147,13 +131,12 @@ pub async fn remove_user_otp(
     state: State,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let caller = state.caller(&req).await?;
-    let org = caller.management_org(org_header(&req), &state.admin_role)?;
-    let msg = RemoveFactor {
-        user: Arc::from(path.into_inner()),
-        now: state.clock.now(),
-    };
-    Ok(details(&state.org(&org)?.call(msg).await??))
+    let caller = state.gateway.caller(&origin(&req)).await?;
+    let removed = state
+        .gateway
+        .remove_user(&caller, org_header(&req), &path)
+        .await?;
+    Ok(details(&removed))
 }
 
 pub async fn unlock_user(
@@ -162,14 +145,13 @@ pub async fn unlock_user(
     path: web::Path<String>,
     body: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let caller = state.caller(&req).await?;
-    let org = caller.management_org(org_header(&req), &state.admin_role)?;
+    let caller = state.gateway.caller(&origin(&req)).await?;
     json_body::<NoFields>(&req, body, state.body_limit).await?;
-    let msg = UnlockFactor {
-        user: Arc::from(path.into_inner()),
-        now: state.clock.now(),
-    };
-    Ok(details(&state.org(&org)?.call(msg).await??))
+    let unlocked = state
+        .gateway
+        .unlock_user(&caller, org_header(&req), &path)
+        .await?;
+    Ok(details(&unlocked))
 }
 
 pub async fn healthz() -> HttpResponse {
@@ -178,7 +160,7 @@ pub async fn healthz() -> HttpResponse {
 
 /// Ready once the store answers (keys are loaded before the listener exists).
 pub async fn ready(state: State) -> HttpResponse {
-    match state.store.ping().await {
+    match state.gateway.store.ping().await {
         Ok(()) => HttpResponse::Ok().json(serde_json::json!({"status": "ready"})),
         Err(err) => {
             tracing::warn!(error = %err, "not ready: store unreachable");

@@ -3,101 +3,22 @@
 
 mod handlers;
 
-use std::net::IpAddr;
 use std::sync::Arc;
 
 use actix_web::http::StatusCode;
-use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 use futures_util::StreamExt;
-use ipnet::IpNet;
 use serde::de::DeserializeOwned;
 
+use super::gateway::Gateway;
 use super::wire::StatusJson;
-use crate::auth::{Caller, TokenVerifier};
-use crate::clock::SharedClock;
 use crate::domain::OtpError;
-use crate::settings::AuthSettings;
-use crate::store::SharedStore;
-use crate::tenant::{AddressLimiter, OrgHandle, OrgRegistry};
 
 /// Shared by every worker.
 pub struct HttpState {
-    pub registry: Arc<OrgRegistry>,
-    pub verifier: Arc<TokenVerifier>,
-    pub store: SharedStore,
-    pub clock: SharedClock,
-    pub address_limiter: AddressLimiter,
-    pub trusted_proxies: Vec<IpNet>,
+    pub gateway: Arc<Gateway>,
     pub body_limit: usize,
-    pub check_role: String,
-    pub admin_role: String,
-}
-
-impl HttpState {
-    pub fn new(
-        registry: Arc<OrgRegistry>,
-        verifier: Arc<TokenVerifier>,
-        store: SharedStore,
-        clock: SharedClock,
-        address_limiter: AddressLimiter,
-        settings: &crate::settings::Settings,
-    ) -> Self {
-        let AuthSettings {
-            check_role,
-            admin_role,
-            ..
-        } = &settings.auth;
-        Self {
-            registry,
-            verifier,
-            store,
-            clock,
-            address_limiter,
-            trusted_proxies: settings.http.trusted_proxies.clone(),
-            body_limit: settings.http.body_limit_bytes,
-            check_role: check_role.clone(),
-            admin_role: admin_role.clone(),
-        }
-    }
-
-    /// The gates every call passes before any work: the client address limit, then the token.
-    async fn caller(&self, req: &HttpRequest) -> Result<Arc<Caller>, ApiError> {
-        if let Some(address) = client_address(req, &self.trusted_proxies) {
-            self.address_limiter.check(address)?;
-        }
-        let header = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .map(HeaderValue::as_bytes);
-        Ok(self.verifier.authenticate(header).await?)
-    }
-
-    fn org(&self, org: &Arc<str>) -> Result<OrgHandle, ApiError> {
-        Ok(self.registry.org(org)?)
-    }
-}
-
-/// The client: the connection's peer, or, when the peer is a trusted proxy, the nearest
-/// `X-Forwarded-For` entry that is not itself a trusted proxy. An outsider cannot set it.
-pub fn client_address(req: &HttpRequest, trusted: &[IpNet]) -> Option<IpAddr> {
-    let peer = req.peer_addr()?.ip();
-    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
-    if !is_trusted(&peer) {
-        return Some(peer);
-    }
-    let forwarded: Vec<IpAddr> = req
-        .headers()
-        .get_all("x-forwarded-for")
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(','))
-        .map_while(|entry| entry.trim().parse::<IpAddr>().ok())
-        .collect();
-    forwarded
-        .into_iter()
-        .rev()
-        .find(|ip| !is_trusted(ip))
-        .or(Some(peer))
 }
 
 /// A body read up to the limit (413 past it) and parsed as JSON whatever its content type,

@@ -1,0 +1,28 @@
+//! Generates the gRPC code from proto/ with protox (pure Rust): no system protoc needed.
+
+use prost::Message;
+
+const PROTOS: &[&str] = &[
+    "proto/zitadel/object.proto",
+    "proto/zitadel/user.proto",
+    "proto/zitadel/auth.proto",
+    "proto/zitadel/management.proto",
+    "proto/tessera/otp/v1/check.proto",
+    "proto/google/rpc/status.proto",
+];
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    println!("cargo:rerun-if-changed=proto");
+    let descriptors = protox::compile(PROTOS, ["proto"])?;
+    // The same descriptors serve gRPC server reflection.
+    let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
+    std::fs::write(
+        out.join("tessera_descriptor.bin"),
+        descriptors.encode_to_vec(),
+    )?;
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .compile_fds(descriptors)?;
+    Ok(())
+}

@@ -1,0 +1,103 @@
+//! gRPC on its own port: native gRPC over HTTP/2 (h2c) and gRPC-web (`application/grpc-web`,
+//! `+proto`, `-text`) over HTTP/1.1 through tonic-web, with CORS for configured origins only;
+//! plus `grpc.health.v1.Health` and server reflection (so grpcurl needs no proto files).
+
+pub mod pb;
+mod services;
+mod status;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use http::{HeaderName, HeaderValue, Method};
+use tower_http::cors::{AllowOrigin, CorsLayer};
+
+use self::pb::tessera::otp::v1::otp_check_service_server::OtpCheckServiceServer;
+use self::pb::zitadel::auth::v1::auth_service_server::AuthServiceServer;
+use self::pb::zitadel::management::v1::management_service_server::ManagementServiceServer;
+pub use self::services::Services;
+pub use self::status::status;
+use crate::api::gateway::Gateway;
+
+#[derive(Debug, thiserror::Error)]
+pub enum GrpcError {
+    #[error("gRPC reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    #[error("gRPC server: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+pub struct GrpcOptions {
+    pub max_message_bytes: usize,
+    pub cors_allowed_origins: Vec<String>,
+}
+
+/// Browsers may call from these origins only; with none configured, no CORS headers at all.
+fn cors(origins: &[String]) -> CorsLayer {
+    let allowed: Vec<HeaderValue> = origins
+        .iter()
+        .filter_map(|origin| HeaderValue::from_str(origin).ok())
+        .collect();
+    let header = |name: &'static str| HeaderName::from_static(name);
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::list(allowed))
+        .allow_methods([Method::POST, Method::OPTIONS])
+        .allow_headers([
+            header("authorization"),
+            header("content-type"),
+            header("x-grpc-web"),
+            header("x-user-agent"),
+            header("x-zitadel-orgid"),
+            header("grpc-timeout"),
+        ])
+        .expose_headers([
+            header("grpc-status"),
+            header("grpc-message"),
+            header("grpc-status-details-bin"),
+            header("retry-after"),
+        ])
+}
+
+/// Serves until `shutdown` completes.
+pub async fn serve(
+    gateway: Arc<Gateway>,
+    listener: tokio::net::TcpListener,
+    options: GrpcOptions,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), GrpcError> {
+    let services = Services::new(gateway);
+    let limit = options.max_message_bytes;
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<AuthServiceServer<Services>>().await;
+    health
+        .set_serving::<ManagementServiceServer<Services>>()
+        .await;
+    health
+        .set_serving::<OtpCheckServiceServer<Services>>()
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    tonic::transport::Server::builder()
+        .accept_http1(true)
+        .layer(cors(&options.cors_allowed_origins))
+        .layer(tonic_web::GrpcWebLayer::new())
+        .add_service(
+            AuthServiceServer::new(services.clone())
+                .max_decoding_message_size(limit)
+                .max_encoding_message_size(limit.max(64 * 1024)),
+        )
+        .add_service(
+            ManagementServiceServer::new(services.clone()).max_decoding_message_size(limit),
+        )
+        .add_service(OtpCheckServiceServer::new(services).max_decoding_message_size(limit))
+        .add_service(health_service)
+        .add_service(reflection)
+        .serve_with_incoming_shutdown(
+            tonic::transport::server::TcpIncoming::from(listener),
+            shutdown,
+        )
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,173 @@
+//! The gRPC services: thin, like the HTTP handlers, and calling the same gateway.
+
+use std::sync::Arc;
+
+use secrecy::ExposeSecret;
+use tonic::{Request, Response, Status};
+
+use super::pb::tessera::otp::v1 as check;
+use super::pb::zitadel::auth::v1 as auth;
+use super::pb::zitadel::management::v1 as management;
+use super::pb::zitadel::user::v1 as user;
+use super::status::{details, status};
+use crate::api::gateway::{Gateway, Origin};
+use crate::auth::Caller;
+use crate::domain::{FactorState, OtpError};
+
+#[derive(Clone)]
+pub struct Services {
+    gateway: Arc<Gateway>,
+}
+
+impl Services {
+    pub fn new(gateway: Arc<Gateway>) -> Self {
+        Self { gateway }
+    }
+
+    async fn caller<T>(&self, request: &Request<T>) -> Result<Arc<Caller>, Status> {
+        let metadata = request.metadata();
+        let origin = Origin {
+            peer: request.remote_addr().map(|addr| addr.ip()),
+            forwarded_for: metadata
+                .get_all("x-forwarded-for")
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .collect(),
+            authorization: metadata.get("authorization").map(|v| v.as_bytes()),
+        };
+        self.gateway.caller(&origin).await.map_err(|e| status(&e))
+    }
+}
+
+fn org_header<T>(request: &Request<T>) -> Option<String> {
+    request
+        .metadata()
+        .get("x-zitadel-orgid")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+fn fail(err: OtpError) -> Status {
+    status(&err)
+}
+
+fn auth_factor_state(state: FactorState) -> user::AuthFactorState {
+    match state {
+        FactorState::NotReady => user::AuthFactorState::NotReady,
+        FactorState::Ready => user::AuthFactorState::Ready,
+    }
+}
+
+#[tonic::async_trait]
+impl auth::auth_service_server::AuthService for Services {
+    async fn list_my_auth_factors(
+        &self,
+        request: Request<auth::ListMyAuthFactorsRequest>,
+    ) -> Result<Response<auth::ListMyAuthFactorsResponse>, Status> {
+        let caller = self.caller(&request).await?;
+        let factors = self.gateway.list_my(&caller).await.map_err(fail)?;
+        let result = factors
+            .into_iter()
+            .map(|factor| user::AuthFactor {
+                state: auth_factor_state(factor.state) as i32,
+                r#type: Some(user::auth_factor::Type::Otp(user::AuthFactorOtp {})),
+            })
+            .collect();
+        Ok(Response::new(auth::ListMyAuthFactorsResponse { result }))
+    }
+
+    async fn add_my_auth_factor_otp(
+        &self,
+        request: Request<auth::AddMyAuthFactorOtpRequest>,
+    ) -> Result<Response<auth::AddMyAuthFactorOtpResponse>, Status> {
+        let caller = self.caller(&request).await?;
+        let enrollment = self.gateway.add_my(&caller).await.map_err(fail)?;
+        Ok(Response::new(auth::AddMyAuthFactorOtpResponse {
+            url: enrollment.uri.expose_secret().to_owned(),
+            secret: enrollment.secret.expose_secret().to_owned(),
+            details: Some(details(&enrollment.details)),
+        }))
+    }
+
+    async fn verify_my_auth_factor_otp(
+        &self,
+        request: Request<auth::VerifyMyAuthFactorOtpRequest>,
+    ) -> Result<Response<auth::VerifyMyAuthFactorOtpResponse>, Status> {
+        let caller = self.caller(&request).await?;
+        let code = request.into_inner().code;
+        let verified = self.gateway.verify_my(&caller, code).await.map_err(fail)?;
+        Ok(Response::new(auth::VerifyMyAuthFactorOtpResponse {
+            details: Some(details(&verified)),
+        }))
+    }
+
+    async fn remove_my_auth_factor_otp(
+        &self,
+        request: Request<auth::RemoveMyAuthFactorOtpRequest>,
+    ) -> Result<Response<auth::RemoveMyAuthFactorOtpResponse>, Status> {
+        let caller = self.caller(&request).await?;
+        let removed = self.gateway.remove_my(&caller).await.map_err(fail)?;
+        Ok(Response::new(auth::RemoveMyAuthFactorOtpResponse {
+            details: Some(details(&removed)),
+        }))
+    }
+}
+
+#[tonic::async_trait]
+impl management::management_service_server::ManagementService for Services {
+    async fn remove_human_auth_factor_otp(
+        &self,
+        request: Request<management::RemoveHumanAuthFactorOtpRequest>,
+    ) -> Result<Response<management::RemoveHumanAuthFactorOtpResponse>, Status> {
+        let caller = self.caller(&request).await?;
+        let org = org_header(&request);
+        let user = request.into_inner().user_id;
+        let removed = self
+            .gateway
+            .remove_user(&caller, org.as_deref(), &user)
+            .await
+            .map_err(fail)?;
+        Ok(Response::new(
+            management::RemoveHumanAuthFactorOtpResponse {
+                details: Some(details(&removed)),
+            },
+        ))
+    }
+
+    async fn unlock_user(
+        &self,
+        request: Request<management::UnlockUserRequest>,
+    ) -> Result<Response<management::UnlockUserResponse>, Status> {
+        let caller = self.caller(&request).await?;
+        let org = org_header(&request);
+        let user = request.into_inner().id;
+        let unlocked = self
+            .gateway
+            .unlock_user(&caller, org.as_deref(), &user)
+            .await
+            .map_err(fail)?;
+        Ok(Response::new(management::UnlockUserResponse {
+            details: Some(details(&unlocked)),
+        }))
+    }
+}
+
+#[tonic::async_trait]
+impl check::otp_check_service_server::OtpCheckService for Services {
+    async fn check_otp(
+        &self,
+        request: Request<check::CheckOtpRequest>,
+    ) -> Result<Response<check::CheckOtpResponse>, Status> {
+        let caller = self.caller(&request).await?;
+        let org = org_header(&request);
+        let check::CheckOtpRequest { user_id, code } = request.into_inner();
+        let checked = self
+            .gateway
+            .check(&caller, org.as_deref(), &user_id, code)
+            .await
+            .map_err(fail)?;
+        Ok(Response::new(check::CheckOtpResponse {
+            details: Some(details(&checked)),
+        }))
+    }
+}

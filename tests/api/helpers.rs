@@ -161,6 +161,8 @@ fn for_tests(mut s: Settings) -> Settings {
 
 pub struct TestApp {
     pub address: String,
+    /// The gRPC (and gRPC-web) endpoint, `http://127.0.0.1:<port>`.
+    pub grpc_address: String,
     pub client: reqwest::Client,
     pub clock: Arc<ManualClock>,
     pub redis: Option<Arc<RedisServer>>,
@@ -253,9 +255,11 @@ impl Spawn {
             .expect("app starts");
         let address = format!("http://127.0.0.1:{}", app.port());
         let registry = app.registry();
+        let grpc_address = format!("http://127.0.0.1:{}", app.grpc_port());
         actix_rt::spawn(app.run_until_stopped());
         TestApp {
             address,
+            grpc_address,
             client: reqwest::Client::builder()
                 .timeout(Duration::from_secs(20))
                 .build()

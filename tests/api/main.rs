@@ -10,6 +10,8 @@ mod bad_input;
 mod concurrency;
 mod conformance;
 mod fail_closed;
+mod grpc;
+mod grpc_web;
 mod helpers;
 mod independent;
 mod lifecycle;

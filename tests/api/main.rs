@@ -17,5 +17,6 @@ mod independent;
 mod lifecycle;
 mod limits;
 mod process;
+mod python;
 mod tenancy;
 mod tokens;

@@ -267,6 +267,155 @@ fn wrk(port: u16, script: &str, o: &Options) -> Run {
     }
 }
 
+/// A tiny xorshift: the load client needs cheap randomness in every task, nothing more.
+struct Xorshift(u64);
+
+impl Xorshift {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+/// Latencies and status counts of a run of the Rust load client.
+fn summarize(
+    seconds: u64,
+    results: Vec<(Vec<u32>, std::collections::BTreeMap<String, u64>)>,
+) -> Run {
+    let mut latencies: Vec<u32> = Vec::new();
+    let mut statuses = std::collections::BTreeMap::new();
+    for (lat, counts) in results {
+        latencies.extend(lat);
+        for (status, n) in counts {
+            *statuses.entry(status).or_insert(0u64) += n;
+        }
+    }
+    latencies.sort_unstable();
+    let pick = |q: f64| {
+        let index = ((latencies.len() as f64 - 1.0) * q).round() as usize;
+        f64::from(latencies.get(index).copied().unwrap_or(0)) / 1000.0
+    };
+    Run {
+        rps: latencies.len() as f64 / seconds as f64,
+        p50: pick(0.50),
+        p99: pick(0.99),
+        p999: pick(0.999),
+        statuses: statuses
+            .iter()
+            .map(|(s, n)| format!("{s}={n}"))
+            .collect::<Vec<_>>()
+            .join(" "),
+    }
+}
+
+/// The check mix of the wrk script: a random user, its current code one time in ten.
+fn pick(rng: &mut Xorshift, codes: &[String]) -> (usize, String) {
+    let user = (rng.next() % codes.len() as u64) as usize;
+    let code = if rng.next().is_multiple_of(10) {
+        codes[user].clone()
+    } else {
+        "000000".to_owned()
+    };
+    (user, code)
+}
+
+/// The login check over gRPC (h2c), `connections` tasks over a few shared HTTP/2 channels.
+async fn grpc_load(port: u16, codes: &[String], bearer: &str, o: &Options) -> Run {
+    use tessera::api::grpc::pb::tessera::otp::v1::CheckOtpRequest;
+    use tessera::api::grpc::pb::tessera::otp::v1::otp_check_service_client::OtpCheckServiceClient;
+    let mut channels = Vec::new();
+    for _ in 0..4 {
+        let endpoint =
+            tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{port}")).unwrap();
+        channels.push(endpoint.connect().await.unwrap());
+    }
+    let deadline = Instant::now() + Duration::from_secs(o.seconds);
+    let tasks: Vec<_> = (0..o.connections)
+        .map(|task| {
+            let mut client = OtpCheckServiceClient::new(channels[task % channels.len()].clone());
+            let codes = codes.to_vec();
+            let authorization: tonic::metadata::MetadataValue<_> =
+                format!("Bearer {bearer}").parse().unwrap();
+            tokio::spawn(async move {
+                let mut rng = Xorshift(0x9E37_79B9_7F4A_7C15 ^ (task as u64 + 1));
+                let (mut latencies, mut statuses) = (Vec::new(), std::collections::BTreeMap::new());
+                while Instant::now() < deadline {
+                    let (user, code) = pick(&mut rng, &codes);
+                    let mut request = tonic::Request::new(CheckOtpRequest {
+                        user_id: format!("u{user}"),
+                        code,
+                    });
+                    request
+                        .metadata_mut()
+                        .insert("authorization", authorization.clone());
+                    let started = Instant::now();
+                    let status = match client.check_otp(request).await {
+                        Ok(_) => "OK".to_owned(),
+                        Err(status) => format!("{:?}", status.code()),
+                    };
+                    latencies.push(started.elapsed().as_micros() as u32);
+                    *statuses.entry(status).or_insert(0u64) += 1;
+                }
+                (latencies, statuses)
+            })
+        })
+        .collect();
+    let mut results = Vec::new();
+    for task in tasks {
+        results.push(task.await.unwrap());
+    }
+    summarize(o.seconds, results)
+}
+
+/// The same mix over JSON with the same Rust client (HTTP/1.1 keep-alive), for a like-for-like
+/// comparison with gRPC.
+async fn json_load(port: u16, codes: &[String], bearer: &str, o: &Options) -> Run {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(o.connections)
+        .build()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(o.seconds);
+    let tasks: Vec<_> = (0..o.connections)
+        .map(|task| {
+            let client = client.clone();
+            let codes = codes.to_vec();
+            let bearer = bearer.to_owned();
+            tokio::spawn(async move {
+                let mut rng = Xorshift(0x2545_F491_4F6C_DD1D ^ (task as u64 + 1));
+                let (mut latencies, mut statuses) = (Vec::new(), std::collections::BTreeMap::new());
+                while Instant::now() < deadline {
+                    let (user, code) = pick(&mut rng, &codes);
+                    let started = Instant::now();
+                    let response = client
+                        .post(format!("http://127.0.0.1:{port}/management/v1/users/u{user}/auth_factors/otp/_check"))
+                        .bearer_auth(&bearer)
+                        .body(format!("{{\"code\":\"{code}\"}}"))
+                        .send()
+                        .await;
+                    let status = match response {
+                        Ok(response) => {
+                            let status = response.status().as_u16().to_string();
+                            let _ = response.bytes().await;
+                            status
+                        }
+                        Err(_) => "error".to_owned(),
+                    };
+                    latencies.push(started.elapsed().as_micros() as u32);
+                    *statuses.entry(status).or_insert(0u64) += 1;
+                }
+                (latencies, statuses)
+            })
+        })
+        .collect();
+    let mut results = Vec::new();
+    for task in tasks {
+        results.push(task.await.unwrap());
+    }
+    summarize(o.seconds, results)
+}
+
 /// The floor: parse the same body, one EVALSHA of tessera's own attempt script (a wrong
 /// code: read the hash, count a failure) over one shared ConnectionManager. Nothing else.
 fn start_floor(redis_url: String, port: u16) {
@@ -399,13 +548,23 @@ async fn main() {
                 .unwrap()
         })
         .collect();
-    let script = wrk_script(o.users, &codes, &token("login-page", &["otp.check"]));
+    let bearer = token("login-page", &["otp.check"]);
+    let script = wrk_script(o.users, &codes, &bearer);
 
-    let tessera_run = wrk(port, &script, &o);
     let floor_port = free_port();
     start_floor(redis_url, floor_port);
     std::thread::sleep(Duration::from_millis(500));
-    let floor_run = wrk(floor_port, &script, &o);
+    // Alternate, so that drift on a shared machine (frequency, neighbours) hits both alike.
+    let mut tessera_runs = Vec::new();
+    let mut floor_runs = Vec::new();
+    for _ in 0..2 {
+        tessera_runs.push(wrk(port, &script, &o));
+        floor_runs.push(wrk(floor_port, &script, &o));
+    }
+    let json_rust = json_load(port, &codes, &bearer, &o).await;
+    let grpc_rust = grpc_load(grpc_port, &codes, &bearer, &o).await;
+    let mean = |runs: &[Run]| runs.iter().map(|r| r.rps).sum::<f64>() / runs.len() as f64;
+    let (tessera_rps, floor_rps) = (mean(&tessera_runs), mean(&floor_runs));
 
     println!(
         "\nusers {} enrolled in {enroll_secs:.1} s; Redis memory per factor: {per_factor:.0} bytes",
@@ -415,19 +574,25 @@ async fn main() {
         "wrk -t2 -c{} -d{}s, login check, 1 in 10 requests with the user's current code\n",
         o.connections, o.seconds
     );
-    println!("| server | requests/s | p50 ms | p99 ms | p99.9 ms | statuses |");
+    println!("| server (client) | requests/s | p50 ms | p99 ms | p99.9 ms | statuses |");
     println!("|---|---|---|---|---|---|");
-    for (name, run) in [
-        ("tessera (JSON)", &tessera_run),
-        ("floor: actix + 1 EVALSHA", &floor_run),
-    ] {
+    let rows = [
+        ("tessera JSON (wrk), pass 1", &tessera_runs[0]),
+        ("floor: actix + 1 EVALSHA (wrk), pass 1", &floor_runs[0]),
+        ("tessera JSON (wrk), pass 2", &tessera_runs[1]),
+        ("floor: actix + 1 EVALSHA (wrk), pass 2", &floor_runs[1]),
+        ("tessera JSON (Rust client, reqwest)", &json_rust),
+        ("tessera gRPC (Rust client, tonic)", &grpc_rust),
+    ];
+    for (name, run) in rows {
         println!(
             "| {name} | {:.0} | {:.2} | {:.2} | {:.2} | {} |",
             run.rps, run.p50, run.p99, run.p999, run.statuses
         );
     }
     println!(
-        "\ntessera / floor = {:.0}%",
-        100.0 * tessera_run.rps / floor_run.rps
+        "\ntessera / floor = {:.0}% (wrk, mean of the passes); gRPC / JSON = {:.0}% (same Rust client)",
+        100.0 * tessera_rps / floor_rps,
+        100.0 * grpc_rust.rps / json_rust.rps
     );
 }

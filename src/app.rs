@@ -225,7 +225,6 @@ fn open_store(settings: &Settings) -> Result<SharedStore, StartError> {
             settings.redis.password.as_ref(),
             tls_ca(&settings.redis.tls_ca_file)?,
             &settings.redis.key_prefix,
-            settings.redis.connections,
             Duration::from_millis(settings.store.timeout_ms),
         )?),
     })

@@ -106,7 +106,6 @@ pub struct RedisSettings {
     pub url: SecretString,
     pub password_file: String,
     pub key_prefix: String,
-    pub connections: usize,
     /// PEM of the CA that signed the Redis server's certificate (rediss:// with a private CA).
     pub tls_ca_file: String,
     /// Filled from `password_file` by `load`.
@@ -342,9 +341,6 @@ impl Settings {
             let url = self.redis.url.expose_secret();
             if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
                 problems.push("redis.url must start with redis:// or rediss://".into());
-            }
-            if self.redis.connections == 0 {
-                problems.push("redis.connections must be at least 1".into());
             }
         }
         if self.redis.key_prefix.is_empty() || self.redis.key_prefix.contains(['{', '}']) {

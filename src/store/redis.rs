@@ -1,13 +1,16 @@
 //! The Redis store. One hash per user, `<prefix>:{<org>:<user>}`: the braces are a hash tag,
 //! so every script touches one slot (Redis Cluster safe). Every change is one Lua script.
 //!
-//! Connections: a few multiplexed `ConnectionManager`s shared by all requests, picked in
-//! turn. None is checked out exclusively, so a request costs exactly one round trip and the
-//! pool never caps throughput (a checkout pool holds a connection for a whole round trip,
-//! and deadpool-redis adds an UNWATCH+PING round trip to every checkout).
+//! Connections: one multiplexed `ConnectionManager` per thread that uses the store, made on
+//! that thread. A connection's reader task runs where it was connected, so the replies to an
+//! organization actor's scripts arrive on the actor's own thread instead of waking another.
+//! None is checked out exclusively: a request costs exactly one round trip and nothing caps
+//! throughput (a checkout pool holds a connection for a whole round trip, and deadpool-redis
+//! adds an UNWATCH+PING round trip to every checkout).
 
+use std::cell::RefCell;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -28,9 +31,17 @@ struct Scripts {
     unlock: Script,
 }
 
+static NEXT_STORE: AtomicU64 = AtomicU64::new(0);
+
+thread_local! {
+    /// This thread's connection to each store (a process may hold several, e.g. in tests).
+    static CONNECTIONS: RefCell<HashMap<u64, ConnectionManager>> = RefCell::new(HashMap::new());
+}
+
 pub struct RedisStore {
-    connections: Vec<ConnectionManager>,
-    next: AtomicUsize,
+    id: u64,
+    client: redis::Client,
+    config: ConnectionManagerConfig,
     prefix: String,
     timeout: Duration,
     scripts: Scripts,
@@ -43,7 +54,6 @@ impl RedisStore {
         password: Option<&SecretString>,
         tls_ca_pem: Option<Vec<u8>>,
         prefix: &str,
-        connections: usize,
         timeout: Duration,
     ) -> Result<Self, StoreError> {
         let unavailable = |e: redis::RedisError| StoreError::Unavailable(e.to_string());
@@ -74,13 +84,10 @@ impl RedisStore {
             .set_response_timeout(Some(timeout))
             .set_number_of_retries(2)
             .set_max_delay(Duration::from_secs(2));
-        let connections = (0..connections.max(1))
-            .map(|_| client.get_connection_manager_lazy(config.clone()))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(unavailable)?;
         Ok(Self {
-            connections,
-            next: AtomicUsize::new(0),
+            id: NEXT_STORE.fetch_add(1, Ordering::Relaxed),
+            client,
+            config,
             prefix: prefix.to_owned(),
             timeout,
             scripts: Scripts {
@@ -92,13 +99,20 @@ impl RedisStore {
         })
     }
 
-    /// The next shared connection, in turn.
+    /// This thread's connection, made (lazily: it connects on first use) if it has none.
     fn connection(&self) -> Result<ConnectionManager, StoreError> {
-        let index = self.next.fetch_add(1, Ordering::Relaxed) % self.connections.len().max(1);
-        self.connections
-            .get(index)
-            .cloned()
-            .ok_or_else(|| StoreError::Unavailable("no Redis connection configured".into()))
+        CONNECTIONS.with(|connections| {
+            let mut connections = connections.borrow_mut();
+            if let Some(connection) = connections.get(&self.id) {
+                return Ok(connection.clone());
+            }
+            let connection = self
+                .client
+                .get_connection_manager_lazy(self.config.clone())
+                .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+            connections.insert(self.id, connection.clone());
+            Ok(connection)
+        })
     }
 
     pub fn key(&self, key: &UserKey) -> String {

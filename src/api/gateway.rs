@@ -138,11 +138,8 @@ impl Gateway {
         user: &str,
     ) -> Result<Details, OtpError> {
         let org = caller.management_org(org_header, &self.admin_role)?;
-        let msg = RemoveFactor {
-            user: Arc::from(user),
-            now: self.clock.now(),
-        };
-        self.call(&org, msg).await?
+        let (user, now) = (Arc::from(user), self.clock.now());
+        self.call(&org, RemoveFactor { user, now }).await?
     }
 
     pub async fn unlock_user(
@@ -152,11 +149,8 @@ impl Gateway {
         user: &str,
     ) -> Result<Details, OtpError> {
         let org = caller.management_org(org_header, &self.admin_role)?;
-        let msg = UnlockFactor {
-            user: Arc::from(user),
-            now: self.clock.now(),
-        };
-        self.call(&org, msg).await?
+        let (user, now) = (Arc::from(user), self.clock.now());
+        self.call(&org, UnlockFactor { user, now }).await?
     }
 }
 

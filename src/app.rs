@@ -15,9 +15,10 @@ use crate::api::grpc::{self, GrpcOptions};
 use crate::api::http::{HttpState, routes};
 use crate::auth::{TokenVerifier, VerifierError};
 use crate::clock::{SharedClock, SystemClock};
+use crate::metrics::Metrics;
 use crate::seal::{KeyRing, SealError};
 use crate::settings::{Settings, StoreKind};
-use crate::store::{MemoryStore, RedisStore, SharedStore, StoreError};
+use crate::store::{MemoryStore, MeteredStore, RedisStore, SharedStore, StoreError};
 use crate::telemetry::RequestSpans;
 use crate::tenant::{AddressLimiter, Limits, OrgRegistry, Policies, TenantDeps};
 
@@ -29,6 +30,8 @@ pub enum StartError {
     Verifier(#[from] VerifierError),
     #[error("store: {0}")]
     Store(#[from] StoreError),
+    #[error("{0}")]
+    Metrics(#[from] crate::metrics::MetricsError),
     #[error("listening on {0}: {1}")]
     Bind(String, std::io::Error),
 }
@@ -61,6 +64,8 @@ impl Application {
             None => open_store(&settings)?,
         };
         let clock = overrides.clock.unwrap_or_else(|| Arc::new(SystemClock));
+        let metrics = Arc::new(Metrics::new()?);
+        let store: SharedStore = Arc::new(MeteredStore::new(store, metrics.clone()));
         let limits = Limits::from_settings(&settings.limits);
         let deps = Arc::new(TenantDeps {
             store: store.clone(),
@@ -75,6 +80,7 @@ impl Application {
             },
             limits,
             cache_capacity: settings.tenants.cache_capacity,
+            metrics: metrics.clone(),
         });
         let cores = std::thread::available_parallelism().map_or(2, usize::from);
         let arbiters: Vec<Arbiter> = (0..cores).map(|_| Arbiter::new()).collect();
@@ -94,6 +100,7 @@ impl Application {
             trusted_proxies: settings.http.trusted_proxies.clone(),
             check_role: settings.auth.check_role.clone(),
             admin_role: settings.auth.admin_role.clone(),
+            metrics,
         });
         let state = web::Data::new(HttpState {
             gateway: gateway.clone(),

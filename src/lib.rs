@@ -17,6 +17,7 @@ pub mod app;
 pub mod auth;
 pub mod clock;
 pub mod domain;
+pub mod metrics;
 pub mod seal;
 pub mod settings;
 pub mod store;

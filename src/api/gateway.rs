@@ -26,6 +26,7 @@ pub struct Gateway {
     pub trusted_proxies: Vec<IpNet>,
     pub check_role: String,
     pub admin_role: String,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// Where a request comes from, as its transport saw it.
@@ -63,7 +64,20 @@ impl Gateway {
         if let Some(address) = self.client_address(origin) {
             self.address_limiter.check(address)?;
         }
-        self.verifier.authenticate(origin.authorization).await
+        self.verifier
+            .authenticate(origin.authorization)
+            .await
+            .inspect_err(|err| {
+                let reason = match err {
+                    OtpError::AuthHeaderMissing => "missing",
+                    OtpError::AuthHeaderNotBearer => "not_bearer",
+                    _ => "invalid",
+                };
+                self.metrics
+                    .token_failures
+                    .with_label_values(&[reason])
+                    .inc();
+            })
     }
 
     async fn call<M>(&self, org: &Arc<str>, msg: M) -> Result<M::Result, OtpError>

@@ -3,6 +3,7 @@
 //! same semantics (one conformance suite runs against both).
 
 mod memory;
+mod metered;
 mod redis;
 
 use std::sync::Arc;
@@ -10,6 +11,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 pub use memory::MemoryStore;
+pub use metered::MeteredStore;
 pub use redis::RedisStore;
 
 use crate::domain::factor::AttemptVerdict;

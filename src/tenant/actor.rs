@@ -112,6 +112,7 @@ impl Handler<SubmitCode> for OrgActor {
 
     fn handle(&mut self, msg: SubmitCode, _: &mut Self::Context) -> Self::Result {
         if let Err(err) = self.admit(Some(&msg.user)) {
+            self.deps.metrics.attempt(msg.purpose, "rate_limited");
             return refuse(err);
         }
         let cached = self.cache.get(&msg.user).cloned();

@@ -43,4 +43,5 @@ pub struct TenantDeps {
     pub policies: Policies,
     pub limits: Limits,
     pub cache_capacity: usize,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }

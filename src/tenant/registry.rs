@@ -86,6 +86,10 @@ impl OrgRegistry {
             return Ok(self.handle(entry));
         }
         let addr = self.start(org.clone())?;
+        self.deps
+            .metrics
+            .org_actors
+            .set(i64::try_from(entries.len() + 1).unwrap_or(i64::MAX));
         let entry = entries.entry(org.clone()).insert_entry(Entry {
             addr,
             lease: Arc::new(()),
@@ -129,6 +133,10 @@ impl OrgRegistry {
             }
             !evict
         });
+        self.deps
+            .metrics
+            .org_actors
+            .set(i64::try_from(entries.len()).unwrap_or(i64::MAX));
         before - entries.len()
     }
 

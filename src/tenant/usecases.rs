@@ -45,6 +45,21 @@ pub(crate) enum CacheUpdate {
 const SECRET_LEN: usize = 20;
 const MAX_ROUNDS: usize = 3;
 
+/// The outcome label of an attempt's answer (`tessera_otp_attempts_total`).
+fn outcome_label(purpose: Purpose, outcome: &AttemptOutcome) -> &'static str {
+    match outcome {
+        AttemptOutcome::Committed(AttemptVerdict::Accepted { .. }) => match purpose {
+            Purpose::Enrollment => "verified",
+            Purpose::Login => "checked",
+        },
+        AttemptOutcome::Committed(AttemptVerdict::Rejected { replayed: true, .. }) => "replayed",
+        AttemptOutcome::Committed(AttemptVerdict::Rejected { .. }) => "invalid",
+        AttemptOutcome::Locked(_) => "locked",
+        AttemptOutcome::Absent | AttemptOutcome::WrongState(_) => "refused",
+        AttemptOutcome::Stale => "stale",
+    }
+}
+
 pub(crate) fn store_error(err: StoreError) -> OtpError {
     tracing::warn!(error = %err, "store call failed");
     OtpError::Unavailable
@@ -105,6 +120,9 @@ pub(crate) async fn submit_code(
                 continue;
             }
             // A locked factor compares no code and consumes nothing.
+            if refused == OtpError::FactorLocked {
+                deps.metrics.attempt(purpose, "locked");
+            }
             return (Err(refused), CacheUpdate::Put(factor));
         }
         let matched_step = NormalizedCode::parse(code.expose_secret(), factor.params.digits)
@@ -124,8 +142,21 @@ pub(crate) async fn submit_code(
         };
         let outcome = match deps.store.attempt(&key, attempt, now).await {
             Ok(outcome) => outcome,
-            Err(err) => return (Err(store_error(err)), CacheUpdate::Keep),
+            Err(err) => {
+                deps.metrics.attempt(purpose, "unavailable");
+                return (Err(store_error(err)), CacheUpdate::Keep);
+            }
         };
+        if !matches!(outcome, AttemptOutcome::Stale) {
+            deps.metrics
+                .attempt(purpose, outcome_label(purpose, &outcome));
+        }
+        if let AttemptOutcome::Committed(AttemptVerdict::Rejected { lock: Some(_), .. }) = outcome {
+            deps.metrics
+                .lock_events
+                .with_label_values(&["locked"])
+                .inc();
+        }
         let org = key.org.clone();
         return match outcome {
             AttemptOutcome::Committed(AttemptVerdict::Accepted {
@@ -246,7 +277,13 @@ pub(crate) async fn unlock(
         ChangeOutcome::Changed {
             sequence,
             changed_at,
-        } => Ok(Details::changed(sequence, changed_at, key.org)),
+        } => {
+            deps.metrics
+                .lock_events
+                .with_label_values(&["unlocked"])
+                .inc();
+            Ok(Details::changed(sequence, changed_at, key.org))
+        }
         ChangeOutcome::Absent => Err(OtpError::FactorNotFound),
         ChangeOutcome::NotLocked => Err(OtpError::NotLocked),
     }

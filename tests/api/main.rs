@@ -16,6 +16,7 @@ mod helpers;
 mod independent;
 mod lifecycle;
 mod limits;
+mod metrics;
 mod process;
 mod python;
 mod tenancy;

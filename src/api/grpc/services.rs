@@ -13,6 +13,7 @@ use super::status::{details, status};
 use crate::api::gateway::{Gateway, Origin};
 use crate::auth::Caller;
 use crate::domain::{FactorState, OtpError};
+use crate::metrics::code_name;
 
 #[derive(Clone)]
 pub struct Services {
@@ -36,6 +37,26 @@ impl Services {
             authorization: metadata.get("authorization").map(|v| v.as_bytes()),
         };
         self.gateway.caller(&origin).await.map_err(|e| status(&e))
+    }
+}
+
+impl Services {
+    /// Counts and times a call under its RPC name, with its gRPC code.
+    async fn observed<T>(
+        &self,
+        rpc: &'static str,
+        call: impl std::future::Future<Output = Result<Response<T>, Status>>,
+    ) -> Result<Response<T>, Status> {
+        let started = std::time::Instant::now();
+        let result = call.await;
+        let code = result
+            .as_ref()
+            .map_or_else(|status| status.code() as i32, |_| 0);
+        let elapsed = started.elapsed().as_secs_f64();
+        self.gateway
+            .metrics
+            .observe_request("grpc", rpc, code_name(code), elapsed);
+        result
     }
 }
 
@@ -64,52 +85,64 @@ impl auth::auth_service_server::AuthService for Services {
         &self,
         request: Request<auth::ListMyAuthFactorsRequest>,
     ) -> Result<Response<auth::ListMyAuthFactorsResponse>, Status> {
-        let caller = self.caller(&request).await?;
-        let factors = self.gateway.list_my(&caller).await.map_err(fail)?;
-        let result = factors
-            .into_iter()
-            .map(|factor| user::AuthFactor {
-                state: auth_factor_state(factor.state) as i32,
-                r#type: Some(user::auth_factor::Type::Otp(user::AuthFactorOtp {})),
-            })
-            .collect();
-        Ok(Response::new(auth::ListMyAuthFactorsResponse { result }))
+        self.observed("ListMyAuthFactors", async move {
+            let caller = self.caller(&request).await?;
+            let factors = self.gateway.list_my(&caller).await.map_err(fail)?;
+            let result = factors
+                .into_iter()
+                .map(|factor| user::AuthFactor {
+                    state: auth_factor_state(factor.state) as i32,
+                    r#type: Some(user::auth_factor::Type::Otp(user::AuthFactorOtp {})),
+                })
+                .collect();
+            Ok(Response::new(auth::ListMyAuthFactorsResponse { result }))
+        })
+        .await
     }
 
     async fn add_my_auth_factor_otp(
         &self,
         request: Request<auth::AddMyAuthFactorOtpRequest>,
     ) -> Result<Response<auth::AddMyAuthFactorOtpResponse>, Status> {
-        let caller = self.caller(&request).await?;
-        let enrollment = self.gateway.add_my(&caller).await.map_err(fail)?;
-        Ok(Response::new(auth::AddMyAuthFactorOtpResponse {
-            url: enrollment.uri.expose_secret().to_owned(),
-            secret: enrollment.secret.expose_secret().to_owned(),
-            details: Some(details(&enrollment.details)),
-        }))
+        self.observed("AddMyAuthFactorOTP", async move {
+            let caller = self.caller(&request).await?;
+            let enrollment = self.gateway.add_my(&caller).await.map_err(fail)?;
+            Ok(Response::new(auth::AddMyAuthFactorOtpResponse {
+                url: enrollment.uri.expose_secret().to_owned(),
+                secret: enrollment.secret.expose_secret().to_owned(),
+                details: Some(details(&enrollment.details)),
+            }))
+        })
+        .await
     }
 
     async fn verify_my_auth_factor_otp(
         &self,
         request: Request<auth::VerifyMyAuthFactorOtpRequest>,
     ) -> Result<Response<auth::VerifyMyAuthFactorOtpResponse>, Status> {
-        let caller = self.caller(&request).await?;
-        let code = request.into_inner().code;
-        let verified = self.gateway.verify_my(&caller, code).await.map_err(fail)?;
-        Ok(Response::new(auth::VerifyMyAuthFactorOtpResponse {
-            details: Some(details(&verified)),
-        }))
+        self.observed("VerifyMyAuthFactorOTP", async move {
+            let caller = self.caller(&request).await?;
+            let code = request.into_inner().code;
+            let verified = self.gateway.verify_my(&caller, code).await.map_err(fail)?;
+            Ok(Response::new(auth::VerifyMyAuthFactorOtpResponse {
+                details: Some(details(&verified)),
+            }))
+        })
+        .await
     }
 
     async fn remove_my_auth_factor_otp(
         &self,
         request: Request<auth::RemoveMyAuthFactorOtpRequest>,
     ) -> Result<Response<auth::RemoveMyAuthFactorOtpResponse>, Status> {
-        let caller = self.caller(&request).await?;
-        let removed = self.gateway.remove_my(&caller).await.map_err(fail)?;
-        Ok(Response::new(auth::RemoveMyAuthFactorOtpResponse {
-            details: Some(details(&removed)),
-        }))
+        self.observed("RemoveMyAuthFactorOTP", async move {
+            let caller = self.caller(&request).await?;
+            let removed = self.gateway.remove_my(&caller).await.map_err(fail)?;
+            Ok(Response::new(auth::RemoveMyAuthFactorOtpResponse {
+                details: Some(details(&removed)),
+            }))
+        })
+        .await
     }
 }
 
@@ -119,36 +152,42 @@ impl management::management_service_server::ManagementService for Services {
         &self,
         request: Request<management::RemoveHumanAuthFactorOtpRequest>,
     ) -> Result<Response<management::RemoveHumanAuthFactorOtpResponse>, Status> {
-        let caller = self.caller(&request).await?;
-        let org = org_header(&request);
-        let user = request.into_inner().user_id;
-        let removed = self
-            .gateway
-            .remove_user(&caller, org.as_deref(), &user)
-            .await
-            .map_err(fail)?;
-        Ok(Response::new(
-            management::RemoveHumanAuthFactorOtpResponse {
-                details: Some(details(&removed)),
-            },
-        ))
+        self.observed("RemoveHumanAuthFactorOTP", async move {
+            let caller = self.caller(&request).await?;
+            let org = org_header(&request);
+            let user = request.into_inner().user_id;
+            let removed = self
+                .gateway
+                .remove_user(&caller, org.as_deref(), &user)
+                .await
+                .map_err(fail)?;
+            Ok(Response::new(
+                management::RemoveHumanAuthFactorOtpResponse {
+                    details: Some(details(&removed)),
+                },
+            ))
+        })
+        .await
     }
 
     async fn unlock_user(
         &self,
         request: Request<management::UnlockUserRequest>,
     ) -> Result<Response<management::UnlockUserResponse>, Status> {
-        let caller = self.caller(&request).await?;
-        let org = org_header(&request);
-        let user = request.into_inner().id;
-        let unlocked = self
-            .gateway
-            .unlock_user(&caller, org.as_deref(), &user)
-            .await
-            .map_err(fail)?;
-        Ok(Response::new(management::UnlockUserResponse {
-            details: Some(details(&unlocked)),
-        }))
+        self.observed("UnlockUser", async move {
+            let caller = self.caller(&request).await?;
+            let org = org_header(&request);
+            let user = request.into_inner().id;
+            let unlocked = self
+                .gateway
+                .unlock_user(&caller, org.as_deref(), &user)
+                .await
+                .map_err(fail)?;
+            Ok(Response::new(management::UnlockUserResponse {
+                details: Some(details(&unlocked)),
+            }))
+        })
+        .await
     }
 }
 
@@ -158,16 +197,19 @@ impl check::otp_check_service_server::OtpCheckService for Services {
         &self,
         request: Request<check::CheckOtpRequest>,
     ) -> Result<Response<check::CheckOtpResponse>, Status> {
-        let caller = self.caller(&request).await?;
-        let org = org_header(&request);
-        let check::CheckOtpRequest { user_id, code } = request.into_inner();
-        let checked = self
-            .gateway
-            .check(&caller, org.as_deref(), &user_id, code)
-            .await
-            .map_err(fail)?;
-        Ok(Response::new(check::CheckOtpResponse {
-            details: Some(details(&checked)),
-        }))
+        self.observed("CheckOTP", async move {
+            let caller = self.caller(&request).await?;
+            let org = org_header(&request);
+            let check::CheckOtpRequest { user_id, code } = request.into_inner();
+            let checked = self
+                .gateway
+                .check(&caller, org.as_deref(), &user_id, code)
+                .await
+                .map_err(fail)?;
+            Ok(Response::new(check::CheckOtpResponse {
+                details: Some(details(&checked)),
+            }))
+        })
+        .await
     }
 }

@@ -158,6 +158,13 @@ pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))
 }
 
+/// Prometheus text exposition (also at ZITADEL's `/debug/metrics`).
+pub async fn metrics(state: State) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(state.gateway.metrics.render())
+}
+
 /// Ready once the store answers (keys are loaded before the listener exists).
 pub async fn ready(state: State) -> HttpResponse {
     match state.gateway.store.ping().await {

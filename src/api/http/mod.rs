@@ -6,14 +6,15 @@ mod handlers;
 use std::sync::Arc;
 
 use actix_web::http::StatusCode;
-use actix_web::http::header;
+use actix_web::http::{Method, header};
 use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
 
 use super::gateway::Gateway;
 use super::wire::StatusJson;
-use crate::domain::OtpError;
+use crate::domain::{GrpcCode, OtpError};
+use crate::metrics::code_name;
 
 /// Shared by every worker.
 pub struct HttpState {
@@ -81,7 +82,10 @@ impl ResponseError for ApiError {
         if let OtpError::RateLimited { retry_after_secs } = self.0 {
             response.insert_header((header::RETRY_AFTER, retry_after_secs.to_string()));
         }
-        response.json(StatusJson::from(&self.0))
+        let mut response = response.json(StatusJson::from(&self.0));
+        // For the request metrics: the gRPC code behind the HTTP status.
+        response.extensions_mut().insert(self.0.grpc_code());
+        response
     }
 }
 
@@ -93,37 +97,105 @@ async fn method_not_allowed() -> HttpResponse {
     ApiError(OtpError::MethodNotAllowed).error_response()
 }
 
-/// The Auth API, the management calls and the probes.
+/// A resource whose calls are counted and timed under their RPC names (by HTTP method),
+/// with the gRPC code of the answer. Per resource, so the name is known without asking the
+/// router again.
+fn observed(
+    path: &str,
+    rpcs: &'static [(Method, &'static str)],
+) -> actix_web::Resource<
+    impl actix_web::dev::ServiceFactory<
+        actix_web::dev::ServiceRequest,
+        Config = (),
+        Response = actix_web::dev::ServiceResponse,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    use actix_web::dev::Service;
+    web::resource(path.to_owned())
+        .default_service(web::to(method_not_allowed))
+        .wrap_fn(move |req, service| {
+            let started = std::time::Instant::now();
+            let rpc = rpcs
+                .iter()
+                .find(|(method, _)| method == req.method())
+                .map_or("other_method", |(_, rpc)| *rpc);
+            let metrics = req
+                .app_data::<web::Data<HttpState>>()
+                .map(|state| state.gateway.metrics.clone());
+            let call = service.call(req);
+            async move {
+                let response = call.await?;
+                if let Some(metrics) = metrics {
+                    let code = match response.response().extensions().get::<GrpcCode>() {
+                        Some(code) => *code as i32,
+                        None if response.status().is_success() => 0,
+                        None => 2,
+                    };
+                    let elapsed = started.elapsed().as_secs_f64();
+                    metrics.observe_request("http", rpc, code_name(code), elapsed);
+                }
+                Ok(response)
+            }
+        })
+}
+
+/// The Auth API, the management calls, the probes and the metrics.
 pub fn routes(config: &mut web::ServiceConfig) {
     use handlers::*;
-    let resource =
+    let plain =
         |path: &str| web::resource(path.to_owned()).default_service(web::to(method_not_allowed));
     config
         .service(
-            resource("/auth/v1/users/me/auth_factors/otp")
-                .route(web::post().to(add_my_otp))
-                .route(web::delete().to(remove_my_otp)),
+            observed(
+                "/auth/v1/users/me/auth_factors/otp",
+                &[
+                    (Method::POST, "AddMyAuthFactorOTP"),
+                    (Method::DELETE, "RemoveMyAuthFactorOTP"),
+                ],
+            )
+            .route(web::post().to(add_my_otp))
+            .route(web::delete().to(remove_my_otp)),
         )
         .service(
-            resource("/auth/v1/users/me/auth_factors/otp/_verify")
-                .route(web::post().to(verify_my_otp)),
+            observed(
+                "/auth/v1/users/me/auth_factors/otp/_verify",
+                &[(Method::POST, "VerifyMyAuthFactorOTP")],
+            )
+            .route(web::post().to(verify_my_otp)),
         )
         .service(
-            resource("/auth/v1/users/me/auth_factors/_search")
-                .route(web::post().to(list_my_factors)),
+            observed(
+                "/auth/v1/users/me/auth_factors/_search",
+                &[(Method::POST, "ListMyAuthFactors")],
+            )
+            .route(web::post().to(list_my_factors)),
         )
         .service(
-            resource("/management/v1/users/{user_id}/auth_factors/otp/_check")
-                .route(web::post().to(check_otp)),
+            observed(
+                "/management/v1/users/{user_id}/auth_factors/otp/_check",
+                &[(Method::POST, "CheckOTP")],
+            )
+            .route(web::post().to(check_otp)),
         )
         .service(
-            resource("/management/v1/users/{user_id}/auth_factors/otp")
-                .route(web::delete().to(remove_user_otp)),
+            observed(
+                "/management/v1/users/{user_id}/auth_factors/otp",
+                &[(Method::DELETE, "RemoveHumanAuthFactorOTP")],
+            )
+            .route(web::delete().to(remove_user_otp)),
         )
         .service(
-            resource("/management/v1/users/{user_id}/_unlock").route(web::post().to(unlock_user)),
+            observed(
+                "/management/v1/users/{user_id}/_unlock",
+                &[(Method::POST, "UnlockUser")],
+            )
+            .route(web::post().to(unlock_user)),
         )
-        .service(resource("/debug/healthz").route(web::get().to(healthz)))
-        .service(resource("/debug/ready").route(web::get().to(ready)))
+        .service(plain("/debug/healthz").route(web::get().to(healthz)))
+        .service(plain("/debug/ready").route(web::get().to(ready)))
+        .service(plain("/metrics").route(web::get().to(metrics)))
+        .service(plain("/debug/metrics").route(web::get().to(metrics)))
         .default_service(web::to(route_not_found));
 }

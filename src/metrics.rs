@@ -1,0 +1,151 @@
+//! The Prometheus registry. Labels never carry a user id, a code, a token or an organization
+//! (unbounded); outcomes and operations are small closed sets.
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+};
+
+pub struct Metrics {
+    registry: Registry,
+    /// Calls by transport ("http", "grpc"), RPC name and gRPC code name.
+    pub requests: IntCounterVec,
+    pub request_seconds: HistogramVec,
+    /// Code attempts by purpose ("enroll", "login") and outcome.
+    pub otp_attempts: IntCounterVec,
+    /// Lock events: "locked", "unlocked".
+    pub lock_events: IntCounterVec,
+    pub store_seconds: HistogramVec,
+    pub store_errors: IntCounterVec,
+    pub org_actors: IntGauge,
+    /// Token refusals by reason: "missing", "not_bearer", "invalid".
+    pub token_failures: IntCounterVec,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("metrics: {0}")]
+pub struct MetricsError(#[from] prometheus::Error);
+
+/// Latency buckets from 250 µs to 2.5 s: a check is a few milliseconds, a timeout is a second.
+const BUCKETS: &[f64] = &[
+    0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
+
+impl Metrics {
+    pub fn new() -> Result<Self, MetricsError> {
+        let registry = Registry::new();
+        let counter =
+            |name: &str, help: &str, labels: &[&str]| -> Result<IntCounterVec, MetricsError> {
+                let metric = IntCounterVec::new(Opts::new(name, help), labels)?;
+                registry.register(Box::new(metric.clone()))?;
+                Ok(metric)
+            };
+        let histogram =
+            |name: &str, help: &str, labels: &[&str]| -> Result<HistogramVec, MetricsError> {
+                let metric = HistogramVec::new(
+                    HistogramOpts::new(name, help).buckets(BUCKETS.to_vec()),
+                    labels,
+                )?;
+                registry.register(Box::new(metric.clone()))?;
+                Ok(metric)
+            };
+        let requests = counter(
+            "tessera_requests_total",
+            "Calls answered, by transport, RPC and gRPC code.",
+            &["transport", "rpc", "code"],
+        )?;
+        let request_seconds = histogram(
+            "tessera_request_duration_seconds",
+            "Time to answer a call, by transport and RPC.",
+            &["transport", "rpc"],
+        )?;
+        let otp_attempts = counter(
+            "tessera_otp_attempts_total",
+            "OTP code attempts by purpose (enroll, login) and outcome (verified, checked, invalid, replayed, locked, rate_limited, unavailable).",
+            &["purpose", "outcome"],
+        )?;
+        let lock_events = counter(
+            "tessera_otp_lock_events_total",
+            "Factors locked after too many failures, and unlocked by an admin.",
+            &["event"],
+        )?;
+        let store_seconds = histogram(
+            "tessera_store_duration_seconds",
+            "Time of one store call, by operation.",
+            &["op"],
+        )?;
+        let store_errors = counter(
+            "tessera_store_errors_total",
+            "Store calls that failed (unreachable or timed out), by operation.",
+            &["op"],
+        )?;
+        let org_actors = IntGauge::new(
+            "tessera_org_actors",
+            "Organization actors alive in this process.",
+        )?;
+        registry.register(Box::new(org_actors.clone()))?;
+        let token_failures = counter(
+            "tessera_token_verification_failures_total",
+            "Requests refused at the token check, by reason.",
+            &["reason"],
+        )?;
+        Ok(Self {
+            registry,
+            requests,
+            request_seconds,
+            otp_attempts,
+            lock_events,
+            store_seconds,
+            store_errors,
+            org_actors,
+            token_failures,
+        })
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        if let Err(err) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
+            tracing::error!(error = %err, "encoding metrics failed");
+        }
+        String::from_utf8(out).unwrap_or_default()
+    }
+
+    pub fn observe_request(&self, transport: &str, rpc: &str, code: &str, seconds: f64) {
+        self.requests
+            .with_label_values(&[transport, rpc, code])
+            .inc();
+        self.request_seconds
+            .with_label_values(&[transport, rpc])
+            .observe(seconds);
+    }
+
+    pub fn attempt(&self, purpose: crate::domain::Purpose, outcome: &str) {
+        self.otp_attempts
+            .with_label_values(&[purpose.as_str(), outcome])
+            .inc();
+    }
+}
+
+/// The name of a gRPC code as Prometheus label values use it (`OK`, `INVALID_ARGUMENT`, ...).
+pub fn code_name(code: i32) -> &'static str {
+    match code {
+        0 => "OK",
+        1 => "CANCELLED",
+        2 => "UNKNOWN",
+        3 => "INVALID_ARGUMENT",
+        4 => "DEADLINE_EXCEEDED",
+        5 => "NOT_FOUND",
+        6 => "ALREADY_EXISTS",
+        7 => "PERMISSION_DENIED",
+        8 => "RESOURCE_EXHAUSTED",
+        9 => "FAILED_PRECONDITION",
+        10 => "ABORTED",
+        11 => "OUT_OF_RANGE",
+        12 => "UNIMPLEMENTED",
+        13 => "INTERNAL",
+        14 => "UNAVAILABLE",
+        15 => "DATA_LOSS",
+        16 => "UNAUTHENTICATED",
+        _ => "UNKNOWN",
+    }
+}

@@ -1,0 +1,79 @@
+//! A store that measures another: latency per operation and failures, for any backend.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_trait::async_trait;
+
+use super::{
+    AddOutcome, Attempt, AttemptOutcome, ChangeOutcome, FactorStore, NewFactor, SharedStore,
+    StoreError, UserKey,
+};
+use crate::domain::{FactorRecord, UnixMicros};
+use crate::metrics::Metrics;
+
+pub struct MeteredStore {
+    inner: SharedStore,
+    metrics: Arc<Metrics>,
+}
+
+impl MeteredStore {
+    pub fn new(inner: SharedStore, metrics: Arc<Metrics>) -> Self {
+        Self { inner, metrics }
+    }
+
+    async fn measure<T>(
+        &self,
+        op: &str,
+        call: impl std::future::Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        let started = Instant::now();
+        let result = call.await;
+        self.metrics
+            .store_seconds
+            .with_label_values(&[op])
+            .observe(started.elapsed().as_secs_f64());
+        if result.is_err() {
+            self.metrics.store_errors.with_label_values(&[op]).inc();
+        }
+        result
+    }
+}
+
+#[async_trait]
+impl FactorStore for MeteredStore {
+    async fn load(&self, key: &UserKey) -> Result<Option<FactorRecord>, StoreError> {
+        self.measure("load", self.inner.load(key)).await
+    }
+
+    async fn add(
+        &self,
+        key: &UserKey,
+        factor: NewFactor,
+        now: UnixMicros,
+    ) -> Result<AddOutcome, StoreError> {
+        self.measure("add", self.inner.add(key, factor, now)).await
+    }
+
+    async fn attempt(
+        &self,
+        key: &UserKey,
+        attempt: Attempt,
+        now: UnixMicros,
+    ) -> Result<AttemptOutcome, StoreError> {
+        self.measure("attempt", self.inner.attempt(key, attempt, now))
+            .await
+    }
+
+    async fn remove(&self, key: &UserKey, now: UnixMicros) -> Result<ChangeOutcome, StoreError> {
+        self.measure("remove", self.inner.remove(key, now)).await
+    }
+
+    async fn unlock(&self, key: &UserKey, now: UnixMicros) -> Result<ChangeOutcome, StoreError> {
+        self.measure("unlock", self.inner.unlock(key, now)).await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.measure("ping", self.inner.ping()).await
+    }
+}

@@ -1,0 +1,180 @@
+//! /metrics after a known scenario: every counter moved by exactly the expected amount, and
+//! no label carries a user, a code, a token or an organization.
+
+use std::collections::BTreeMap;
+
+use serde_json::json;
+use tessera::api::grpc::pb::zitadel::auth::v1 as auth;
+use tessera::api::grpc::pb::zitadel::auth::v1::auth_service_client::AuthServiceClient;
+
+use crate::grpc::{channel, request};
+use crate::helpers::{Backend, Spawn, Token};
+
+/// The value of the sample `name` whose labels are exactly `labels` (0 when absent).
+fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    let wanted: BTreeMap<&str, &str> = labels.iter().copied().collect();
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let (metric, labels) = match series.split_once('{') {
+                Some((metric, rest)) => (metric, rest.trim_end_matches('}')),
+                None => (series, ""),
+            };
+            if metric != name {
+                return None;
+            }
+            let have: BTreeMap<&str, &str> = labels
+                .split(',')
+                .filter(|pair| !pair.is_empty())
+                .filter_map(|pair| pair.split_once('='))
+                .map(|(k, v)| (k, v.trim_matches('"')))
+                .collect();
+            (have == wanted).then(|| value.parse::<f64>().unwrap())
+        })
+        .next()
+        .unwrap_or(0.0)
+}
+
+#[actix_web::test]
+async fn counters_move_by_exactly_the_scenario() {
+    let app = Spawn::new(Backend::Memory)
+        .with(|s| s.lockout.max_otp_attempts = 2)
+        .start()
+        .await;
+    let alice = Token::user("acme", "alice")
+        .role("otp.check", "acme")
+        .sign();
+    let admin = Token::user("acme", "root").role("otp.admin", "acme").sign();
+
+    let secret = app.add(&alice).await.body["secret"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    app.verify(&alice, "000000").await; // enroll: invalid
+    let code = app.code(&secret, 0);
+    app.verify(&alice, &code).await.assert_ok(); // enroll: verified
+    app.check(&alice, "alice", &code).await; // login: replayed (failure 1)
+    app.check(&alice, "alice", "111111").await; // login: invalid (failure 2: locks)
+    app.check(&alice, "alice", &app.code(&secret, 1)).await; // login: locked
+    app.unlock(&admin, "alice").await.assert_ok();
+    app.check(&alice, "alice", &app.code(&secret, 1))
+        .await
+        .assert_ok(); // login: checked
+    app.post(None, "/auth/v1/users/me/auth_factors/_search", json!({}))
+        .await;
+    let basic = app
+        .client
+        .post(app.url("/auth/v1/users/me/auth_factors/_search"))
+        .header("authorization", "Basic x");
+    app.send(basic).await;
+    app.post(
+        Some("not-a-token"),
+        "/auth/v1/users/me/auth_factors/_search",
+        json!({}),
+    )
+    .await;
+    let mut grpc = AuthServiceClient::new(channel(&app).await);
+    grpc.list_my_auth_factors(request(
+        auth::ListMyAuthFactorsRequest {},
+        Some(&alice),
+        None,
+    ))
+    .await
+    .unwrap();
+
+    let response = app.client.get(app.url("/metrics")).send().await.unwrap();
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain; version=0.0.4")
+    );
+    let text = response.text().await.unwrap();
+    let attempts = |purpose: &str, outcome: &str| {
+        sample(
+            &text,
+            "tessera_otp_attempts_total",
+            &[("purpose", purpose), ("outcome", outcome)],
+        )
+    };
+    assert_eq!(attempts("enroll", "invalid"), 1.0);
+    assert_eq!(attempts("enroll", "verified"), 1.0);
+    assert_eq!(attempts("login", "replayed"), 1.0);
+    assert_eq!(attempts("login", "invalid"), 1.0);
+    assert_eq!(attempts("login", "locked"), 1.0);
+    assert_eq!(attempts("login", "checked"), 1.0);
+    let locks = |event: &str| sample(&text, "tessera_otp_lock_events_total", &[("event", event)]);
+    assert_eq!((locks("locked"), locks("unlocked")), (1.0, 1.0));
+    let requests = |transport: &str, rpc: &str, code: &str| {
+        sample(
+            &text,
+            "tessera_requests_total",
+            &[("transport", transport), ("rpc", rpc), ("code", code)],
+        )
+    };
+    assert_eq!(requests("http", "AddMyAuthFactorOTP", "OK"), 1.0);
+    assert_eq!(
+        requests("http", "VerifyMyAuthFactorOTP", "INVALID_ARGUMENT"),
+        1.0
+    );
+    assert_eq!(requests("http", "VerifyMyAuthFactorOTP", "OK"), 1.0);
+    assert_eq!(requests("http", "CheckOTP", "INVALID_ARGUMENT"), 2.0);
+    assert_eq!(requests("http", "CheckOTP", "FAILED_PRECONDITION"), 1.0);
+    assert_eq!(requests("http", "CheckOTP", "OK"), 1.0);
+    assert_eq!(requests("http", "UnlockUser", "OK"), 1.0);
+    assert_eq!(
+        requests("http", "ListMyAuthFactors", "UNAUTHENTICATED"),
+        3.0
+    );
+    assert_eq!(requests("grpc", "ListMyAuthFactors", "OK"), 1.0);
+    let durations = sample(
+        &text,
+        "tessera_request_duration_seconds_count",
+        &[("transport", "http"), ("rpc", "CheckOTP")],
+    );
+    assert_eq!(durations, 4.0);
+    let tokens = |reason: &str| {
+        sample(
+            &text,
+            "tessera_token_verification_failures_total",
+            &[("reason", reason)],
+        )
+    };
+    assert_eq!(
+        (tokens("missing"), tokens("not_bearer"), tokens("invalid")),
+        (1.0, 1.0, 1.0)
+    );
+    // Five attempts reached the store (the locked one was refused before it, from a fresh read).
+    assert_eq!(
+        sample(
+            &text,
+            "tessera_store_duration_seconds_count",
+            &[("op", "attempt")]
+        ),
+        5.0
+    );
+    assert_eq!(
+        sample(&text, "tessera_store_errors_total", &[("op", "attempt")]),
+        0.0
+    );
+    assert_eq!(sample(&text, "tessera_org_actors", &[]), 1.0);
+    // Nothing that identifies a user, a tenant or a secret is a label.
+    for needle in ["alice", "acme", &secret, &code, &alice] {
+        assert!(!text.contains(needle), "{needle} appears in /metrics");
+    }
+    // ZITADEL's path serves the same.
+    let debug = app
+        .client
+        .get(app.url("/debug/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        debug
+            .text()
+            .await
+            .unwrap()
+            .contains("tessera_otp_attempts_total")
+    );
+}

@@ -124,6 +124,7 @@ impl Application {
                 .configure(routes)
         })
         .workers(workers)
+        .shutdown_timeout(settings.http.shutdown_grace_secs)
         .listen(listener)
         .map_err(|e| StartError::Bind(settings.http.addr.clone(), e))?
         .run();
@@ -154,9 +155,12 @@ impl Application {
         self.registry.clone()
     }
 
-    /// Runs until the HTTP server stops (SIGINT/SIGTERM), then stops gRPC and the actors.
+    /// Runs until the HTTP server stops. On SIGTERM or SIGINT actix stops accepting and lets
+    /// in-flight requests finish (the grace period); then gRPC drains the same way, and only
+    /// then do the actors stop, so no call is cut off between its commit and its answer.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let result = self.server.await;
+        tracing::info!("HTTP drained; stopping gRPC and the organization actors");
         self.grpc.stop().await;
         for arbiter in &self.arbiters {
             arbiter.stop();

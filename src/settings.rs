@@ -76,6 +76,8 @@ pub struct HttpSettings {
     pub workers: usize,
     pub body_limit_bytes: usize,
     pub trusted_proxies: Vec<IpNet>,
+    /// On SIGTERM: stop accepting, then give in-flight requests this long to finish.
+    pub shutdown_grace_secs: u64,
 }
 
 #[derive(Debug, Deserialize)]

@@ -19,5 +19,6 @@ mod limits;
 mod metrics;
 mod process;
 mod python;
+mod shutdown;
 mod tenancy;
 mod tokens;

@@ -19,7 +19,7 @@ use crate::metrics::Metrics;
 use crate::seal::{KeyRing, SealError};
 use crate::settings::{Settings, StoreKind};
 use crate::store::{MemoryStore, MeteredStore, RedisStore, SharedStore, StoreError};
-use crate::telemetry::RequestSpans;
+use crate::telemetry::{RequestId, RequestSpans};
 use crate::tenant::{AddressLimiter, Limits, OrgRegistry, Policies, TenantDeps};
 
 #[derive(Debug, thiserror::Error)]
@@ -120,6 +120,26 @@ impl Application {
         let server = HttpServer::new(move || {
             App::new()
                 .wrap(TracingLogger::<RequestSpans>::new())
+                .wrap_fn(|req, service| {
+                    use actix_web::HttpMessage;
+                    use actix_web::dev::Service;
+                    let id = RequestId::from_header(
+                        req.headers().get("x-request-id").map(|v| v.as_bytes()),
+                    );
+                    let header = actix_web::http::header::HeaderValue::from_str(&id.0).ok();
+                    req.extensions_mut().insert(id);
+                    let call = service.call(req);
+                    async move {
+                        let mut response = call.await?;
+                        if let Some(value) = header {
+                            response.headers_mut().insert(
+                                actix_web::http::header::HeaderName::from_static("x-request-id"),
+                                value,
+                            );
+                        }
+                        Ok(response)
+                    }
+                })
                 .app_data(state.clone())
                 .configure(routes)
         })

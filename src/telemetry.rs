@@ -20,6 +20,30 @@ where
     };
 }
 
+/// A request's id: the caller's `x-request-id` when it is a sane token (so ids can be
+/// followed across services), else a fresh one. Returned in the response either way.
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
+impl RequestId {
+    pub fn from_header(value: Option<&[u8]>) -> Self {
+        let given = value.and_then(|v| std::str::from_utf8(v).ok()).filter(|v| {
+            (1..=128).contains(&v.len())
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+        });
+        match given {
+            Some(id) => Self(id.to_owned()),
+            None => {
+                use rand::RngCore;
+                let mut bytes = [0u8; 16];
+                rand::rng().fill_bytes(&mut bytes);
+                Self(bytes.iter().map(|b| format!("{b:02x}")).collect())
+            }
+        }
+    }
+}
+
 /// tracing-actix-web's root span, without its WARN line for every 4xx: a wrong code or an
 /// expired token is routine for an OTP server (counted, not logged). 5xx are logged.
 pub struct RequestSpans;

@@ -67,6 +67,9 @@ impl Gateway {
         self.verifier
             .authenticate(origin.authorization)
             .await
+            .inspect(|caller| {
+                tracing::Span::current().record("tenant", caller.org.as_ref());
+            })
             .inspect_err(|err| {
                 let reason = match err {
                     OtpError::AuthHeaderMissing => "missing",
@@ -136,6 +139,7 @@ impl Gateway {
         code: String,
     ) -> Result<Details, OtpError> {
         let org = caller.management_org(org_header, &self.check_role)?;
+        tracing::Span::current().record("tenant", org.as_ref());
         let msg = SubmitCode {
             user: Arc::from(user),
             code: validated(code)?,
@@ -152,6 +156,7 @@ impl Gateway {
         user: &str,
     ) -> Result<Details, OtpError> {
         let org = caller.management_org(org_header, &self.admin_role)?;
+        tracing::Span::current().record("tenant", org.as_ref());
         let (user, now) = (Arc::from(user), self.clock.now());
         self.call(&org, RemoveFactor { user, now }).await?
     }
@@ -163,6 +168,7 @@ impl Gateway {
         user: &str,
     ) -> Result<Details, OtpError> {
         let org = caller.management_org(org_header, &self.admin_role)?;
+        tracing::Span::current().record("tenant", org.as_ref());
         let (user, now) = (Arc::from(user), self.clock.now());
         self.call(&org, UnlockFactor { user, now }).await?
     }

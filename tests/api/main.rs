@@ -17,6 +17,7 @@ mod independent;
 mod lifecycle;
 mod limits;
 mod metrics;
+mod observability;
 mod process;
 mod python;
 mod shutdown;

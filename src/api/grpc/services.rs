@@ -14,6 +14,7 @@ use crate::api::gateway::{Gateway, Origin};
 use crate::auth::Caller;
 use crate::domain::{FactorState, OtpError};
 use crate::metrics::code_name;
+use crate::telemetry::RequestId;
 
 #[derive(Clone)]
 pub struct Services {
@@ -41,21 +42,39 @@ impl Services {
 }
 
 impl Services {
-    /// Counts and times a call under its RPC name, with its gRPC code.
+    /// Runs a call in its span (RPC, request id, tenant), counts and times it under its RPC
+    /// name with its gRPC code, and returns the request id in the answer's metadata.
     async fn observed<T>(
         &self,
         rpc: &'static str,
+        request_id: RequestId,
         call: impl std::future::Future<Output = Result<Response<T>, Status>>,
     ) -> Result<Response<T>, Status> {
+        use tracing::Instrument;
+        let span = tracing::info_span!(
+            "gRPC request",
+            rpc,
+            request_id = %request_id.0,
+            tenant = tracing::field::Empty,
+            grpc.code = tracing::field::Empty,
+        );
         let started = std::time::Instant::now();
-        let result = call.await;
+        let mut result = call.instrument(span.clone()).await;
         let code = result
             .as_ref()
             .map_or_else(|status| status.code() as i32, |_| 0);
+        span.record("grpc.code", code);
         let elapsed = started.elapsed().as_secs_f64();
         self.gateway
             .metrics
             .observe_request("grpc", rpc, code_name(code), elapsed);
+        if let Ok(value) = request_id.0.parse::<tonic::metadata::MetadataValue<_>>() {
+            let metadata = match &mut result {
+                Ok(response) => response.metadata_mut(),
+                Err(status) => status.metadata_mut(),
+            };
+            metadata.insert("x-request-id", value);
+        }
         result
     }
 }
@@ -85,7 +104,9 @@ impl auth::auth_service_server::AuthService for Services {
         &self,
         request: Request<auth::ListMyAuthFactorsRequest>,
     ) -> Result<Response<auth::ListMyAuthFactorsResponse>, Status> {
-        self.observed("ListMyAuthFactors", async move {
+        let request_id =
+            RequestId::from_header(request.metadata().get("x-request-id").map(|v| v.as_bytes()));
+        self.observed("ListMyAuthFactors", request_id, async move {
             let caller = self.caller(&request).await?;
             let factors = self.gateway.list_my(&caller).await.map_err(fail)?;
             let result = factors
@@ -104,7 +125,9 @@ impl auth::auth_service_server::AuthService for Services {
         &self,
         request: Request<auth::AddMyAuthFactorOtpRequest>,
     ) -> Result<Response<auth::AddMyAuthFactorOtpResponse>, Status> {
-        self.observed("AddMyAuthFactorOTP", async move {
+        let request_id =
+            RequestId::from_header(request.metadata().get("x-request-id").map(|v| v.as_bytes()));
+        self.observed("AddMyAuthFactorOTP", request_id, async move {
             let caller = self.caller(&request).await?;
             let enrollment = self.gateway.add_my(&caller).await.map_err(fail)?;
             Ok(Response::new(auth::AddMyAuthFactorOtpResponse {
@@ -120,7 +143,9 @@ impl auth::auth_service_server::AuthService for Services {
         &self,
         request: Request<auth::VerifyMyAuthFactorOtpRequest>,
     ) -> Result<Response<auth::VerifyMyAuthFactorOtpResponse>, Status> {
-        self.observed("VerifyMyAuthFactorOTP", async move {
+        let request_id =
+            RequestId::from_header(request.metadata().get("x-request-id").map(|v| v.as_bytes()));
+        self.observed("VerifyMyAuthFactorOTP", request_id, async move {
             let caller = self.caller(&request).await?;
             let code = request.into_inner().code;
             let verified = self.gateway.verify_my(&caller, code).await.map_err(fail)?;
@@ -135,7 +160,9 @@ impl auth::auth_service_server::AuthService for Services {
         &self,
         request: Request<auth::RemoveMyAuthFactorOtpRequest>,
     ) -> Result<Response<auth::RemoveMyAuthFactorOtpResponse>, Status> {
-        self.observed("RemoveMyAuthFactorOTP", async move {
+        let request_id =
+            RequestId::from_header(request.metadata().get("x-request-id").map(|v| v.as_bytes()));
+        self.observed("RemoveMyAuthFactorOTP", request_id, async move {
             let caller = self.caller(&request).await?;
             let removed = self.gateway.remove_my(&caller).await.map_err(fail)?;
             Ok(Response::new(auth::RemoveMyAuthFactorOtpResponse {
@@ -152,7 +179,9 @@ impl management::management_service_server::ManagementService for Services {
         &self,
         request: Request<management::RemoveHumanAuthFactorOtpRequest>,
     ) -> Result<Response<management::RemoveHumanAuthFactorOtpResponse>, Status> {
-        self.observed("RemoveHumanAuthFactorOTP", async move {
+        let request_id =
+            RequestId::from_header(request.metadata().get("x-request-id").map(|v| v.as_bytes()));
+        self.observed("RemoveHumanAuthFactorOTP", request_id, async move {
             let caller = self.caller(&request).await?;
             let org = org_header(&request);
             let user = request.into_inner().user_id;
@@ -174,7 +203,9 @@ impl management::management_service_server::ManagementService for Services {
         &self,
         request: Request<management::UnlockUserRequest>,
     ) -> Result<Response<management::UnlockUserResponse>, Status> {
-        self.observed("UnlockUser", async move {
+        let request_id =
+            RequestId::from_header(request.metadata().get("x-request-id").map(|v| v.as_bytes()));
+        self.observed("UnlockUser", request_id, async move {
             let caller = self.caller(&request).await?;
             let org = org_header(&request);
             let user = request.into_inner().id;
@@ -197,7 +228,9 @@ impl check::otp_check_service_server::OtpCheckService for Services {
         &self,
         request: Request<check::CheckOtpRequest>,
     ) -> Result<Response<check::CheckOtpResponse>, Status> {
-        self.observed("CheckOTP", async move {
+        let request_id =
+            RequestId::from_header(request.metadata().get("x-request-id").map(|v| v.as_bytes()));
+        self.observed("CheckOTP", request_id, async move {
             let caller = self.caller(&request).await?;
             let org = org_header(&request);
             let check::CheckOtpRequest { user_id, code } = request.into_inner();

@@ -121,6 +121,7 @@ fn observed(
                 .iter()
                 .find(|(method, _)| method == req.method())
                 .map_or("other_method", |(_, rpc)| *rpc);
+            tracing::Span::current().record("rpc", rpc);
             let metrics = req
                 .app_data::<web::Data<HttpState>>()
                 .map(|state| state.gateway.metrics.clone());

@@ -15,6 +15,7 @@ use crate::api::grpc::{self, GrpcOptions};
 use crate::api::http::{HttpState, routes};
 use crate::auth::{TokenVerifier, VerifierError};
 use crate::clock::{SharedClock, SystemClock};
+use crate::health::Readiness;
 use crate::metrics::Metrics;
 use crate::seal::{KeyRing, SealError};
 use crate::settings::{Settings, StoreKind};
@@ -91,6 +92,14 @@ impl Application {
             Duration::from_millis(settings.tenants.call_timeout_ms),
         ));
         let address_limiter = AddressLimiter::new(limits.per_address);
+        let readiness = Arc::new(Readiness::new(
+            store.clone(),
+            clock.clone(),
+            metrics.clone(),
+            Duration::from_millis(settings.health.max_clock_offset_ms),
+        ));
+        // Once before serving, so probes and gRPC health are right from the first call.
+        readiness.check().await;
         let gateway = Arc::new(Gateway {
             registry: registry.clone(),
             verifier,
@@ -101,6 +110,7 @@ impl Application {
             check_role: settings.auth.check_role.clone(),
             admin_role: settings.auth.admin_role.clone(),
             metrics,
+            readiness: readiness.clone(),
         });
         let state = web::Data::new(HttpState {
             gateway: gateway.clone(),
@@ -153,6 +163,10 @@ impl Application {
             registry.clone(),
             address_limiter,
             Duration::from_secs(settings.tenants.idle_evict_secs),
+        );
+        spawn_readiness_checks(
+            readiness,
+            Duration::from_secs(settings.health.check_interval_secs),
         );
         Ok(Self {
             port,
@@ -270,6 +284,18 @@ fn tls_ca(path: &str) -> Result<Option<Vec<u8>>, StartError> {
             "reading redis.tls_ca_file {path}: {e}"
         )))
     })
+}
+
+/// Checks the store and the clock offset in the background, so the gauge and gRPC health
+/// stay current between probes.
+fn spawn_readiness_checks(readiness: Arc<Readiness>, every: Duration) {
+    actix_rt::spawn(async move {
+        let mut ticks = actix_rt::time::interval(every.max(Duration::from_secs(1)));
+        loop {
+            ticks.tick().await;
+            readiness.check().await;
+        }
+    });
 }
 
 /// Evicts idle organization actors and prunes the address limiter, so memory stays bounded.

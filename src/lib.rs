@@ -17,6 +17,7 @@ pub mod app;
 pub mod auth;
 pub mod clock;
 pub mod domain;
+pub mod health;
 pub mod metrics;
 pub mod seal;
 pub mod settings;

@@ -17,6 +17,8 @@ pub struct Metrics {
     pub store_seconds: HistogramVec,
     pub store_errors: IntCounterVec,
     pub org_actors: IntGauge,
+    /// This replica's clock minus the store's, in seconds.
+    pub clock_offset: prometheus::Gauge,
     /// Token refusals by reason: "missing", "not_bearer", "invalid".
     pub token_failures: IntCounterVec,
 }
@@ -83,6 +85,11 @@ impl Metrics {
             "Organization actors alive in this process.",
         )?;
         registry.register(Box::new(org_actors.clone()))?;
+        let clock_offset = prometheus::Gauge::new(
+            "tessera_clock_offset_seconds",
+            "This replica's clock minus the store's (Redis TIME), in seconds.",
+        )?;
+        registry.register(Box::new(clock_offset.clone()))?;
         let token_failures = counter(
             "tessera_token_verification_failures_total",
             "Requests refused at the token check, by reason.",
@@ -97,6 +104,7 @@ impl Metrics {
             store_seconds,
             store_errors,
             org_actors,
+            clock_offset,
             token_failures,
         })
     }

@@ -49,6 +49,7 @@ pub struct Settings {
     pub limits: LimitSettings,
     pub seal: SealSettings,
     pub tenants: TenantSettings,
+    pub health: HealthSettings,
     pub log: LogSettings,
     /// Per-organization overrides of `[totp]` and `[lockout]`, keyed by organization id.
     #[serde(default)]
@@ -192,6 +193,15 @@ pub struct TenantSettings {
     pub call_timeout_ms: u64,
     pub idle_evict_secs: u64,
     pub cache_capacity: usize,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthSettings {
+    /// Not ready while this replica's clock is further than this from the store's.
+    pub max_clock_offset_ms: u64,
+    /// How often readiness (store reachable, clock offset) is checked in the background.
+    pub check_interval_secs: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

@@ -27,6 +27,7 @@ pub struct Gateway {
     pub check_role: String,
     pub admin_role: String,
     pub metrics: Arc<crate::metrics::Metrics>,
+    pub readiness: Arc<crate::health::Readiness>,
 }
 
 /// Where a request comes from, as its transport saw it.

@@ -73,6 +73,10 @@ impl FactorStore for MeteredStore {
         self.measure("unlock", self.inner.unlock(key, now)).await
     }
 
+    async fn server_time(&self) -> Result<Option<UnixMicros>, StoreError> {
+        self.measure("time", self.inner.server_time()).await
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         self.measure("ping", self.inner.ping()).await
     }

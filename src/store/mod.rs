@@ -105,6 +105,11 @@ pub trait FactorStore: Send + Sync + 'static {
     async fn unlock(&self, key: &UserKey, now: UnixMicros) -> Result<ChangeOutcome, StoreError>;
     /// Reachability, for readiness.
     async fn ping(&self) -> Result<(), StoreError>;
+    /// The store's own clock, when it has one (Redis `TIME`): replicas take time steps from
+    /// their own clocks, so readiness compares them with a common one.
+    async fn server_time(&self) -> Result<Option<UnixMicros>, StoreError> {
+        Ok(None)
+    }
 }
 
 pub type SharedStore = Arc<dyn FactorStore>;

@@ -381,6 +381,20 @@ impl FactorStore for RedisStore {
         change_outcome(&reply, now)
     }
 
+    async fn server_time(&self) -> Result<Option<UnixMicros>, StoreError> {
+        let mut connection = self.connection()?;
+        let (secs, micros): (i64, i64) = tokio::time::timeout(
+            self.timeout,
+            redis::cmd("TIME").query_async(&mut connection),
+        )
+        .await
+        .map_err(|_| StoreError::Timeout)?
+        .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        Ok(Some(UnixMicros(
+            secs.saturating_mul(1_000_000).saturating_add(micros),
+        )))
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         let mut connection = self.connection()?;
         let command = redis::cmd("PING");

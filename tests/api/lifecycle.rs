@@ -122,3 +122,77 @@ async fn rediss_with_a_private_ca() {
     server.kill().unwrap();
     server.wait().unwrap();
 }
+
+#[actix_web::test]
+async fn a_replica_whose_clock_is_off_the_stores_is_not_ready() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::health_client::HealthClient;
+
+    let redis = std::sync::Arc::new(RedisServer::start());
+    let real_now = tessera::domain::UnixMicros(chrono::Utc::now().timestamp_micros());
+    let in_sync = std::sync::Arc::new(tessera::clock::ManualClock::new(real_now));
+    let app = Spawn::new(Backend::Redis)
+        .with(|s| s.health.max_clock_offset_ms = 5_000)
+        .redis(redis.clone())
+        .clock(in_sync.clone())
+        .start()
+        .await;
+    let ready = app
+        .client
+        .get(app.url("/debug/ready"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status().as_u16(), 200);
+    let body: serde_json::Value = ready.json().await.unwrap();
+    assert_eq!(body["clockInBounds"], true);
+    assert!(
+        body["clockOffsetMs"].as_i64().unwrap().abs() < 5_000,
+        "{body}"
+    );
+    // The replica's clock jumps a minute ahead: not ready, over HTTP and gRPC health.
+    in_sync.advance_secs(60);
+    let drifted = app
+        .client
+        .get(app.url("/debug/ready"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(drifted.status().as_u16(), 503);
+    let body: serde_json::Value = drifted.json().await.unwrap();
+    assert_eq!(body["clockInBounds"], false);
+    assert!(body["clockOffsetMs"].as_i64().unwrap() >= 55_000, "{body}");
+    let metrics = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let offset: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("tessera_clock_offset_seconds "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(offset >= 55.0, "{offset}");
+    let mut health = HealthClient::new(crate::grpc::channel(&app).await);
+    let mut status = ServingStatus::Serving as i32;
+    for _ in 0..40 {
+        status = health
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .status;
+        if status == ServingStatus::NotServing as i32 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(status, ServingStatus::NotServing as i32);
+}

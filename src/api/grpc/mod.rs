@@ -65,6 +65,7 @@ pub async fn serve(
     options: GrpcOptions,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), GrpcError> {
+    let gateway_readiness = gateway.readiness.clone();
     let services = Services::new(gateway);
     let limit = options.max_message_bytes;
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -75,6 +76,31 @@ pub async fn serve(
     health
         .set_serving::<OtpCheckServiceServer<Services>>()
         .await;
+    // gRPC health follows readiness (store reachable, clock in bounds).
+    let readiness = gateway_readiness;
+    tokio::spawn(async move {
+        let mut serving = true;
+        loop {
+            let ready = readiness.is_ready();
+            if ready != serving {
+                serving = ready;
+                let status = if ready {
+                    tonic_health::ServingStatus::Serving
+                } else {
+                    tonic_health::ServingStatus::NotServing
+                };
+                for service in [
+                    "",
+                    "zitadel.auth.v1.AuthService",
+                    "zitadel.management.v1.ManagementService",
+                    "tessera.otp.v1.OtpCheckService",
+                ] {
+                    health.set_service_status(service, status).await;
+                }
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        }
+    });
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)

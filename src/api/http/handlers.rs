@@ -165,14 +165,20 @@ pub async fn metrics(state: State) -> HttpResponse {
         .body(state.gateway.metrics.render())
 }
 
-/// Ready once the store answers (keys are loaded before the listener exists).
+/// Ready when the store answers now and this replica's clock agrees with the store's (keys
+/// are loaded before the listener exists).
 pub async fn ready(state: State) -> HttpResponse {
-    match state.gateway.store.ping().await {
-        Ok(()) => HttpResponse::Ok().json(serde_json::json!({"status": "ready"})),
-        Err(err) => {
-            tracing::warn!(error = %err, "not ready: store unreachable");
-            HttpResponse::ServiceUnavailable()
-                .json(serde_json::json!({"status": "store unreachable"}))
-        }
+    let readiness = &state.gateway.readiness;
+    let ready = readiness.check().await;
+    let body = serde_json::json!({
+        "status": if ready { "ready" } else { "not ready" },
+        "storeReachable": readiness.store_reachable(),
+        "clockOffsetMs": readiness.offset_micros() / 1000,
+        "clockInBounds": readiness.clock_in_bounds(),
+    });
+    if ready {
+        HttpResponse::Ok().json(body)
+    } else {
+        HttpResponse::ServiceUnavailable().json(body)
     }
 }

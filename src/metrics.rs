@@ -27,6 +27,18 @@ pub struct Metrics {
 #[error("metrics: {0}")]
 pub struct MetricsError(#[from] prometheus::Error);
 
+/// The outcomes of `tessera_otp_attempts_total`.
+const OUTCOMES: &[&str] = &[
+    "verified",
+    "checked",
+    "invalid",
+    "replayed",
+    "locked",
+    "rate_limited",
+    "unavailable",
+    "refused",
+];
+
 /// Latency buckets from 250 µs to 2.5 s: a check is a few milliseconds, a timeout is a second.
 const BUCKETS: &[f64] = &[
     0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
@@ -95,6 +107,22 @@ impl Metrics {
             "Requests refused at the token check, by reason.",
             &["reason"],
         )?;
+        // Known label sets start at zero: a series that appears only on its first event
+        // hides it from rate() and from the alerts until then.
+        for purpose in ["enroll", "login"] {
+            for outcome in OUTCOMES {
+                otp_attempts.with_label_values(&[purpose, outcome]);
+            }
+        }
+        for event in ["locked", "unlocked"] {
+            lock_events.with_label_values(&[event]);
+        }
+        for op in ["load", "add", "attempt", "remove", "unlock", "ping", "time"] {
+            store_errors.with_label_values(&[op]);
+        }
+        for reason in ["missing", "not_bearer", "invalid"] {
+            token_failures.with_label_values(&[reason]);
+        }
         Ok(Self {
             registry,
             requests,

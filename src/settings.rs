@@ -304,7 +304,9 @@ impl Settings {
         if let Some(secret) = read_secret_file(&self.auth.hs256_secret_file)? {
             self.auth.hs256_secret = secret;
         }
-        self.redis.password = read_secret_file(&self.redis.password_file)?;
+        // An empty file is "no password" (a passwordless Redis refuses AUTH with an empty one).
+        self.redis.password = read_secret_file(&self.redis.password_file)?
+            .filter(|password| !password.expose_secret().is_empty());
         Ok(())
     }
 

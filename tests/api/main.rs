@@ -9,6 +9,7 @@
 mod bad_input;
 mod concurrency;
 mod conformance;
+mod deploy;
 mod fail_closed;
 mod grpc;
 mod grpc_web;

@@ -60,12 +60,12 @@ impl Application {
     pub async fn build_with(settings: Settings, overrides: Overrides) -> Result<Self, StartError> {
         let keys = Arc::new(KeyRing::parse(&settings.seal.keys)?);
         let verifier = Arc::new(TokenVerifier::from_settings(&settings.auth).await?);
+        let metrics = Arc::new(Metrics::new()?);
         let store = match overrides.store {
             Some(store) => store,
-            None => open_store(&settings)?,
+            None => open_store(&settings, &metrics)?,
         };
         let clock = overrides.clock.unwrap_or_else(|| Arc::new(SystemClock));
-        let metrics = Arc::new(Metrics::new()?);
         let store: SharedStore = Arc::new(MeteredStore::new(store, metrics.clone()));
         let limits = Limits::from_settings(&settings.limits);
         let deps = Arc::new(TenantDeps {
@@ -262,10 +262,11 @@ impl GrpcServer {
     }
 }
 
-fn open_store(settings: &Settings) -> Result<SharedStore, StartError> {
+fn open_store(settings: &Settings, metrics: &Metrics) -> Result<SharedStore, StartError> {
     Ok(match settings.store.kind {
         StoreKind::Memory => Arc::new(MemoryStore::new()),
         StoreKind::Redis => Arc::new(RedisStore::connect(
+            Some(metrics.redis_connections.clone()),
             &settings.redis.url,
             settings.redis.password.as_ref(),
             tls_ca(&settings.redis.tls_ca_file)?,

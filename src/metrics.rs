@@ -17,6 +17,12 @@ pub struct Metrics {
     pub store_seconds: HistogramVec,
     pub store_errors: IntCounterVec,
     pub org_actors: IntGauge,
+    /// Calls handed to organization actors and not yet answered (queued or running): the
+    /// mailbox depth, summed over organizations.
+    pub org_calls_in_flight: IntGauge,
+    /// Multiplexed Redis connections opened (one per thread that uses the store; there is no
+    /// checkout, so nothing ever waits for one).
+    pub redis_connections: IntGauge,
     /// This replica's clock minus the store's, in seconds.
     pub clock_offset: prometheus::Gauge,
     /// Token refusals by reason: "missing", "not_bearer", "invalid".
@@ -97,6 +103,16 @@ impl Metrics {
             "Organization actors alive in this process.",
         )?;
         registry.register(Box::new(org_actors.clone()))?;
+        let org_calls_in_flight = IntGauge::new(
+            "tessera_org_calls_in_flight",
+            "Calls handed to organization actors and not yet answered (mailbox depth).",
+        )?;
+        registry.register(Box::new(org_calls_in_flight.clone()))?;
+        let redis_connections = IntGauge::new(
+            "tessera_redis_connections",
+            "Multiplexed Redis connections open (one per thread using the store; no checkout, no waiting).",
+        )?;
+        registry.register(Box::new(redis_connections.clone()))?;
         let clock_offset = prometheus::Gauge::new(
             "tessera_clock_offset_seconds",
             "This replica's clock minus the store's (Redis TIME), in seconds.",
@@ -132,6 +148,8 @@ impl Metrics {
             store_seconds,
             store_errors,
             org_actors,
+            org_calls_in_flight,
+            redis_connections,
             clock_offset,
             token_failures,
         })

@@ -39,6 +39,7 @@ thread_local! {
 }
 
 pub struct RedisStore {
+    connections_open: Option<prometheus::IntGauge>,
     id: u64,
     client: redis::Client,
     config: ConnectionManagerConfig,
@@ -50,6 +51,7 @@ pub struct RedisStore {
 impl RedisStore {
     /// Connects lazily: the server starts (not ready) while Redis is down and recovers by itself.
     pub fn connect(
+        metrics: Option<prometheus::IntGauge>,
         url: &SecretString,
         password: Option<&SecretString>,
         tls_ca_pem: Option<Vec<u8>>,
@@ -85,6 +87,7 @@ impl RedisStore {
             .set_number_of_retries(2)
             .set_max_delay(Duration::from_secs(2));
         Ok(Self {
+            connections_open: metrics,
             id: NEXT_STORE.fetch_add(1, Ordering::Relaxed),
             client,
             config,
@@ -111,6 +114,9 @@ impl RedisStore {
                 .get_connection_manager_lazy(self.config.clone())
                 .map_err(|e| StoreError::Unavailable(e.to_string()))?;
             connections.insert(self.id, connection.clone());
+            if let Some(open) = &self.connections_open {
+                open.inc();
+            }
             Ok(connection)
         })
     }

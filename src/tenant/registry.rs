@@ -26,6 +26,13 @@ pub struct OrgHandle {
     addr: Addr<OrgActor>,
     _lease: Arc<()>,
     call_timeout: Duration,
+    in_flight: prometheus::IntGauge,
+}
+
+impl Drop for OrgHandle {
+    fn drop(&mut self) {
+        self.in_flight.dec();
+    }
 }
 
 impl OrgHandle {
@@ -99,10 +106,13 @@ impl OrgRegistry {
     }
 
     fn handle(&self, entry: &Entry) -> OrgHandle {
+        let in_flight = self.deps.metrics.org_calls_in_flight.clone();
+        in_flight.inc();
         OrgHandle {
             addr: entry.addr.clone(),
             _lease: entry.lease.clone(),
             call_timeout: self.call_timeout,
+            in_flight,
         }
     }
 

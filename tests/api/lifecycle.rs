@@ -178,6 +178,13 @@ async fn a_replica_whose_clock_is_off_the_stores_is_not_ready() {
         .parse()
         .unwrap();
     assert!(offset >= 55.0, "{offset}");
+    let connections: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("tessera_redis_connections "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(connections >= 1.0, "{connections}");
     let mut health = HealthClient::new(crate::grpc::channel(&app).await);
     let mut status = ServingStatus::Serving as i32;
     for _ in 0..40 {

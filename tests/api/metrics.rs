@@ -159,6 +159,11 @@ async fn counters_move_by_exactly_the_scenario() {
         0.0
     );
     assert_eq!(sample(&text, "tessera_org_actors", &[]), 1.0);
+    assert_eq!(
+        sample(&text, "tessera_org_calls_in_flight", &[]),
+        0.0,
+        "every call answered"
+    );
     // Nothing that identifies a user, a tenant or a secret is a label.
     for needle in ["alice", "acme", &secret, &code, &alice] {
         assert!(!text.contains(needle), "{needle} appears in /metrics");

@@ -47,6 +47,8 @@ pub struct Overrides {
 pub struct Application {
     port: u16,
     server: Server,
+    /// The separate metrics listener, when `http.metrics_addr` is set.
+    metrics_server: Option<(u16, actix_web::dev::ServerHandle)>,
     grpc: GrpcServer,
     registry: Arc<OrgRegistry>,
     arbiters: Vec<Arbiter>,
@@ -127,6 +129,7 @@ impl Application {
         } else {
             settings.http.workers
         };
+        let metrics_server = metrics_listener(&settings, &state)?;
         let server = HttpServer::new(move || {
             App::new()
                 .wrap(TracingLogger::<RequestSpans>::new())
@@ -171,6 +174,7 @@ impl Application {
         Ok(Self {
             port,
             server,
+            metrics_server,
             grpc,
             registry,
             arbiters,
@@ -179,6 +183,11 @@ impl Application {
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The separate metrics port, when one is configured.
+    pub fn metrics_port(&self) -> Option<u16> {
+        self.metrics_server.as_ref().map(|(port, _)| *port)
     }
 
     pub fn grpc_port(&self) -> u16 {
@@ -194,6 +203,9 @@ impl Application {
     /// then do the actors stop, so no call is cut off between its commit and its answer.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let result = self.server.await;
+        if let Some((_, metrics)) = &self.metrics_server {
+            metrics.stop(true).await;
+        }
         tracing::info!("HTTP drained; stopping gRPC and the organization actors");
         self.grpc.stop().await;
         for arbiter in &self.arbiters {
@@ -260,6 +272,34 @@ impl GrpcServer {
         let thread = self.thread;
         let _ = actix_rt::task::spawn_blocking(move || thread.join()).await;
     }
+}
+
+/// `/metrics` alone on a port of its own, for setups that keep scraping off the API port.
+fn metrics_listener(
+    settings: &Settings,
+    state: &web::Data<HttpState>,
+) -> Result<Option<(u16, actix_web::dev::ServerHandle)>, StartError> {
+    let addr = settings.http.metrics_addr.trim();
+    if addr.is_empty() {
+        return Ok(None);
+    }
+    let bind_error = |e| StartError::Bind(addr.to_owned(), e);
+    let listener = TcpListener::bind(addr).map_err(bind_error)?;
+    let port = listener.local_addr().map_err(bind_error)?.port();
+    let state = state.clone();
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(state.clone())
+            .route("/metrics", web::get().to(crate::api::http::metrics))
+    })
+    .workers(1)
+    .disable_signals()
+    .listen(listener)
+    .map_err(bind_error)?
+    .run();
+    let handle = server.handle();
+    actix_rt::spawn(server);
+    Ok(Some((port, handle)))
 }
 
 fn open_store(settings: &Settings, metrics: &Metrics) -> Result<SharedStore, StartError> {

@@ -79,6 +79,8 @@ pub struct HttpSettings {
     pub trusted_proxies: Vec<IpNet>,
     /// On SIGTERM: stop accepting, then give in-flight requests this long to finish.
     pub shutdown_grace_secs: u64,
+    /// A separate listener for `/metrics` alone; empty: only on the HTTP port.
+    pub metrics_addr: String,
 }
 
 #[derive(Debug, Deserialize)]

@@ -183,3 +183,35 @@ async fn counters_move_by_exactly_the_scenario() {
             .contains("tessera_otp_attempts_total")
     );
 }
+
+#[actix_web::test]
+async fn metrics_on_a_port_of_their_own() {
+    let settings =
+        crate::helpers::settings_with_env(&[("TESSERA__HTTP__METRICS_ADDR", "127.0.0.1:0")]);
+    let app = tessera::app::Application::build(settings).await.unwrap();
+    let port = app.metrics_port().expect("a metrics port");
+    assert_ne!(port, app.port());
+    actix_rt::spawn(app.run_until_stopped());
+    let client = reqwest::Client::new();
+    let text = client
+        .get(format!("http://127.0.0.1:{port}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains("# TYPE tessera_requests_total counter")
+            || text.contains("tessera_otp_attempts_total")
+    );
+    // Only /metrics there: the API stays on its own port.
+    let api = client
+        .post(format!(
+            "http://127.0.0.1:{port}/auth/v1/users/me/auth_factors/_search"
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(api.status().as_u16(), 404);
+}

@@ -3,6 +3,8 @@
 
 mod handlers;
 
+pub use handlers::metrics;
+
 use std::sync::Arc;
 
 use actix_web::http::StatusCode;

@@ -128,15 +128,7 @@ async fn metrics_pass_promtool_and_the_dashboard_asks_only_for_them() {
         .sign();
     app.enroll_ready(&alice).await;
     app.check(&alice, "alice", "000000").await;
-    let text = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = app.metrics_text().await;
     let lint = tokio::task::spawn_blocking(move || {
         let out = run("promtool", &["check", "metrics"], Some(&text));
         (out, text)

@@ -504,6 +504,12 @@ impl TestApp {
         secret
     }
 
+    /// The Prometheus text of `/metrics`.
+    pub async fn metrics_text(&self) -> String {
+        let response = self.client.get(self.url("/metrics")).send().await.unwrap();
+        response.text().await.unwrap()
+    }
+
     /// A search (list) call with an `X-Forwarded-For` header.
     pub async fn search_forwarded(&self, token: &str, forwarded: &str) -> Answer {
         let request = self

@@ -11,7 +11,7 @@ use crate::grpc::{channel, request};
 use crate::helpers::{Backend, Spawn, Token};
 
 /// The value of the sample `name` whose labels are exactly `labels` (0 when absent).
-fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+pub fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
     let wanted: BTreeMap<&str, &str> = labels.iter().copied().collect();
     text.lines()
         .filter(|line| !line.starts_with('#'))

@@ -7,6 +7,7 @@
 )]
 
 mod bad_input;
+mod browser;
 mod concurrency;
 mod conformance;
 mod deploy;

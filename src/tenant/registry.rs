@@ -92,17 +92,24 @@ impl OrgRegistry {
             entry.last_used = now;
             return Ok(self.handle(entry));
         }
+        // New, or replacing one that stopped by itself.
         let addr = self.start(org.clone())?;
-        self.deps
-            .metrics
-            .org_actors
-            .set(i64::try_from(entries.len() + 1).unwrap_or(i64::MAX));
-        let entry = entries.entry(org.clone()).insert_entry(Entry {
+        let entry = Entry {
             addr,
             lease: Arc::new(()),
             last_used: now,
-        });
-        Ok(self.handle(entry.get()))
+        };
+        let handle = self.handle(&entry);
+        entries.insert(org.clone(), entry);
+        self.count_live(entries.len());
+        Ok(handle)
+    }
+
+    fn count_live(&self, live: usize) {
+        self.deps
+            .metrics
+            .org_actors
+            .set(i64::try_from(live).unwrap_or(i64::MAX));
     }
 
     fn handle(&self, entry: &Entry) -> OrgHandle {
@@ -143,10 +150,7 @@ impl OrgRegistry {
             }
             !evict
         });
-        self.deps
-            .metrics
-            .org_actors
-            .set(i64::try_from(entries.len()).unwrap_or(i64::MAX));
+        self.count_live(entries.len());
         before - entries.len()
     }
 

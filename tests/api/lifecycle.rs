@@ -19,8 +19,11 @@ async fn idle_actors_are_evicted_but_never_while_held() {
     drop(held);
     assert_eq!(app.registry.evict_idle(Duration::ZERO), 1);
     assert_eq!(app.registry.live(), 0);
+    let gauge = |text: &str| crate::metrics::sample(text, "tessera_org_actors", &[]);
+    assert_eq!(gauge(&app.metrics_text().await), 0.0);
     // Not idle long enough: kept.
     app.list(&alice).await.assert_ok();
+    assert_eq!(gauge(&app.metrics_text().await), 1.0);
     assert_eq!(app.registry.evict_idle(Duration::from_secs(3600)), 0);
     // A fresh actor serves the organization's state from the store.
     app.add(&alice).await.assert_error(409, 6, "COMMAND-do9se");

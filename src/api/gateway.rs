@@ -47,17 +47,21 @@ impl Gateway {
         if !is_trusted(&peer) {
             return Some(peer);
         }
-        let forwarded: Vec<IpAddr> = origin
+        // From the right, where our proxies append: entries further left are the client's
+        // own words, so an unparsable one ends the walk rather than being skipped over.
+        let entries: Vec<&str> = origin
             .forwarded_for
             .iter()
             .flat_map(|value| value.split(','))
-            .map_while(|entry| entry.trim().parse::<IpAddr>().ok())
             .collect();
-        forwarded
-            .into_iter()
-            .rev()
-            .find(|ip| !is_trusted(ip))
-            .or(Some(peer))
+        for entry in entries.into_iter().rev() {
+            match entry.trim().parse::<IpAddr>() {
+                Ok(ip) if is_trusted(&ip) => continue,
+                Ok(ip) => return Some(ip),
+                Err(_) => break,
+            }
+        }
+        Some(peer)
     }
 
     /// The gates every call passes before any work: the client address limit, then the token.

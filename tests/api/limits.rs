@@ -82,6 +82,13 @@ async fn a_trusted_proxy_forwards_the_client_address() {
     app.search_forwarded(&alice, "203.0.113.1")
         .await
         .assert_error(429, 8, "TESSERA-rate1");
+    // A client prepending garbage neither escapes nor lands in the proxy's shared bucket.
+    app.search_forwarded(&alice, "not-an-ip, 203.0.113.1")
+        .await
+        .assert_error(429, 8, "TESSERA-rate1");
+    app.search_forwarded(&alice, "not-an-ip, 203.0.113.3")
+        .await
+        .assert_ok();
     // A client prepending its own entry does not escape: the proxy's (rightmost) entry counts.
     app.search_forwarded(&alice, "198.51.100.7, 203.0.113.2")
         .await

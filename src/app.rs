@@ -105,7 +105,6 @@ impl Application {
         let gateway = Arc::new(Gateway {
             registry: registry.clone(),
             verifier,
-            store,
             clock,
             address_limiter: address_limiter.clone(),
             trusted_proxies: settings.http.trusted_proxies.clone(),

@@ -11,7 +11,6 @@ use secrecy::SecretString;
 use crate::auth::{Caller, TokenVerifier};
 use crate::clock::SharedClock;
 use crate::domain::{Details, OtpError, Purpose};
-use crate::store::SharedStore;
 use crate::tenant::{
     AddressLimiter, Enroll, Enrollment, FactorView, ListFactors, OrgRegistry, RemoveFactor,
     SubmitCode, UnlockFactor,
@@ -20,7 +19,6 @@ use crate::tenant::{
 pub struct Gateway {
     pub registry: Arc<OrgRegistry>,
     pub verifier: Arc<TokenVerifier>,
-    pub store: SharedStore,
     pub clock: SharedClock,
     pub address_limiter: AddressLimiter,
     pub trusted_proxies: Vec<IpNet>,

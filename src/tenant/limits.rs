@@ -92,9 +92,6 @@ impl AddressLimiter {
         }
     }
 
-    pub fn tracked(&self) -> usize {
-        self.0.as_ref().map_or(0, |l| l.len())
-    }
 }
 
 #[cfg(test)]

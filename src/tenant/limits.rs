@@ -91,7 +91,6 @@ impl AddressLimiter {
             limiter.shrink_to_fit();
         }
     }
-
 }
 
 #[cfg(test)]

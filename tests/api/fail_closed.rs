@@ -29,12 +29,7 @@ async fn redis_down_is_503_and_recovery_is_automatic() {
                 .expect("fails closed within a bounded time");
         answer.assert_error(503, 14, "TESSERA-unav1");
     }
-    let ready = app
-        .client
-        .get(app.url("/debug/ready"))
-        .send()
-        .await
-        .unwrap();
+    let ready = app.ready().await;
     assert_eq!(ready.status().as_u16(), 503);
     // Redis returns (empty: it keeps nothing on disk here); tessera reconnects on its own.
     let _redis = RedisServer::start_on(port);
@@ -47,12 +42,7 @@ async fn redis_down_is_503_and_recovery_is_automatic() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert!(recovered, "tessera reconnects without a restart");
-    let ready = app
-        .client
-        .get(app.url("/debug/ready"))
-        .send()
-        .await
-        .unwrap();
+    let ready = app.ready().await;
     assert_eq!(ready.status().as_u16(), 200);
     app.add(&alice).await.assert_ok();
 }

@@ -504,6 +504,15 @@ impl TestApp {
         secret
     }
 
+    /// The readiness probe's answer.
+    pub async fn ready(&self) -> reqwest::Response {
+        self.client
+            .get(self.url("/debug/ready"))
+            .send()
+            .await
+            .unwrap()
+    }
+
     /// The Prometheus text of `/metrics`.
     pub async fn metrics_text(&self) -> String {
         let response = self.client.get(self.url("/metrics")).send().await.unwrap();

@@ -100,15 +100,7 @@ async fn rediss_with_a_private_ca() {
         .await;
     let mut ready = false;
     for _ in 0..100 {
-        if trusted
-            .client
-            .get(trusted.url("/debug/ready"))
-            .send()
-            .await
-            .unwrap()
-            .status()
-            .is_success()
-        {
+        if trusted.ready().await.status().is_success() {
             ready = true;
             break;
         }
@@ -140,12 +132,7 @@ async fn a_replica_whose_clock_is_off_the_stores_is_not_ready() {
         .clock(in_sync.clone())
         .start()
         .await;
-    let ready = app
-        .client
-        .get(app.url("/debug/ready"))
-        .send()
-        .await
-        .unwrap();
+    let ready = app.ready().await;
     assert_eq!(ready.status().as_u16(), 200);
     let body: serde_json::Value = ready.json().await.unwrap();
     assert_eq!(body["clockInBounds"], true);
@@ -155,12 +142,7 @@ async fn a_replica_whose_clock_is_off_the_stores_is_not_ready() {
     );
     // The replica's clock jumps a minute ahead: not ready, over HTTP and gRPC health.
     in_sync.advance_secs(60);
-    let drifted = app
-        .client
-        .get(app.url("/debug/ready"))
-        .send()
-        .await
-        .unwrap();
+    let drifted = app.ready().await;
     assert_eq!(drifted.status().as_u16(), 503);
     let body: serde_json::Value = drifted.json().await.unwrap();
     assert_eq!(body["clockInBounds"], false);

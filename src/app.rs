@@ -19,7 +19,7 @@ use crate::health::Readiness;
 use crate::metrics::Metrics;
 use crate::seal::{KeyRing, SealError};
 use crate::settings::{Settings, StoreKind};
-use crate::store::{MemoryStore, MeteredStore, RedisStore, SharedStore, StoreError};
+use crate::store::{MemoryStore, MeteredStore, RedisOptions, RedisStore, SharedStore, StoreError};
 use crate::telemetry::{RequestId, RequestSpans};
 use crate::tenant::{AddressLimiter, Limits, OrgRegistry, Policies, TenantDeps};
 
@@ -306,11 +306,15 @@ fn open_store(settings: &Settings, metrics: &Metrics) -> Result<SharedStore, Sta
         StoreKind::Memory => Arc::new(MemoryStore::new()),
         StoreKind::Redis => Arc::new(RedisStore::connect(
             Some(metrics.redis_connections.clone()),
-            &settings.redis.url,
-            settings.redis.password.as_ref(),
-            tls_ca(&settings.redis.tls_ca_file)?,
-            &settings.redis.key_prefix,
-            Duration::from_millis(settings.store.timeout_ms),
+            RedisOptions {
+                mode: settings.redis.mode,
+                urls: &settings.redis.url,
+                password: settings.redis.password.as_ref(),
+                tls_ca_pem: tls_ca(&settings.redis.tls_ca_file)?,
+                prefix: &settings.redis.key_prefix,
+                timeout: Duration::from_millis(settings.store.timeout_ms),
+                wait_replicas: settings.redis.wait_replicas,
+            },
         )?),
     })
 }

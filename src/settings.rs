@@ -12,6 +12,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 use crate::domain::{HashAlgorithm, LockoutPolicy, OtpPolicy, TotpParams};
+use crate::store::RedisMode;
 
 const DEFAULTS: &str = include_str!("../config/default.toml");
 
@@ -108,11 +109,16 @@ pub struct StoreSettings {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RedisSettings {
+    pub mode: RedisMode,
+    /// One URL; in cluster mode one or more comma-separated seed nodes.
     pub url: SecretString,
     pub password_file: String,
     pub key_prefix: String,
     /// PEM of the CA that signed the Redis server's certificate (rediss:// with a private CA).
     pub tls_ca_file: String,
+    /// Replicas that must acknowledge an accepted code's replay marker and a new lock
+    /// (Redis `WAIT`) before tessera answers; 0 answers once the primary has committed.
+    pub wait_replicas: u32,
     /// Filled from `password_file` by `load`.
     #[serde(skip)]
     pub password: Option<SecretString>,
@@ -354,9 +360,24 @@ impl Settings {
             problems.push("store.timeout_ms must be positive".into());
         }
         if self.store.kind == StoreKind::Redis {
-            let url = self.redis.url.expose_secret();
-            if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+            let urls: Vec<&str> = self
+                .redis
+                .url
+                .expose_secret()
+                .split(',')
+                .map(str::trim)
+                .collect();
+            if urls
+                .iter()
+                .any(|url| !(url.starts_with("redis://") || url.starts_with("rediss://")))
+            {
                 problems.push("redis.url must start with redis:// or rediss://".into());
+            }
+            if self.redis.mode == RedisMode::Standalone && urls.len() > 1 {
+                problems.push(
+                    "redis.url holds several URLs: comma-separated seeds need redis.mode = \"cluster\""
+                        .into(),
+                );
             }
         }
         if self.redis.key_prefix.is_empty() || self.redis.key_prefix.contains(['{', '}']) {

@@ -12,7 +12,7 @@ use async_trait::async_trait;
 
 pub use memory::MemoryStore;
 pub use metered::MeteredStore;
-pub use redis::RedisStore;
+pub use redis::{RedisMode, RedisOptions, RedisStore};
 
 use crate::domain::factor::AttemptVerdict;
 use crate::domain::{

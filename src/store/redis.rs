@@ -1,10 +1,14 @@
 //! The Redis store. One hash per user, `<prefix>:{<org>:<user>}`: the braces are a hash tag,
-//! so every script touches one slot (Redis Cluster safe). Every change is one Lua script.
+//! so every script touches one slot, and every script and command names its one key from
+//! the client (nothing builds keys inside a script): it runs unchanged on Redis Cluster.
+//! Every change is one Lua script.
 //!
-//! Connections: one multiplexed `ConnectionManager` per thread that uses the store, made on
-//! that thread. A connection's reader task runs where it was connected, so the replies to an
-//! organization actor's scripts arrive on the actor's own thread instead of waking another.
-//! None is checked out exclusively: a request costs exactly one round trip and nothing caps
+//! Connections: one multiplexed connection per thread that uses the store, made on that
+//! thread (a `ConnectionManager`, or on a cluster a `ClusterConnection`, which keeps one
+//! multiplexed connection per node and follows MOVED/ASK and topology changes by itself). A
+//! connection's reader task runs where it was connected, so the replies to an organization
+//! actor's scripts arrive on the actor's own thread instead of waking another. None is
+//! checked out exclusively: a request costs exactly one round trip and nothing caps
 //! throughput (a checkout pool holds a connection for a whole round trip, and deadpool-redis
 //! adds an UNWATCH+PING round trip to every checkout).
 
@@ -14,9 +18,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{IntoConnectionInfo, Script, Value};
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::{ClusterClient, ClusterConfig};
+use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
+use redis::{Cmd, IntoConnectionInfo, RedisFuture, Script, Value};
 use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
 
 use super::{
     AddOutcome, Attempt, AttemptOutcome, ChangeOutcome, FactorStore, NewFactor, StoreError, UserKey,
@@ -31,68 +39,154 @@ struct Scripts {
     unlock: Script,
 }
 
+/// How Redis is deployed: one server (or a primary behind a stable address), or a Cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RedisMode {
+    Standalone,
+    Cluster,
+}
+
+/// How to reach Redis. `urls` is one URL, or for a cluster one or more comma-separated seeds.
+pub struct RedisOptions<'a> {
+    pub mode: RedisMode,
+    pub urls: &'a SecretString,
+    pub password: Option<&'a SecretString>,
+    pub tls_ca_pem: Option<Vec<u8>>,
+    pub prefix: &'a str,
+    pub timeout: Duration,
+    /// Replicas that must hold an accepted code's replay marker (and a new lock) before the
+    /// answer (Redis `WAIT`); 0 answers as soon as the primary has committed.
+    pub wait_replicas: u32,
+}
+
 static NEXT_STORE: AtomicU64 = AtomicU64::new(0);
 
 thread_local! {
     /// This thread's connection to each store (a process may hold several, e.g. in tests).
-    static CONNECTIONS: RefCell<HashMap<u64, ConnectionManager>> = RefCell::new(HashMap::new());
+    static CONNECTIONS: RefCell<HashMap<u64, Connection>> = RefCell::new(HashMap::new());
+}
+
+enum Connector {
+    Standalone {
+        client: redis::Client,
+        config: ConnectionManagerConfig,
+    },
+    Cluster {
+        client: ClusterClient,
+        config: ClusterConfig,
+    },
+}
+
+/// One thread's multiplexed connection, to a server or to a cluster.
+#[derive(Clone)]
+enum Connection {
+    Standalone(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Connection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Self::Standalone(connection) => connection.req_packed_command(cmd),
+            Self::Cluster(connection) => connection.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Self::Standalone(connection) => connection.req_packed_commands(pipeline, offset, count),
+            Self::Cluster(connection) => connection.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Self::Standalone(connection) => connection.get_db(),
+            Self::Cluster(connection) => connection.get_db(),
+        }
+    }
+}
+
+impl Connection {
+    /// A command about the server rather than a key (PING, TIME). A cluster would send PING
+    /// to every node and fail it while any one is down; one node answering shows that this
+    /// process reaches the store, and a lost shard shows as UNAVAILABLE for its users
+    /// instead of taking every replica out of its Service.
+    async fn query_any_node<T: redis::FromRedisValue>(
+        &mut self,
+        command: Cmd,
+    ) -> redis::RedisResult<T> {
+        match self {
+            Self::Standalone(connection) => command.query_async(connection).await,
+            Self::Cluster(connection) => {
+                let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random);
+                let value = connection.route_command(command, routing).await?;
+                redis::from_redis_value(value).map_err(Into::into)
+            }
+        }
+    }
+
+    /// `WAIT` on the connection that carried the key's last write: on a cluster, the key's
+    /// primary (WAIT would otherwise go to every node).
+    async fn wait_for_replicas(
+        &mut self,
+        key: &str,
+        replicas: u32,
+        timeout: Duration,
+    ) -> redis::RedisResult<i64> {
+        let mut command = redis::cmd("WAIT");
+        command
+            .arg(replicas)
+            .arg(u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX));
+        match self {
+            Self::Standalone(connection) => command.query_async(connection).await,
+            Self::Cluster(connection) => {
+                let route = Route::with_key(key.as_bytes(), SlotAddr::Master);
+                let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route));
+                let value = connection.route_command(command, routing).await?;
+                redis::from_redis_value(value).map_err(Into::into)
+            }
+        }
+    }
 }
 
 pub struct RedisStore {
     connections_open: Option<prometheus::IntGauge>,
     id: u64,
-    client: redis::Client,
-    config: ConnectionManagerConfig,
+    connector: Connector,
     prefix: String,
     timeout: Duration,
+    wait_replicas: u32,
     scripts: Scripts,
+}
+
+fn unavailable(error: redis::RedisError) -> StoreError {
+    StoreError::Unavailable(error.to_string())
 }
 
 impl RedisStore {
     /// Connects lazily: the server starts (not ready) while Redis is down and recovers by itself.
     pub fn connect(
         metrics: Option<prometheus::IntGauge>,
-        url: &SecretString,
-        password: Option<&SecretString>,
-        tls_ca_pem: Option<Vec<u8>>,
-        prefix: &str,
-        timeout: Duration,
+        options: RedisOptions<'_>,
     ) -> Result<Self, StoreError> {
-        let unavailable = |e: redis::RedisError| StoreError::Unavailable(e.to_string());
-        let mut info = url
-            .expose_secret()
-            .into_connection_info()
-            .map_err(unavailable)?;
-        if let Some(password) = password {
-            let settings = info
-                .redis_settings()
-                .clone()
-                .set_password(password.expose_secret());
-            info = info.set_redis_settings(settings);
-        }
-        let client = match tls_ca_pem {
-            Some(root_cert) => redis::Client::build_with_tls(
-                info,
-                redis::TlsCertificates {
-                    client_tls: None,
-                    root_cert: Some(root_cert),
-                },
-            ),
-            None => redis::Client::open(info),
-        }
-        .map_err(unavailable)?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(timeout))
-            .set_response_timeout(Some(timeout))
-            .set_number_of_retries(2)
-            .set_max_delay(Duration::from_secs(2));
+        let connector = match options.mode {
+            RedisMode::Standalone => standalone(&options)?,
+            RedisMode::Cluster => cluster(&options)?,
+        };
         Ok(Self {
             connections_open: metrics,
             id: NEXT_STORE.fetch_add(1, Ordering::Relaxed),
-            client,
-            config,
-            prefix: prefix.to_owned(),
-            timeout,
+            connector,
+            prefix: options.prefix.to_owned(),
+            timeout: options.timeout,
+            wait_replicas: options.wait_replicas,
             scripts: Scripts {
                 add: Script::new(include_str!("lua/add.lua")),
                 attempt: Script::new(include_str!("lua/attempt.lua")),
@@ -103,16 +197,22 @@ impl RedisStore {
     }
 
     /// This thread's connection, made (lazily: it connects on first use) if it has none.
-    fn connection(&self) -> Result<ConnectionManager, StoreError> {
+    fn connection(&self) -> Result<Connection, StoreError> {
         CONNECTIONS.with(|connections| {
             let mut connections = connections.borrow_mut();
             if let Some(connection) = connections.get(&self.id) {
                 return Ok(connection.clone());
             }
-            let connection = self
-                .client
-                .get_connection_manager_lazy(self.config.clone())
-                .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+            let connection = match &self.connector {
+                Connector::Standalone { client, config } => Connection::Standalone(
+                    client
+                        .get_connection_manager_lazy(config.clone())
+                        .map_err(unavailable)?,
+                ),
+                Connector::Cluster { client, config } => Connection::Cluster(
+                    client.get_pending_async_connection_with_config(config.clone()),
+                ),
+            };
             connections.insert(self.id, connection.clone());
             if let Some(open) = &self.connections_open {
                 open.inc();
@@ -129,22 +229,137 @@ impl RedisStore {
     async fn run(
         &self,
         script: &Script,
-        key: &UserKey,
+        key: &str,
         args: &[&[u8]],
+        connection: &mut Connection,
     ) -> Result<Vec<Value>, StoreError> {
-        let mut invocation = script.key(self.key(key));
+        let mut invocation = script.key(key);
         for arg in args {
             invocation.arg(*arg);
         }
-        let mut connection = self.connection()?;
-        let reply = tokio::time::timeout(
+        tokio::time::timeout(
             self.timeout,
-            invocation.invoke_async::<Vec<Value>>(&mut connection),
+            invocation.invoke_async::<Vec<Value>>(connection),
         )
         .await
-        .map_err(|_| StoreError::Timeout)?;
-        reply.map_err(|e| StoreError::Unavailable(e.to_string()))
+        .map_err(|_| StoreError::Timeout)?
+        .map_err(unavailable)
     }
+
+    /// Holds the answer until `wait_replicas` replicas have the write just made on this
+    /// connection. Too few within the store timeout: the write stays on the primary, and the
+    /// caller is told UNAVAILABLE (an accepted code is then spent but not reported accepted).
+    async fn replicate(&self, key: &str, connection: &mut Connection) -> Result<(), StoreError> {
+        if self.wait_replicas == 0 {
+            return Ok(());
+        }
+        let acknowledged = tokio::time::timeout(
+            self.timeout + Duration::from_millis(100),
+            connection.wait_for_replicas(key, self.wait_replicas, self.timeout),
+        )
+        .await
+        .map_err(|_| StoreError::Timeout)?
+        .map_err(unavailable)?;
+        if acknowledged < i64::from(self.wait_replicas) {
+            return Err(StoreError::Unavailable(format!(
+                "{acknowledged} of {} replicas acknowledged the write",
+                self.wait_replicas
+            )));
+        }
+        Ok(())
+    }
+
+    async fn run_once(
+        &self,
+        script: &Script,
+        key: &UserKey,
+        args: &[&[u8]],
+    ) -> Result<Vec<Value>, StoreError> {
+        let mut connection = self.connection()?;
+        self.run(script, &self.key(key), args, &mut connection)
+            .await
+    }
+
+    async fn query_any_node<T: redis::FromRedisValue>(
+        &self,
+        command: Cmd,
+    ) -> Result<T, StoreError> {
+        let mut connection = self.connection()?;
+        tokio::time::timeout(self.timeout, connection.query_any_node(command))
+            .await
+            .map_err(|_| StoreError::Timeout)?
+            .map_err(unavailable)
+    }
+}
+
+fn standalone(options: &RedisOptions<'_>) -> Result<Connector, StoreError> {
+    let url = options.urls.expose_secret().trim();
+    if url.contains(',') {
+        return Err(StoreError::Unavailable(
+            "redis.url holds several URLs: set redis.mode = \"cluster\" for seed nodes".into(),
+        ));
+    }
+    let mut info = url.into_connection_info().map_err(unavailable)?;
+    if let Some(password) = options.password {
+        let settings = info
+            .redis_settings()
+            .clone()
+            .set_password(password.expose_secret());
+        info = info.set_redis_settings(settings);
+    }
+    let client = match options.tls_ca_pem.clone() {
+        Some(root_cert) => redis::Client::build_with_tls(
+            info,
+            redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(root_cert),
+            },
+        ),
+        None => redis::Client::open(info),
+    }
+    .map_err(unavailable)?;
+    let config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(options.timeout))
+        .set_response_timeout(Some(options.timeout))
+        .set_number_of_retries(2)
+        .set_max_delay(Duration::from_secs(2));
+    Ok(Connector::Standalone { client, config })
+}
+
+fn cluster(options: &RedisOptions<'_>) -> Result<Connector, StoreError> {
+    let seeds = options
+        .urls
+        .expose_secret()
+        .split(',')
+        .map(str::trim)
+        .filter(|seed| !seed.is_empty())
+        .map(|seed| seed.into_connection_info().map_err(unavailable))
+        .collect::<Result<Vec<_>, _>>()?;
+    if seeds.is_empty() {
+        return Err(StoreError::Unavailable(
+            "redis.url names no seed node".into(),
+        ));
+    }
+    // Retries cover MOVED/ASK and a node that is being failed over; the store timeout
+    // still bounds every call, so a request fails closed rather than waiting them out.
+    let mut builder = ClusterClient::builder(seeds)
+        .retries(3)
+        .min_retry_wait(50)
+        .max_retry_wait(500);
+    if let Some(password) = options.password {
+        builder = builder.password(password.expose_secret());
+    }
+    if let Some(root_cert) = options.tls_ca_pem.clone() {
+        builder = builder.certs(redis::TlsCertificates {
+            client_tls: None,
+            root_cert: Some(root_cert),
+        });
+    }
+    let client = builder.build().map_err(unavailable)?;
+    let config = ClusterConfig::new()
+        .set_connection_timeout(options.timeout)
+        .set_response_timeout(options.timeout);
+    Ok(Connector::Cluster { client, config })
 }
 
 /// `%`, `:`, `{` and `}` are escaped so that ("a:b","c") and ("a","b:c") never share a key
@@ -286,7 +501,7 @@ impl FactorStore for RedisStore {
             tokio::time::timeout(self.timeout, command.query_async(&mut connection))
                 .await
                 .map_err(|_| StoreError::Timeout)?
-                .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+                .map_err(unavailable)?;
         record_from(fields)
     }
 
@@ -306,7 +521,7 @@ impl FactorStore for RedisStore {
             period.as_bytes(),
             now_text.as_bytes(),
         ];
-        let reply = Reply::parse(self.run(&self.scripts.add, key, &args).await?)?;
+        let reply = Reply::parse(self.run_once(&self.scripts.add, key, &args).await?)?;
         match reply.status.as_str() {
             "ok" => Ok(AddOutcome::Added {
                 sequence: reply.unsigned(0)?,
@@ -339,7 +554,20 @@ impl FactorStore for RedisStore {
             max.as_bytes(),
             duration.as_bytes(),
         ];
-        let reply = Reply::parse(self.run(&self.scripts.attempt, key, &args).await?)?;
+        let redis_key = self.key(key);
+        let mut connection = self.connection()?;
+        let reply = Reply::parse(
+            self.run(&self.scripts.attempt, &redis_key, &args, &mut connection)
+                .await?,
+        )?;
+        let marks_or_locks = match reply.status.as_str() {
+            "ok" => true,
+            "invalid" => reply.number(1)? != 0,
+            _ => false,
+        };
+        if marks_or_locks {
+            self.replicate(&redis_key, &mut connection).await?;
+        }
         match reply.status.as_str() {
             "ok" => Ok(AttemptOutcome::Committed(AttemptVerdict::Accepted {
                 sequence: reply.unsigned(0)?,
@@ -372,7 +600,7 @@ impl FactorStore for RedisStore {
     async fn remove(&self, key: &UserKey, now: UnixMicros) -> Result<ChangeOutcome, StoreError> {
         let now_text = now.0.to_string();
         let reply = Reply::parse(
-            self.run(&self.scripts.remove, key, &[now_text.as_bytes()])
+            self.run_once(&self.scripts.remove, key, &[now_text.as_bytes()])
                 .await?,
         )?;
         change_outcome(&reply, now)
@@ -381,34 +609,23 @@ impl FactorStore for RedisStore {
     async fn unlock(&self, key: &UserKey, now: UnixMicros) -> Result<ChangeOutcome, StoreError> {
         let now_text = now.0.to_string();
         let reply = Reply::parse(
-            self.run(&self.scripts.unlock, key, &[now_text.as_bytes()])
+            self.run_once(&self.scripts.unlock, key, &[now_text.as_bytes()])
                 .await?,
         )?;
         change_outcome(&reply, now)
     }
 
     async fn server_time(&self) -> Result<Option<UnixMicros>, StoreError> {
-        let mut connection = self.connection()?;
-        let (secs, micros): (i64, i64) = tokio::time::timeout(
-            self.timeout,
-            redis::cmd("TIME").query_async(&mut connection),
-        )
-        .await
-        .map_err(|_| StoreError::Timeout)?
-        .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        let (secs, micros): (i64, i64) = self.query_any_node(redis::cmd("TIME")).await?;
         Ok(Some(UnixMicros(
             secs.saturating_mul(1_000_000).saturating_add(micros),
         )))
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        let mut connection = self.connection()?;
-        let command = redis::cmd("PING");
-        tokio::time::timeout(self.timeout, command.query_async::<String>(&mut connection))
+        self.query_any_node::<String>(redis::cmd("PING"))
             .await
-            .map_err(|_| StoreError::Timeout)?
             .map(|_| ())
-            .map_err(|e| StoreError::Unavailable(e.to_string()))
     }
 }
 

@@ -1,5 +1,6 @@
-//! Races across two server instances that share one store: the store's scripts, not the
-//! actors, are what make a code single-use and bound the failures.
+//! Races across three server instances that share one store (memory, redis-server, Redis
+//! Cluster): the store's scripts, not the actors, are what make a code single-use and bound
+//! the failures.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -9,49 +10,38 @@ use tessera::clock::ManualClock;
 use tessera::domain::UnixMicros;
 use tessera::store::{MemoryStore, SharedStore};
 
-use crate::helpers::{Backend, PINNED_SECS, RedisServer, Spawn, TestApp, Token};
+use crate::helpers::{Backend, PINNED_SECS, RedisCluster, RedisServer, Spawn, TestApp, Token};
 
-async fn two_instances(backend: Backend, max_attempts: u32) -> (TestApp, TestApp) {
+/// Three instances on one store (one memory store, one redis-server or one cluster), with
+/// one clock: what one accepts or counts, the others see.
+async fn instances(backend: Backend, max_attempts: u32) -> Vec<TestApp> {
     let clock = Arc::new(ManualClock::new(UnixMicros::from_secs(PINNED_SECS)));
-    let tweak =
-        move |s: &mut tessera::settings::Settings| s.lockout.max_otp_attempts = max_attempts;
-    let (first, second) = match backend {
-        Backend::Memory => {
-            let store: SharedStore = Arc::new(MemoryStore::new());
-            (
-                Spawn::new(backend)
-                    .with(tweak)
-                    .store(store.clone())
-                    .clock(clock.clone()),
-                Spawn::new(backend).with(tweak).store(store).clock(clock),
-            )
-        }
-        Backend::Redis => {
-            let redis = Arc::new(RedisServer::start());
-            (
-                Spawn::new(backend)
-                    .with(tweak)
-                    .redis(redis.clone())
-                    .clock(clock.clone()),
-                Spawn::new(backend).with(tweak).redis(redis).clock(clock),
-            )
-        }
-    };
-    (first.start().await, second.start().await)
+    let memory: SharedStore = Arc::new(MemoryStore::new());
+    let redis = (backend == Backend::Redis).then(|| Arc::new(RedisServer::start()));
+    let cluster = (backend == Backend::Cluster).then(|| Arc::new(RedisCluster::start(3, 0)));
+    let mut apps = Vec::new();
+    for _ in 0..3 {
+        let mut spawn = Spawn::new(backend)
+            .with(|s| s.lockout.max_otp_attempts = max_attempts)
+            .clock(clock.clone());
+        spawn = match (&redis, &cluster) {
+            (Some(redis), _) => spawn.redis(redis.clone()),
+            (_, Some(cluster)) => spawn.cluster(cluster.clone()),
+            _ => spawn.store(memory.clone()),
+        };
+        apps.push(spawn.start().await);
+    }
+    apps
 }
 
 async fn a_valid_code_raced_across_instances_is_accepted_once(backend: Backend) {
-    let (a, b) = two_instances(backend, 5).await;
+    let apps = instances(backend, 5).await;
     let alice = Token::user("acme", "alice")
         .role("otp.check", "acme")
         .sign();
-    let secret = a.ready_for_login(&alice).await;
-    let code = a.code(&secret, 0);
-    let answers = join_all((0..50).map(|i| {
-        let app = if i % 2 == 0 { &a } else { &b };
-        app.check(&alice, "alice", &code)
-    }))
-    .await;
+    let secret = apps[0].ready_for_login(&alice).await;
+    let code = apps[0].code(&secret, 0);
+    let answers = join_all((0..100).map(|i| apps[i % 3].check(&alice, "alice", &code))).await;
     let accepted = answers.iter().filter(|a| a.status.is_success()).count();
     assert_eq!(accepted, 1, "{answers:?}");
     for answer in answers.iter().filter(|a| !a.status.is_success()) {
@@ -61,16 +51,12 @@ async fn a_valid_code_raced_across_instances_is_accepted_once(backend: Backend) 
 }
 
 async fn concurrent_wrong_codes_never_exceed_the_maximum(backend: Backend) {
-    let (a, b) = two_instances(backend, 5).await;
+    let apps = instances(backend, 5).await;
     let alice = Token::user("acme", "alice")
         .role("otp.check", "acme")
         .sign();
-    a.ready_for_login(&alice).await;
-    let answers = join_all((0..50).map(|i| {
-        let app = if i % 2 == 0 { &a } else { &b };
-        app.check(&alice, "alice", "000000")
-    }))
-    .await;
+    apps[0].ready_for_login(&alice).await;
+    let answers = join_all((0..60).map(|i| apps[i % 3].check(&alice, "alice", "000000"))).await;
     let ids: Vec<&str> = answers
         .iter()
         .map(|a| a.body["details"][0]["id"].as_str().unwrap())
@@ -78,7 +64,7 @@ async fn concurrent_wrong_codes_never_exceed_the_maximum(backend: Backend) {
     let evaluated = ids.iter().filter(|id| **id == "EVENT-8isk2").count();
     let locked = ids.iter().filter(|id| **id == "COMMAND-SF3fg").count();
     assert_eq!(evaluated, 5, "{ids:?}");
-    assert_eq!(locked, 45, "{ids:?}");
+    assert_eq!(locked, 55, "{ids:?}");
     // Each evaluated failure saw its own count: 1..=5, no count handed out twice.
     let counts: BTreeSet<i64> = answers
         .iter()
@@ -92,7 +78,8 @@ async fn concurrent_wrong_codes_never_exceed_the_maximum(backend: Backend) {
 }
 
 async fn sequences_are_distinct_under_concurrent_changes(backend: Backend) {
-    let (a, b) = two_instances(backend, 5).await;
+    let apps = instances(backend, 5).await;
+    let (a, b) = (&apps[0], &apps[1]);
     let alice = Token::user("acme", "alice").sign();
     let answers = join_all((0..20).map(|i| {
         let app = if i % 2 == 0 { &a } else { &b };
@@ -114,7 +101,8 @@ async fn sequences_are_distinct_under_concurrent_changes(backend: Backend) {
 }
 
 async fn a_change_through_one_instance_is_honoured_by_the_other(backend: Backend) {
-    let (a, b) = two_instances(backend, 5).await;
+    let apps = instances(backend, 5).await;
+    let (a, b) = (&apps[0], &apps[1]);
     let alice = Token::user("acme", "alice")
         .role("otp.check", "acme")
         .sign();
@@ -143,14 +131,15 @@ async fn a_change_through_one_instance_is_honoured_by_the_other(backend: Backend
         .assert_error(400, 9, "COMMAND-3Mif9s");
 }
 
-macro_rules! on_both_stores {
+macro_rules! on_every_store {
     ($($name:ident),* $(,)?) => {
         mod memory { $(#[actix_web::test] async fn $name() { super::$name(crate::helpers::Backend::Memory).await; })* }
         mod redis { $(#[actix_web::test] async fn $name() { super::$name(crate::helpers::Backend::Redis).await; })* }
+        mod cluster { $(#[actix_web::test] async fn $name() { super::$name(crate::helpers::Backend::Cluster).await; })* }
     };
 }
 
-on_both_stores!(
+on_every_store!(
     a_valid_code_raced_across_instances_is_accepted_once,
     concurrent_wrong_codes_never_exceed_the_maximum,
     sequences_are_distinct_under_concurrent_changes,

@@ -1,4 +1,5 @@
-//! One suite, two stores: every scenario runs against the memory store and a real redis-server.
+//! One suite, three stores: every scenario runs against the memory store, a real
+//! redis-server and a real Redis Cluster of three masters.
 
 use serde_json::json;
 
@@ -11,6 +12,9 @@ macro_rules! conformance {
         }
         mod redis {
             $(#[actix_web::test] async fn $name() { super::$name(crate::helpers::Backend::Redis).await; })*
+        }
+        mod cluster {
+            $(#[actix_web::test] async fn $name() { super::$name(crate::helpers::Backend::Cluster).await; })*
         }
     };
 }

@@ -14,7 +14,7 @@ use tessera::app::{Application, Overrides};
 use tessera::clock::ManualClock;
 use tessera::domain::{TotpParams, UnixMicros};
 use tessera::settings::{Settings, StoreKind};
-use tessera::store::SharedStore;
+use tessera::store::{RedisMode, SharedStore};
 
 pub const ISSUER: &str = "https://issuer.test";
 pub const AUDIENCE: &str = "tessera-tests";
@@ -117,10 +117,142 @@ impl Drop for RedisServer {
     }
 }
 
+/// A Redis Cluster of real redis-server processes on loopback, killed on drop.
+pub struct RedisCluster {
+    /// The masters first, then their replicas (in the order `redis-cli --cluster create` pairs them).
+    pub nodes: Vec<RedisServer>,
+    pub masters: usize,
+    _dir: TempDir,
+}
+
+/// A folder of the test's own for the nodes' cluster config files, removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(label: &str) -> Self {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = std::env::temp_dir().join(format!("tessera-{label}-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&path).unwrap();
+        Self(path)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A port whose cluster bus port (+10,000) is free too.
+fn cluster_port() -> u16 {
+    loop {
+        let port = free_port();
+        if port < 55_535 && TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok() {
+            return port;
+        }
+    }
+}
+
+impl RedisCluster {
+    /// `masters` masters and `replicas_each` replicas of each; returns once every node
+    /// agrees that all 16,384 slots are served.
+    pub fn start(masters: usize, replicas_each: usize) -> Self {
+        let dir = TempDir::new("cluster");
+        let nodes: Vec<RedisServer> = (0..masters * (1 + replicas_each))
+            .map(|_| {
+                let port = cluster_port();
+                let config = dir.0.join(format!("nodes-{port}.conf"));
+                RedisServer::start_with(
+                    port,
+                    &[
+                        "--cluster-enabled",
+                        "yes",
+                        "--cluster-config-file",
+                        config.to_str().unwrap(),
+                        "--cluster-node-timeout",
+                        "1000",
+                        "--dir",
+                        dir.0.to_str().unwrap(),
+                    ],
+                )
+            })
+            .collect();
+        let addresses: Vec<String> = nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect();
+        let created = Command::new("redis-cli")
+            .arg("--cluster")
+            .arg("create")
+            .args(&addresses)
+            .args([
+                "--cluster-replicas",
+                &replicas_each.to_string(),
+                "--cluster-yes",
+            ])
+            .output()
+            .expect("redis-cli must be on the PATH");
+        assert!(
+            created.status.success(),
+            "redis-cli --cluster create: {}",
+            String::from_utf8_lossy(&created.stdout)
+        );
+        let cluster = Self {
+            nodes,
+            masters,
+            _dir: dir,
+        };
+        cluster.wait_until_served(Duration::from_secs(20));
+        cluster
+    }
+
+    /// Comma-separated seed URLs, as `TESSERA__REDIS__URL` takes them in cluster mode.
+    pub fn seeds(&self) -> String {
+        self.nodes
+            .iter()
+            .map(RedisServer::url)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Waits until every running node reports `cluster_state:ok` and as many masters as asked.
+    pub fn wait_until_served(&self, within: Duration) {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            let all_ok = self.nodes.iter().all(|node| {
+                node.cli(&["CLUSTER", "INFO"]).is_none_or(|info| {
+                    info.contains("cluster_state:ok")
+                        && info.contains(&format!("cluster_size:{}", self.masters))
+                })
+            });
+            let any_up = self.nodes.iter().any(|node| node.cli(&["PING"]).is_some());
+            if all_ok && any_up {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("the cluster did not serve all slots in {within:?}");
+    }
+
+    /// The node that serves `key` now (the others answer MOVED).
+    pub fn master_of(&mut self, key: &str) -> &mut RedisServer {
+        self.nodes
+            .iter_mut()
+            .find(|node| {
+                node.cli(&["EXISTS", key])
+                    .is_some_and(|reply| reply.trim().parse::<i64>().is_ok())
+            })
+            .expect("some node serves the key")
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
     Memory,
     Redis,
+    /// Redis Cluster: 3 masters of the test's own.
+    Cluster,
 }
 
 /// Test settings: the dev defaults with the fixture JWKS instead of the dev key, no limits.
@@ -168,6 +300,7 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub clock: Arc<ManualClock>,
     pub redis: Option<Arc<RedisServer>>,
+    pub cluster: Option<Arc<RedisCluster>>,
     pub params: TotpParams,
     pub registry: Arc<tessera::tenant::OrgRegistry>,
 }
@@ -176,6 +309,7 @@ pub struct Spawn {
     pub backend: Backend,
     pub settings: Settings,
     pub redis: Option<Arc<RedisServer>>,
+    pub cluster: Option<Arc<RedisCluster>>,
     pub store: Option<SharedStore>,
     pub clock: Option<Arc<ManualClock>>,
     /// A Redis the test manages itself (to stop and restart it).
@@ -188,6 +322,7 @@ impl Spawn {
             backend,
             settings: base_settings(),
             redis: None,
+            cluster: None,
             store: None,
             clock: None,
             external_redis_url: None,
@@ -210,6 +345,12 @@ impl Spawn {
         self
     }
 
+    /// Share a Redis Cluster with another instance.
+    pub fn cluster(mut self, cluster: Arc<RedisCluster>) -> Self {
+        self.cluster = Some(cluster);
+        self
+    }
+
     /// Share a memory store with another instance.
     pub fn store(mut self, store: SharedStore) -> Self {
         self.store = Some(store);
@@ -227,13 +368,17 @@ impl Spawn {
     }
 
     pub async fn start(mut self) -> TestApp {
+        let mut cluster = None;
         let redis = match self.backend {
             Backend::Memory => {
                 self.settings.store.kind = StoreKind::Memory;
                 None
             }
-            Backend::Redis if self.external_redis_url.is_some() => {
+            Backend::Redis | Backend::Cluster if self.external_redis_url.is_some() => {
                 self.settings.store.kind = StoreKind::Redis;
+                if self.backend == Backend::Cluster {
+                    self.settings.redis.mode = RedisMode::Cluster;
+                }
                 self.settings.redis.url = self.external_redis_url.unwrap_or_default().into();
                 None
             }
@@ -242,6 +387,16 @@ impl Spawn {
                 self.settings.store.kind = StoreKind::Redis;
                 self.settings.redis.url = redis.url().into();
                 Some(redis)
+            }
+            Backend::Cluster => {
+                let started = self
+                    .cluster
+                    .unwrap_or_else(|| Arc::new(RedisCluster::start(3, 0)));
+                self.settings.store.kind = StoreKind::Redis;
+                self.settings.redis.mode = RedisMode::Cluster;
+                self.settings.redis.url = started.seeds().into();
+                cluster = Some(started);
+                None
             }
         };
         let clock = self
@@ -268,6 +423,7 @@ impl Spawn {
                 .unwrap(),
             clock,
             redis,
+            cluster,
             params,
             registry,
         }

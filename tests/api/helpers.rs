@@ -122,7 +122,7 @@ pub struct RedisCluster {
     /// The masters first, then their replicas (in the order `redis-cli --cluster create` pairs them).
     pub nodes: Vec<RedisServer>,
     pub masters: usize,
-    _dir: TempDir,
+    dir: TempDir,
 }
 
 /// A folder of the test's own for the nodes' cluster config files, removed on drop.
@@ -160,23 +160,7 @@ impl RedisCluster {
     pub fn start(masters: usize, replicas_each: usize) -> Self {
         let dir = TempDir::new("cluster");
         let nodes: Vec<RedisServer> = (0..masters * (1 + replicas_each))
-            .map(|_| {
-                let port = cluster_port();
-                let config = dir.0.join(format!("nodes-{port}.conf"));
-                RedisServer::start_with(
-                    port,
-                    &[
-                        "--cluster-enabled",
-                        "yes",
-                        "--cluster-config-file",
-                        config.to_str().unwrap(),
-                        "--cluster-node-timeout",
-                        "1000",
-                        "--dir",
-                        dir.0.to_str().unwrap(),
-                    ],
-                )
-            })
+            .map(|_| Self::start_node(&dir, cluster_port()))
             .collect();
         let addresses: Vec<String> = nodes
             .iter()
@@ -201,10 +185,35 @@ impl RedisCluster {
         let cluster = Self {
             nodes,
             masters,
-            _dir: dir,
+            dir,
         };
         cluster.wait_until_served(Duration::from_secs(20));
         cluster
+    }
+
+    fn start_node(dir: &TempDir, port: u16) -> RedisServer {
+        let config = dir.0.join(format!("nodes-{port}.conf"));
+        RedisServer::start_with(
+            port,
+            &[
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                config.to_str().unwrap(),
+                "--cluster-node-timeout",
+                "1000",
+                "--dir",
+                dir.0.to_str().unwrap(),
+            ],
+        )
+    }
+
+    /// Starts a killed node again on its port; its cluster config file makes it rejoin (a
+    /// failed-over master comes back as a replica of the node that replaced it).
+    pub fn restart(&mut self, port: u16) {
+        let node = Self::start_node(&self.dir, port);
+        let slot = self.nodes.iter().position(|n| n.port == port).unwrap();
+        self.nodes[slot] = node;
     }
 
     /// Comma-separated seed URLs, as `TESSERA__REDIS__URL` takes them in cluster mode.
@@ -216,7 +225,8 @@ impl RedisCluster {
             .join(",")
     }
 
-    /// Waits until every running node reports `cluster_state:ok` and as many masters as asked.
+    /// Waits until every running node reports `cluster_state:ok` with as many masters as asked,
+    /// and every running replica has synced with its master.
     pub fn wait_until_served(&self, within: Duration) {
         let deadline = Instant::now() + within;
         while Instant::now() < deadline {
@@ -227,7 +237,13 @@ impl RedisCluster {
                 })
             });
             let any_up = self.nodes.iter().any(|node| node.cli(&["PING"]).is_some());
-            if all_ok && any_up {
+            // A replica counts once it has synced (WAIT counts only those).
+            let replicas_synced = self.nodes.iter().all(|node| {
+                node.cli(&["INFO", "replication"]).is_none_or(|info| {
+                    info.contains("role:master") || info.contains("master_link_status:up")
+                })
+            });
+            if all_ok && any_up && replicas_synced {
                 return;
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -419,6 +435,9 @@ impl Spawn {
             grpc_address,
             client: reqwest::Client::builder()
                 .timeout(Duration::from_secs(20))
+                // Below the server's keep-alive (5 s): a test that pauses (a cluster
+                // restarting) must not reuse a connection the server is closing.
+                .pool_idle_timeout(Duration::from_secs(2))
                 .build()
                 .unwrap(),
             clock,

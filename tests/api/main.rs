@@ -8,6 +8,7 @@
 
 mod bad_input;
 mod browser;
+mod cluster;
 mod concurrency;
 mod conformance;
 mod deploy;

@@ -1,0 +1,143 @@
+//! Redis Cluster specifics: keys spread over every master, a failover that tessera rides out
+//! without a restart, and WAIT for replicas. (The conformance suite and the cross-instance
+//! races run on a cluster too, in their own modules.)
+
+use std::time::{Duration, Instant};
+
+use crate::helpers::{Backend, RedisCluster, RedisServer, Spawn, Token};
+
+fn checker(user: &str) -> String {
+    Token::user("acme", user).role("otp.check", "acme").sign()
+}
+
+#[actix_web::test]
+async fn users_spread_over_every_master_and_each_works() {
+    let app = Spawn::new(Backend::Cluster).start().await;
+    let cluster = app.cluster.clone().unwrap();
+    for n in 0..24 {
+        let user = format!("user-{n}");
+        let token = checker(&user);
+        let secret = app.ready_for_login(&token).await;
+        app.check(&token, &user, &app.code(&secret, 0))
+            .await
+            .assert_ok();
+        app.list(&token).await.assert_ok();
+    }
+    // Each user is one key; 24 keys over 3 masters leave none empty unless routing is broken
+    // (a key written to the wrong node would have been refused with MOVED, not stored).
+    let per_master: Vec<u64> = cluster
+        .nodes
+        .iter()
+        .map(|node| node.cli(&["DBSIZE"]).unwrap().trim().parse().unwrap())
+        .collect();
+    assert_eq!(per_master.iter().sum::<u64>(), 24, "{per_master:?}");
+    assert!(per_master.iter().all(|keys| *keys > 0), "{per_master:?}");
+}
+
+#[actix_web::test]
+async fn a_killed_master_fails_over_and_no_code_is_accepted_twice() {
+    let mut cluster = RedisCluster::start(3, 1);
+    let app = Spawn::new(Backend::Cluster)
+        .external_redis(cluster.seeds())
+        // The replay marker is on the replica before the acceptance is answered.
+        .with(|s| {
+            s.redis.wait_replicas = 1;
+            s.store.timeout_ms = 1_000;
+        })
+        .start()
+        .await;
+    let alice = checker("alice");
+    let secret = app.ready_for_login(&alice).await;
+    let spent = app.code(&secret, 0);
+    app.check(&alice, "alice", &spent).await.assert_ok();
+
+    let key = "tessera:{acme:alice}";
+    let dead_port = {
+        let master = cluster.master_of(key);
+        let port = master.port;
+        master.kill();
+        port
+    };
+
+    // While the replica is promoted: the spent code is never accepted again, and every other
+    // answer is a replay (the marker survived) or UNAVAILABLE (fail closed).
+    let mut unavailable = 0;
+    let mut promoted = false;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !promoted && Instant::now() < deadline {
+        let answer = app.check(&alice, "alice", &spent).await;
+        assert_ne!(
+            answer.status.as_u16(),
+            200,
+            "a spent code was accepted again"
+        );
+        if answer.status.as_u16() == 400 {
+            answer.assert_error(400, 3, "EVENT-8isk2");
+            promoted = true;
+        } else {
+            answer.assert_error(503, 14, "TESSERA-unav1");
+            unavailable += 1;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    assert!(promoted, "tessera never recovered from the failover");
+    assert!(
+        unavailable > 0,
+        "the failover was not observed: the key's master was not the killed node"
+    );
+    let new_master = cluster.master_of(key).port;
+    assert_ne!(new_master, dead_port);
+
+    // The promoted node has no replica yet: with wait_replicas = 1 an accepted code cannot be
+    // made durable, so it is not reported accepted (fail closed) — though the primary spent it.
+    app.clock.advance_secs(30);
+    let unreplicated = app.code(&secret, 0);
+    app.check(&alice, "alice", &unreplicated)
+        .await
+        .assert_error(503, 14, "TESSERA-unav1");
+
+    // The old master returns as the new master's replica; tessera is not restarted.
+    cluster.restart(dead_port);
+    cluster.wait_until_served(Duration::from_secs(30));
+    app.check(&alice, "alice", &unreplicated)
+        .await
+        .assert_error(400, 3, "EVENT-8isk2");
+    app.clock.advance_secs(30);
+    let next = app.code(&secret, 0);
+    app.check(&alice, "alice", &next).await.assert_ok();
+    app.check(&alice, "alice", &next)
+        .await
+        .assert_error(400, 3, "EVENT-8isk2");
+}
+
+#[actix_web::test]
+async fn waiting_for_a_replica_that_does_not_exist_fails_closed() {
+    // A lone server has no replica: WAIT 1 is never satisfied. An accepted code is then not
+    // reported accepted; a wrong code (no marker, no lock) is answered as usual.
+    let redis = std::sync::Arc::new(RedisServer::start());
+    let app = Spawn::new(Backend::Redis)
+        .redis(redis)
+        .with(|s| {
+            s.redis.wait_replicas = 1;
+            s.store.timeout_ms = 300;
+        })
+        .start()
+        .await;
+    let alice = checker("alice");
+    let added = app.add(&alice).await;
+    let secret = added.body["secret"].as_str().unwrap().to_owned();
+    app.verify(&alice, &app.code(&secret, 0))
+        .await
+        .assert_error(503, 14, "TESSERA-unav1");
+    // The primary did commit it: the enrollment is complete, though it was not confirmed.
+    app.verify(&alice, &app.code(&secret, 0))
+        .await
+        .assert_error(400, 9, "COMMAND-qx4ls");
+    app.check(&alice, "alice", "000000")
+        .await
+        .assert_error(400, 3, "EVENT-8isk2");
+    app.clock.advance_secs(30);
+    app.check(&alice, "alice", &app.code(&secret, 0))
+        .await
+        .assert_error(503, 14, "TESSERA-unav1");
+}

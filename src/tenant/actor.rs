@@ -30,6 +30,15 @@ pub struct OrgActor {
     cache: LruCache<Arc<str>, CachedFactor>,
 }
 
+/// A cache bounded at `capacity` whose memory grows with use. `LruCache::new` reserves the
+/// whole table up front: 1.3 MB per organization at the default 50,000, even for a tenant
+/// with three users (measured: 5,000 organizations took 6 GB).
+fn cache_of(capacity: NonZeroUsize) -> LruCache<Arc<str>, CachedFactor> {
+    let mut cache = LruCache::unbounded();
+    cache.resize(capacity);
+    cache
+}
+
 impl OrgActor {
     pub fn new(org: Arc<str>, deps: Arc<TenantDeps>) -> Self {
         let capacity = NonZeroUsize::new(deps.cache_capacity).unwrap_or(NonZeroUsize::MIN);
@@ -38,7 +47,7 @@ impl OrgActor {
             org,
             user_limiter: deps.limits.per_user.map(RateLimiter::keyed),
             org_limiter: deps.limits.per_org.map(RateLimiter::direct),
-            cache: LruCache::new(capacity),
+            cache: cache_of(capacity),
             deps,
         }
     }

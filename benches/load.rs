@@ -15,7 +15,9 @@
 )]
 
 use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix_web::{App, HttpResponse, HttpServer, web};
@@ -36,6 +38,9 @@ struct Options {
     users: usize,
     connections: usize,
     seconds: u64,
+    idle_orgs: usize,
+    peer: bool,
+    peer_tokens: usize,
 }
 
 fn options() -> Options {
@@ -43,6 +48,9 @@ fn options() -> Options {
         users: 10_000,
         connections: 64,
         seconds: 10,
+        idle_orgs: 100_000,
+        peer: true,
+        peer_tokens: 100,
     };
     let args: Vec<String> = std::env::args().collect();
     let mut i = 1;
@@ -56,6 +64,9 @@ fn options() -> Options {
             "--users" => o.users = value() as usize,
             "--connections" => o.connections = value() as usize,
             "--seconds" => o.seconds = value(),
+            "--idle-orgs" => o.idle_orgs = value() as usize,
+            "--peer-tokens" => o.peer_tokens = value() as usize,
+            "--no-peer" => o.peer = false,
             _ => {}
         }
         i += 1;
@@ -369,32 +380,63 @@ async fn grpc_load(port: u16, codes: &[String], bearer: &str, o: &Options) -> Ru
     summarize(o.seconds, results)
 }
 
-/// The same mix over JSON with the same Rust client (HTTP/1.1 keep-alive), for a like-for-like
-/// comparison with gRPC.
-async fn json_load(port: u16, codes: &[String], bearer: &str, o: &Options) -> Run {
+/// One request of a mix: the request of `task` for `user` with `code`.
+type MakeRequest =
+    Arc<dyn Fn(&reqwest::Client, usize, usize, &str) -> reqwest::RequestBuilder + Send + Sync>;
+
+/// tessera's login check over JSON, task `t` on instance `ports[t % ports.len()]`.
+fn tessera_check(ports: &[u16], bearer: &str) -> MakeRequest {
+    let ports = ports.to_vec();
+    let authorization = format!("Bearer {bearer}");
+    Arc::new(move |client, task, user, code| {
+        let port = ports[task % ports.len()];
+        client
+            .post(format!(
+                "http://127.0.0.1:{port}/management/v1/users/u{user}/auth_factors/otp/_check"
+            ))
+            .header("authorization", &authorization)
+            .header("content-type", "application/json")
+            .body(format!("{{\"code\":\"{code}\"}}"))
+    })
+}
+
+/// The mix over HTTP with the Rust client (reqwest, HTTP/1.1 keep-alive), `o.connections`
+/// tasks. Closed loop by default (each task sends as soon as its previous answer came);
+/// with `rate`, open loop: requests are scheduled at `rate` per second in all, and latency
+/// counts from the scheduled time, so a stall is not hidden by sending less during it.
+async fn http_load(
+    make: MakeRequest,
+    codes: &[String],
+    o: &Options,
+    seconds: u64,
+    rate: Option<f64>,
+) -> Run {
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(o.connections)
         .build()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(o.seconds);
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs(seconds);
+    let codes = Arc::new(codes.to_vec());
     let tasks: Vec<_> = (0..o.connections)
         .map(|task| {
-            let client = client.clone();
-            let codes = codes.to_vec();
-            let bearer = bearer.to_owned();
+            let (client, codes, make) = (client.clone(), codes.clone(), make.clone());
+            let interval = rate.map(|r| Duration::from_secs_f64(o.connections as f64 / r));
+            let stagger =
+                interval.map_or(Duration::ZERO, |i| i * task as u32 / o.connections as u32);
             tokio::spawn(async move {
                 let mut rng = Xorshift(0x2545_F491_4F6C_DD1D ^ (task as u64 + 1));
                 let (mut latencies, mut statuses) = (Vec::new(), std::collections::BTreeMap::new());
+                // Spread the tasks' schedules over one interval.
+                let mut scheduled = start + stagger;
                 while Instant::now() < deadline {
+                    if interval.is_some() {
+                        tokio::time::sleep_until(scheduled.into()).await;
+                    } else {
+                        scheduled = Instant::now();
+                    }
                     let (user, code) = pick(&mut rng, &codes);
-                    let started = Instant::now();
-                    let response = client
-                        .post(format!("http://127.0.0.1:{port}/management/v1/users/u{user}/auth_factors/otp/_check"))
-                        .bearer_auth(&bearer)
-                        .body(format!("{{\"code\":\"{code}\"}}"))
-                        .send()
-                        .await;
-                    let status = match response {
+                    let status = match make(&client, task, user, &code).send().await {
                         Ok(response) => {
                             let status = response.status().as_u16().to_string();
                             let _ = response.bytes().await;
@@ -402,8 +444,11 @@ async fn json_load(port: u16, codes: &[String], bearer: &str, o: &Options) -> Ru
                         }
                         Err(_) => "error".to_owned(),
                     };
-                    latencies.push(started.elapsed().as_micros() as u32);
+                    latencies.push(scheduled.elapsed().as_micros() as u32);
                     *statuses.entry(status).or_insert(0u64) += 1;
+                    if let Some(interval) = interval {
+                        scheduled += interval;
+                    }
                 }
                 (latencies, statuses)
             })
@@ -413,7 +458,7 @@ async fn json_load(port: u16, codes: &[String], bearer: &str, o: &Options) -> Ru
     for task in tasks {
         results.push(task.await.unwrap());
     }
-    summarize(o.seconds, results)
+    summarize(seconds, results)
 }
 
 /// The floor: parse the same body, one EVALSHA of tessera's own attempt script (a wrong
@@ -473,43 +518,92 @@ fn start_floor(redis_url: String, port: u16) {
     });
 }
 
-#[tokio::main]
-async fn main() {
-    // `cargo test --all-targets` runs this binary too (to prove it builds); only `cargo bench`
-    // passes --bench, and only then is there load to make.
-    if !std::env::args().any(|a| a == "--bench") {
-        println!("load: not run under cargo test; run it with `cargo bench --bench load`");
-        return;
-    }
-    let o = options();
-    let redis_port = free_port();
-    let _redis = Killed(
+fn start_redis(port: u16, extra: &[&str]) -> Killed {
+    let redis = Killed(
         Command::new("redis-server")
-            .args([
-                "--port",
-                &redis_port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .args(extra)
             .stdout(Stdio::null())
             .spawn()
             .expect("redis-server on the PATH"),
     );
-    std::thread::sleep(Duration::from_millis(300));
-    let redis_url = format!("redis://127.0.0.1:{redis_port}");
+    for _ in 0..100 {
+        if redis_cli(port, &["PING"]).trim() == "PONG" {
+            return redis;
+        }
+        std::thread::sleep(Duration::from_millis(30));
+    }
+    panic!("redis-server on {port} did not start");
+}
+
+/// Three masters on loopback, every slot served before it returns.
+fn start_cluster(dir: &std::path::Path) -> (Vec<Killed>, String) {
+    std::fs::create_dir_all(dir).unwrap();
+    let mut nodes = Vec::new();
+    let mut addresses = Vec::new();
+    while nodes.len() < 3 {
+        let port = free_port();
+        if port >= 55_535 || TcpListener::bind(("127.0.0.1", port + 10_000)).is_err() {
+            continue;
+        }
+        let config = dir.join(format!("nodes-{port}.conf"));
+        nodes.push(start_redis(
+            port,
+            &[
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                config.to_str().unwrap(),
+                "--dir",
+                dir.to_str().unwrap(),
+            ],
+        ));
+        addresses.push(format!("127.0.0.1:{port}"));
+    }
+    let created = Command::new("redis-cli")
+        .args(["--cluster", "create"])
+        .args(&addresses)
+        .args(["--cluster-replicas", "0", "--cluster-yes"])
+        .output()
+        .unwrap();
+    assert!(
+        created.status.success(),
+        "redis-cli --cluster create failed"
+    );
+    let first: u16 = addresses[0].rsplit(':').next().unwrap().parse().unwrap();
+    for _ in 0..200 {
+        if redis_cli(first, &["CLUSTER", "INFO"]).contains("cluster_state:ok") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let seeds = addresses
+        .iter()
+        .map(|a| format!("redis://{a}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    (nodes, seeds)
+}
+
+/// A release `tessera serve` on its own ports: limits and lockout off, so that the load is
+/// not refused by design.
+struct Instance {
+    process: Killed,
+    port: u16,
+    grpc_port: u16,
+}
+
+async fn start_tessera(redis_url: &str, extra_env: &[(&str, &str)]) -> Instance {
     let port = free_port();
     let grpc_port = free_port();
-    let _tessera = Killed(
+    let process = Killed(
         Command::new(env!("CARGO_BIN_EXE_tessera"))
             .args(["serve", "--env", "none"])
             .env("TESSERA__HTTP__ADDR", format!("127.0.0.1:{port}"))
             .env("TESSERA__GRPC__ADDR", format!("127.0.0.1:{grpc_port}"))
             .env("TESSERA__STORE__KIND", "redis")
-            .env("TESSERA__REDIS__URL", &redis_url)
+            .env("TESSERA__REDIS__URL", redis_url)
             .env("TESSERA__AUTH__JWKS_FILE", fixture("jwks.json"))
             .env("TESSERA__AUTH__ISSUER", ISSUER)
             .env("TESSERA__AUTH__AUDIENCE", AUDIENCE)
@@ -522,77 +616,378 @@ async fn main() {
             .env("TESSERA__LIMITS__PER_ADDRESS_PER_SECOND", "0")
             .env("TESSERA__LOCKOUT__MAX_OTP_ATTEMPTS", "0")
             .env("TESSERA__LOG__LEVEL", "warn")
+            .envs(extra_env.iter().copied())
             .env_remove("RUST_LOG")
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .spawn()
             .expect("the tessera binary"),
     );
-    let base = format!("http://127.0.0.1:{port}");
-    wait_ready(&format!("{base}/debug/ready")).await;
+    wait_ready(&format!("http://127.0.0.1:{port}/debug/ready")).await;
+    Instance {
+        process,
+        port,
+        grpc_port,
+    }
+}
+
+/// Each user's code of the next step (accepted with skew 1 from now until it is a step old;
+/// enrollment spent the current one): made afresh before each phase, so a long run keeps
+/// its mix of accepted, replayed and wrong codes.
+fn current_codes(secrets: &[Vec<u8>]) -> Vec<String> {
+    let params = TotpParams::default();
+    let step = params.step_at(chrono::Utc::now().timestamp() as u64) + 1;
+    secrets
+        .iter()
+        .map(|secret| params.code_for_step(secret, step).unwrap())
+        .collect()
+}
+
+fn decode_all(secrets: &[String]) -> Vec<Vec<u8>> {
+    secrets
+        .iter()
+        .map(|s| data_encoding::BASE32_NOPAD.decode(s.as_bytes()).unwrap())
+        .collect()
+}
+
+/// Redis's own limit for the check's script: redis-benchmark running EVALSHA of attempt.lua
+/// (a wrong code on one enrolled user: read the hash, count a failure) with the same
+/// concurrency, two client threads.
+fn redis_benchmark(port: u16, o: &Options) -> f64 {
+    let sha = redis_cli(
+        port,
+        &[
+            "SCRIPT",
+            "LOAD",
+            include_str!("../src/store/lua/attempt.lua"),
+        ],
+    );
+    let sha = sha.trim();
+    let now = chrono::Utc::now().timestamp_micros().to_string();
+    let key = format!("tessera:{{{ORG}:u0}}");
+    let out = Command::new("redis-benchmark")
+        .args(["-p", &port.to_string(), "-c", &o.connections.to_string()])
+        .args(["-n", "400000", "--threads", "2", "-q"])
+        .args(["EVALSHA", sha, "1", &key, "1", "2", "-1", &now, "0", "0"])
+        .output()
+        .expect("redis-benchmark (Debian: redis-tools)");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    // "EVALSHA ...: 123456.78 requests per second, p50=0.2 msec"; -q rewrites the line with \r.
+    text.rsplit('\r')
+        .chain(text.lines())
+        .find_map(|part| {
+            let (_, rest) = part.split_once(": ")?;
+            rest.split_whitespace().next()?.parse::<f64>().ok()
+        })
+        .unwrap_or(f64::NAN)
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap()
+}
+
+async fn gauge(port: u16, name: &str) -> f64 {
+    let text = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+        .unwrap_or(f64::NAN)
+}
+
+/// The registry's memory: `orgs` organizations touched once each (ListMyAuthFactors, which
+/// starts the organization's actor) and then left idle past `idle_evict_secs`.
+async fn idle_organizations(redis_url: &str, orgs: usize) -> (u64, u64, f64, u64, f64) {
+    let instance = start_tessera(redis_url, &[("TESSERA__TENANTS__IDLE_EVICT_SECS", "8")]).await;
+    let pid = instance.process.0.id();
+    let base = rss_kib(pid);
+    let client = reqwest::Client::new();
+    let key = EncodingKey::from_ed_pem(&std::fs::read(fixture("ed25519.pem")).unwrap()).unwrap();
+    let port = instance.port;
+    futures::stream::iter(0..orgs)
+        .map(|n| {
+            let (client, key) = (client.clone(), key.clone());
+            async move {
+                let now = chrono::Utc::now().timestamp();
+                let claims = json!({
+                    "iss": ISSUER, "aud": AUDIENCE, "sub": "someone", "exp": now + 3600, "iat": now,
+                    "urn:zitadel:iam:user:resourceowner:id": format!("org-{n}"),
+                });
+                let mut header = Header::new(Algorithm::EdDSA);
+                header.kid = Some("test-ed25519".into());
+                let bearer = jsonwebtoken::encode(&header, &claims, &key).unwrap();
+                let response = client
+                    .post(format!(
+                        "http://127.0.0.1:{port}/auth/v1/users/me/auth_factors/_search"
+                    ))
+                    .bearer_auth(bearer)
+                    .json(&json!({}))
+                    .send()
+                    .await
+                    .unwrap();
+                assert!(response.status().is_success(), "{}", response.status());
+            }
+        })
+        .buffer_unordered(64)
+        .collect::<Vec<()>>()
+        .await;
+    let touched = rss_kib(pid);
+    let live = gauge(port, "tessera_org_actors").await;
+    tokio::time::sleep(Duration::from_secs(16)).await;
+    let idle = rss_kib(pid);
+    let left = gauge(port, "tessera_org_actors").await;
+    (base, touched, live, idle, left)
+}
+
+/// privacyIDEA (benches/peer/privacyidea.sh: SQLite, gunicorn with 2 workers) answering
+/// `POST /validate/check` with the same mix and concurrency: `tokens` TOTP tokens whose keys
+/// are the numbers 1..=tokens.
+async fn privacyidea(tokens: usize, o: &Options, seconds: u64) -> Option<Run> {
+    use std::io::BufRead;
+    let port = free_port();
+    let work = std::env::temp_dir().join(format!("tessera-privacyidea-{port}"));
+    let mut child = Command::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/benches/peer/privacyidea.sh"
+    ))
+    .args([
+        &port.to_string(),
+        &tokens.to_string(),
+        work.to_str().unwrap(),
+    ])
+    .stdout(Stdio::piped())
+    .process_group(0)
+    .spawn()
+    .ok()?;
+    let stdout = child.stdout.take().unwrap();
+    let group = child.id();
+    let _peer = Killed(child);
+    let ready = std::io::BufReader::new(stdout)
+        .lines()
+        .any(|line| line.is_ok_and(|l| l == "READY"));
+    if !ready {
+        return None;
+    }
+    // The script's keys: 20 bytes, big-endian n (printf %040x).
+    let secrets: Vec<Vec<u8>> = (1..=tokens as u128)
+        .map(|n| {
+            let mut key = vec![0u8; 20];
+            key[4..].copy_from_slice(&n.to_be_bytes());
+            key
+        })
+        .collect();
+    let codes = current_codes(&secrets);
+    let check: MakeRequest = Arc::new(move |client, _task, user, code| {
+        client
+            .post(format!("http://127.0.0.1:{port}/validate/check"))
+            .form(&[
+                ("serial", format!("PI{user:05}")),
+                ("pass", code.to_owned()),
+            ])
+    });
+    let run = http_load(check, &codes, o, seconds, None).await;
+    // gunicorn's workers are the script's grandchildren: end the whole group.
+    let _ = Command::new("kill")
+        .args(["--", &format!("-{group}")])
+        .status();
+    let _ = std::fs::remove_dir_all(&work);
+    Some(run)
+}
+
+fn row(name: &str, run: &Run) {
+    println!(
+        "| {name} | {:.0} | {:.2} | {:.2} | {:.2} | {} |",
+        run.rps, run.p50, run.p99, run.p999, run.statuses
+    );
+}
+
+#[tokio::main]
+async fn main() {
+    // `cargo test --all-targets` runs this binary too (to prove it builds); only `cargo bench`
+    // passes --bench, and only then is there load to make.
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("load: not run under cargo test; run it with `cargo bench --bench load`");
+        return;
+    }
+    let o = options();
+    let redis_port = free_port();
+    let _redis = start_redis(redis_port, &[]);
+    let redis_url = format!("redis://127.0.0.1:{redis_port}");
+    let first = start_tessera(&redis_url, &[]).await;
+    let base = format!("http://127.0.0.1:{}", first.port);
 
     let before = used_memory(redis_port);
     let started = Instant::now();
-    let secrets = enroll(&base, o.users).await;
+    let secrets = decode_all(&enroll(&base, o.users).await);
     let enroll_secs = started.elapsed().as_secs_f64();
     let per_factor = (used_memory(redis_port).saturating_sub(before)) as f64 / o.users as f64;
-
-    let params = TotpParams::default();
-    let now = chrono::Utc::now().timestamp() as u64;
-    // Codes of the next step: valid for the whole run once it starts (skew 1).
-    let codes: Vec<String> = secrets
-        .iter()
-        .map(|s| {
-            let bytes = data_encoding::BASE32_NOPAD.decode(s.as_bytes()).unwrap();
-            params
-                .code_for_step(&bytes, params.step_at(now) + 1)
-                .unwrap()
-        })
-        .collect();
     let bearer = token("login-page", &["otp.check"]);
-    let script = wrk_script(o.users, &codes, &bearer);
 
     let floor_port = free_port();
-    start_floor(redis_url, floor_port);
+    start_floor(redis_url.clone(), floor_port);
     std::thread::sleep(Duration::from_millis(500));
     // Alternate, so that drift on a shared machine (frequency, neighbours) hits both alike.
     let mut tessera_runs = Vec::new();
     let mut floor_runs = Vec::new();
     for _ in 0..2 {
-        tessera_runs.push(wrk(port, &script, &o));
+        let script = wrk_script(o.users, &current_codes(&secrets), &bearer);
+        tessera_runs.push(wrk(first.port, &script, &o));
         floor_runs.push(wrk(floor_port, &script, &o));
     }
-    let json_rust = json_load(port, &codes, &bearer, &o).await;
-    let grpc_rust = grpc_load(grpc_port, &codes, &bearer, &o).await;
     let mean = |runs: &[Run]| runs.iter().map(|r| r.rps).sum::<f64>() / runs.len() as f64;
     let (tessera_rps, floor_rps) = (mean(&tessera_runs), mean(&floor_runs));
+
+    let codes = current_codes(&secrets);
+    let json_rust = http_load(
+        tessera_check(&[first.port], &bearer),
+        &codes,
+        &o,
+        o.seconds,
+        None,
+    )
+    .await;
+    let grpc_rust = grpc_load(first.grpc_port, &codes, &bearer, &o).await;
+    // p99 at half of the peak (wrk's, the higher), open loop.
+    let half_rate = tessera_rps / 2.0;
+    let half = http_load(
+        tessera_check(&[first.port], &bearer),
+        &current_codes(&secrets),
+        &o,
+        o.seconds,
+        Some(half_rate),
+    )
+    .await;
+
+    // Scaling on one store: more processes on the same two cores.
+    let second = start_tessera(&redis_url, &[]).await;
+    let third = start_tessera(&redis_url, &[]).await;
+    let mut scaling = Vec::new();
+    for ports in [
+        vec![first.port],
+        vec![first.port, second.port],
+        vec![first.port, second.port, third.port],
+    ] {
+        let codes = current_codes(&secrets);
+        scaling.push(http_load(tessera_check(&ports, &bearer), &codes, &o, o.seconds, None).await);
+    }
+    drop((second, third));
+
+    // Token verification: the same load with the verified-token cache off.
+    let uncached = start_tessera(&redis_url, &[("TESSERA__AUTH__TOKEN_CACHE_CAPACITY", "0")]).await;
+    let no_cache = http_load(
+        tessera_check(&[uncached.port], &bearer),
+        &current_codes(&secrets),
+        &o,
+        o.seconds,
+        None,
+    )
+    .await;
+    drop(uncached);
+
+    let redis_limit = redis_benchmark(redis_port, &o);
+
+    // One instance on a three-master cluster (enrolled afresh: a new store).
+    let cluster_dir = std::env::temp_dir().join(format!("tessera-bench-cluster-{redis_port}"));
+    let (cluster_nodes, seeds) = start_cluster(&cluster_dir);
+    let on_cluster = start_tessera(&seeds, &[("TESSERA__REDIS__MODE", "cluster")]).await;
+    let cluster_secrets =
+        decode_all(&enroll(&format!("http://127.0.0.1:{}", on_cluster.port), o.users).await);
+    let cluster_run = http_load(
+        tessera_check(&[on_cluster.port], &bearer),
+        &current_codes(&cluster_secrets),
+        &o,
+        o.seconds,
+        None,
+    )
+    .await;
+    drop((on_cluster, cluster_nodes));
+    let _ = std::fs::remove_dir_all(&cluster_dir);
+
+    let (rss_base, rss_touched, live, rss_idle, left) =
+        idle_organizations(&redis_url, o.idle_orgs).await;
+
+    let peer_seconds = o.seconds.max(20);
+    let peer = if o.peer {
+        privacyidea(o.peer_tokens, &o, peer_seconds).await
+    } else {
+        None
+    };
 
     println!(
         "\nusers {} enrolled in {enroll_secs:.1} s; Redis memory per factor: {per_factor:.0} bytes",
         o.users
     );
     println!(
-        "wrk -t2 -c{} -d{}s, login check, 1 in 10 requests with the user's current code\n",
+        "{} callers, {} s per row, login check, 1 in 10 requests with the user's current code\n",
         o.connections, o.seconds
     );
     println!("| server (client) | requests/s | p50 ms | p99 ms | p99.9 ms | statuses |");
     println!("|---|---|---|---|---|---|");
-    let rows = [
-        ("tessera JSON (wrk), pass 1", &tessera_runs[0]),
-        ("floor: actix + 1 EVALSHA (wrk), pass 1", &floor_runs[0]),
-        ("tessera JSON (wrk), pass 2", &tessera_runs[1]),
-        ("floor: actix + 1 EVALSHA (wrk), pass 2", &floor_runs[1]),
-        ("tessera JSON (Rust client, reqwest)", &json_rust),
-        ("tessera gRPC (Rust client, tonic)", &grpc_rust),
-    ];
-    for (name, run) in rows {
+    row("tessera JSON (wrk), pass 1", &tessera_runs[0]);
+    row("floor: actix + 1 EVALSHA (wrk), pass 1", &floor_runs[0]);
+    row("tessera JSON (wrk), pass 2", &tessera_runs[1]);
+    row("floor: actix + 1 EVALSHA (wrk), pass 2", &floor_runs[1]);
+    row("tessera JSON (Rust client, reqwest)", &json_rust);
+    row("tessera gRPC (Rust client, tonic)", &grpc_rust);
+    row(
+        &format!("tessera JSON at {half_rate:.0}/s (half of peak, open loop)"),
+        &half,
+    );
+    for (n, run) in scaling.iter().enumerate() {
+        row(
+            &format!("{} instance(s), one redis-server (Rust client)", n + 1),
+            run,
+        );
+    }
+    row("1 instance, token cache off (Rust client)", &no_cache);
+    row(
+        "1 instance, Redis Cluster of 3 masters (Rust client)",
+        &cluster_run,
+    );
+    match &peer {
+        Some(run) => row(
+            &format!(
+                "privacyIDEA (SQLite, gunicorn 2 workers, {} tokens, {peer_seconds} s)",
+                o.peer_tokens
+            ),
+            run,
+        ),
+        None => println!("| privacyIDEA | not run | | | | |"),
+    }
+    println!(
+        "\nredis-benchmark, EVALSHA attempt.lua, -c {}: {redis_limit:.0} requests/s",
+        o.connections
+    );
+    println!(
+        "tessera / floor = {:.0}% (wrk, mean of the passes); gRPC / JSON = {:.0}% (same Rust client)",
+        100.0 * tessera_rps / floor_rps,
+        100.0 * grpc_rust.rps / json_rust.rps
+    );
+    println!(
+        "token cache off / on = {:.0}%; cluster / standalone = {:.0}% (1 instance, Rust client)",
+        100.0 * no_cache.rps / scaling[0].rps,
+        100.0 * cluster_run.rps / scaling[0].rps
+    );
+    if let Some(run) = &peer {
         println!(
-            "| {name} | {:.0} | {:.2} | {:.2} | {:.2} | {} |",
-            run.rps, run.p50, run.p99, run.p999, run.statuses
+            "tessera (wrk) / privacyIDEA = {:.0}x",
+            tessera_rps / run.rps
         );
     }
     println!(
-        "\ntessera / floor = {:.0}% (wrk, mean of the passes); gRPC / JSON = {:.0}% (same Rust client)",
-        100.0 * tessera_rps / floor_rps,
-        100.0 * grpc_rust.rps / json_rust.rps
+        "{} organizations touched once: RSS {:.1} MiB -> {:.1} MiB ({live} actors, {:.0} bytes each); \
+         idle past eviction: {:.1} MiB ({left} actors)",
+        o.idle_orgs,
+        rss_base as f64 / 1024.0,
+        rss_touched as f64 / 1024.0,
+        (rss_touched.saturating_sub(rss_base) * 1024) as f64 / o.idle_orgs as f64,
+        rss_idle as f64 / 1024.0,
     );
 }

@@ -39,6 +39,8 @@ struct Options {
     connections: usize,
     seconds: u64,
     idle_orgs: usize,
+    /// Only the wrk passes against the floor (`--quick`): for trying a change to the check path.
+    quick: bool,
     peer: bool,
     peer_tokens: usize,
 }
@@ -49,6 +51,7 @@ fn options() -> Options {
         connections: 64,
         seconds: 10,
         idle_orgs: 100_000,
+        quick: false,
         peer: true,
         peer_tokens: 100,
     };
@@ -67,6 +70,7 @@ fn options() -> Options {
             "--idle-orgs" => o.idle_orgs = value() as usize,
             "--peer-tokens" => o.peer_tokens = value() as usize,
             "--no-peer" => o.peer = false,
+            "--quick" => o.quick = true,
             _ => {}
         }
         i += 1;
@@ -705,7 +709,8 @@ async fn gauge(port: u16, name: &str) -> f64 {
 /// The registry's memory: `orgs` organizations touched once each (ListMyAuthFactors, which
 /// starts the organization's actor) and then left idle past `idle_evict_secs`.
 async fn idle_organizations(redis_url: &str, orgs: usize) -> (u64, u64, f64, u64, f64) {
-    let instance = start_tessera(redis_url, &[("TESSERA__TENANTS__IDLE_EVICT_SECS", "8")]).await;
+    // Longer than touching them all takes, so that all are alive at once before eviction.
+    let instance = start_tessera(redis_url, &[("TESSERA__TENANTS__IDLE_EVICT_SECS", "45")]).await;
     let pid = instance.process.0.id();
     let base = rss_kib(pid);
     let client = reqwest::Client::new();
@@ -740,7 +745,7 @@ async fn idle_organizations(redis_url: &str, orgs: usize) -> (u64, u64, f64, u64
         .await;
     let touched = rss_kib(pid);
     let live = gauge(port, "tessera_org_actors").await;
-    tokio::time::sleep(Duration::from_secs(16)).await;
+    tokio::time::sleep(Duration::from_secs(60)).await;
     let idle = rss_kib(pid);
     let left = gauge(port, "tessera_org_actors").await;
     (base, touched, live, idle, left)
@@ -843,6 +848,13 @@ async fn main() {
     }
     let mean = |runs: &[Run]| runs.iter().map(|r| r.rps).sum::<f64>() / runs.len() as f64;
     let (tessera_rps, floor_rps) = (mean(&tessera_runs), mean(&floor_runs));
+    if o.quick {
+        for (tessera, floor) in tessera_runs.iter().zip(&floor_runs) {
+            println!("tessera {:.0}/s, floor {:.0}/s", tessera.rps, floor.rps);
+        }
+        println!("tessera / floor = {:.0}%", 100.0 * tessera_rps / floor_rps);
+        return;
+    }
 
     let codes = current_codes(&secrets);
     let json_rust = http_load(

@@ -642,6 +642,33 @@ mod tests {
         }
     }
 
+    /// Cluster safety of the scripts: each declares one key, reads it from KEYS[1] only, and
+    /// every call names that key (a key built inside a script would go unrouted).
+    #[test]
+    fn every_script_touches_only_its_one_declared_key() {
+        let scripts = [
+            include_str!("lua/add.lua"),
+            include_str!("lua/attempt.lua"),
+            include_str!("lua/remove.lua"),
+            include_str!("lua/unlock.lua"),
+        ];
+        for script in scripts {
+            let code: Vec<&str> = script
+                .lines()
+                .filter(|line| !line.trim_start().starts_with("--"))
+                .collect();
+            let code = code.join("\n");
+            assert!(code.contains("local key = KEYS[1]"), "{script}");
+            assert_eq!(code.matches("KEYS[").count(), 1, "{script}");
+            let calls: Vec<&str> = code.split("redis.call(").skip(1).collect();
+            assert!(!calls.is_empty());
+            for call in calls {
+                let key_argument = call.split([',', ')']).nth(1).map(str::trim);
+                assert_eq!(key_argument, Some("key"), "redis.call({call}");
+            }
+        }
+    }
+
     #[test]
     fn keys_are_unambiguous_and_tagged() {
         assert_eq!(redis_key("t", &key("o1", "u1")), "t:{o1:u1}");

@@ -15,7 +15,8 @@ use secrecy::ExposeSecret;
 use tessera::app::Application;
 use tessera::auth::mint_dev_token;
 use tessera::seal::KeyRing;
-use tessera::settings::{Mode, Settings, Source};
+use tessera::settings::{Mode, Settings, Source, StoreKind};
+use tessera::store::RedisMode;
 
 /// mimalloc: glibc malloc showed up as a tenth of the CPU profile of the check path.
 #[global_allocator]
@@ -188,7 +189,7 @@ fn dev_banner(settings: &Settings) -> Result<String, String> {
         .map_err(|e| e.to_string())?;
     Ok(format!(
         r#"
-tessera dev: memory store, development keys (never use them in production).
+tessera dev: {store}, development keys (never use them in production).
 
 A token for user "alice" of organization "acme" (roles {check}, {admin} for acme; 12 h):
 
@@ -208,5 +209,10 @@ More tokens: tessera token --org acme --user bob --role otp.check
 "#,
         check = settings.auth.check_role,
         admin = settings.auth.admin_role,
+        store = match (settings.store.kind, settings.redis.mode) {
+            (StoreKind::Memory, _) => "memory store",
+            (StoreKind::Redis, RedisMode::Standalone) => "Redis store",
+            (StoreKind::Redis, RedisMode::Cluster) => "Redis Cluster store",
+        },
     ))
 }

@@ -16,6 +16,7 @@ if [ ! -x "$venv/bin/gunicorn" ] || [ ! -x "$venv/bin/pi-manage" ]; then
   "$venv/bin/pip" install -q privacyidea gunicorn
 fi
 mkdir -p "$work"
+cd "$work"   # pi-manage writes a log into the working folder before it reads the config
 export PRIVACYIDEA_CONFIGFILE="$work/pi.cfg"
 cat > "$PRIVACYIDEA_CONFIGFILE" <<CFG
 SQLALCHEMY_DATABASE_URI = 'sqlite:///$work/privacyidea.sqlite'

@@ -506,6 +506,32 @@ mod tests {
     }
 
     #[test]
+    fn seed_lists_need_cluster_mode() {
+        let load = |mode: &str| {
+            Settings::load_with(
+                Mode::Dev,
+                &nowhere(),
+                env(&[
+                    ("TESSERA__STORE__KIND", "redis"),
+                    ("TESSERA__REDIS__MODE", mode),
+                    (
+                        "TESSERA__REDIS__URL",
+                        "redis://10.0.0.1:6379, rediss://10.0.0.2:6379",
+                    ),
+                ]),
+            )
+        };
+        let standalone = load("standalone").unwrap_err().to_string();
+        assert!(
+            standalone.contains("comma-separated seeds need"),
+            "{standalone}"
+        );
+        let cluster = load("cluster").unwrap();
+        assert_eq!(cluster.redis.mode, RedisMode::Cluster);
+        assert!(load("sentinel").is_err());
+    }
+
+    #[test]
     fn organizations_override_the_instance_policy() {
         let settings = Settings::load_with(
             Mode::Dev,

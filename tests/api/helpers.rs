@@ -119,7 +119,7 @@ impl Drop for RedisServer {
 
 /// A Redis Cluster of real redis-server processes on loopback, killed on drop.
 pub struct RedisCluster {
-    /// The masters first, then their replicas (in the order `redis-cli --cluster create` pairs them).
+    /// Every node; `redis-cli --cluster create` chose which are masters (see `master_of`).
     pub nodes: Vec<RedisServer>,
     pub masters: usize,
     dir: TempDir,

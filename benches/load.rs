@@ -98,21 +98,33 @@ fn fixture(name: &str) -> String {
     format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))
 }
 
-fn token(user: &str, roles: &[&str]) -> String {
+/// The fixture signing key, read once.
+fn signing_key() -> &'static EncodingKey {
+    static KEY: std::sync::OnceLock<EncodingKey> = std::sync::OnceLock::new();
+    KEY.get_or_init(|| {
+        EncodingKey::from_ed_pem(&std::fs::read(fixture("ed25519.pem")).unwrap()).unwrap()
+    })
+}
+
+/// A token of `user` in organization `org`, holding `roles` for that organization.
+fn token_in(org: &str, user: &str, roles: &[&str]) -> String {
     let now = chrono::Utc::now().timestamp();
     let mut granted = serde_json::Map::new();
     for role in roles {
-        granted.insert((*role).into(), json!({ ORG: "bench.test" }));
+        granted.insert((*role).into(), json!({ org: format!("{org}.test") }));
     }
     let claims = json!({
         "iss": ISSUER, "aud": AUDIENCE, "sub": user, "exp": now + 3600, "iat": now,
-        "urn:zitadel:iam:user:resourceowner:id": ORG,
+        "urn:zitadel:iam:user:resourceowner:id": org,
         "urn:zitadel:iam:org:project:roles": granted,
     });
-    let key = EncodingKey::from_ed_pem(&std::fs::read(fixture("ed25519.pem")).unwrap()).unwrap();
     let mut header = Header::new(Algorithm::EdDSA);
     header.kid = Some("test-ed25519".into());
-    jsonwebtoken::encode(&header, &claims, &key).unwrap()
+    jsonwebtoken::encode(&header, &claims, signing_key()).unwrap()
+}
+
+fn token(user: &str, roles: &[&str]) -> String {
+    token_in(ORG, user, roles)
 }
 
 fn redis_cli(port: u16, args: &[&str]) -> String {
@@ -714,20 +726,12 @@ async fn idle_organizations(redis_url: &str, orgs: usize) -> (u64, u64, f64, u64
     let pid = instance.process.0.id();
     let base = rss_kib(pid);
     let client = reqwest::Client::new();
-    let key = EncodingKey::from_ed_pem(&std::fs::read(fixture("ed25519.pem")).unwrap()).unwrap();
     let port = instance.port;
     futures::stream::iter(0..orgs)
         .map(|n| {
-            let (client, key) = (client.clone(), key.clone());
+            let client = client.clone();
             async move {
-                let now = chrono::Utc::now().timestamp();
-                let claims = json!({
-                    "iss": ISSUER, "aud": AUDIENCE, "sub": "someone", "exp": now + 3600, "iat": now,
-                    "urn:zitadel:iam:user:resourceowner:id": format!("org-{n}"),
-                });
-                let mut header = Header::new(Algorithm::EdDSA);
-                header.kid = Some("test-ed25519".into());
-                let bearer = jsonwebtoken::encode(&header, &claims, &key).unwrap();
+                let bearer = token_in(&format!("org-{n}"), "someone", &[]);
                 let response = client
                     .post(format!(
                         "http://127.0.0.1:{port}/auth/v1/users/me/auth_factors/_search"

@@ -114,6 +114,24 @@ impl ConnectionLike for Connection {
 }
 
 impl Connection {
+    /// Sends a command whose keys do not tell a cluster where it goes: on a cluster, to the
+    /// node `routing` names; one server takes it as it is.
+    async fn query_routed<T: redis::FromRedisValue>(
+        &mut self,
+        command: Cmd,
+        routing: SingleNodeRoutingInfo,
+    ) -> redis::RedisResult<T> {
+        match self {
+            Self::Standalone(connection) => command.query_async(connection).await,
+            Self::Cluster(connection) => {
+                let value = connection
+                    .route_command(command, RoutingInfo::SingleNode(routing))
+                    .await?;
+                redis::from_redis_value(value).map_err(Into::into)
+            }
+        }
+    }
+
     /// A command about the server rather than a key (PING, TIME). A cluster would send PING
     /// to every node and fail it while any one is down; one node answering shows that this
     /// process reaches the store, and a lost shard shows as UNAVAILABLE for its users
@@ -122,14 +140,8 @@ impl Connection {
         &mut self,
         command: Cmd,
     ) -> redis::RedisResult<T> {
-        match self {
-            Self::Standalone(connection) => command.query_async(connection).await,
-            Self::Cluster(connection) => {
-                let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random);
-                let value = connection.route_command(command, routing).await?;
-                redis::from_redis_value(value).map_err(Into::into)
-            }
-        }
+        self.query_routed(command, SingleNodeRoutingInfo::Random)
+            .await
     }
 
     /// `WAIT` on the connection that carried the key's last write: on a cluster, the key's
@@ -144,15 +156,9 @@ impl Connection {
         command
             .arg(replicas)
             .arg(u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX));
-        match self {
-            Self::Standalone(connection) => command.query_async(connection).await,
-            Self::Cluster(connection) => {
-                let route = Route::with_key(key.as_bytes(), SlotAddr::Master);
-                let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route));
-                let value = connection.route_command(command, routing).await?;
-                redis::from_redis_value(value).map_err(Into::into)
-            }
-        }
+        let primary = Route::with_key(key.as_bytes(), SlotAddr::Master);
+        self.query_routed(command, SingleNodeRoutingInfo::SpecificNode(primary))
+            .await
     }
 }
 
@@ -293,13 +299,13 @@ impl RedisStore {
 }
 
 fn standalone(options: &RedisOptions<'_>) -> Result<Connector, StoreError> {
-    let url = options.urls.expose_secret().trim();
-    if url.contains(',') {
-        return Err(StoreError::Unavailable(
-            "redis.url holds several URLs: set redis.mode = \"cluster\" for seed nodes".into(),
-        ));
-    }
-    let mut info = url.into_connection_info().map_err(unavailable)?;
+    // A list of seeds in standalone mode is refused by the settings' validation.
+    let mut info = options
+        .urls
+        .expose_secret()
+        .trim()
+        .into_connection_info()
+        .map_err(unavailable)?;
     if let Some(password) = options.password {
         let settings = info
             .redis_settings()

@@ -91,7 +91,6 @@ impl Application {
             deps,
             arbiters.iter().map(Arbiter::handle).collect(),
             settings.tenants.mailbox_capacity,
-            Duration::from_millis(settings.tenants.call_timeout_ms),
         ));
         let address_limiter = AddressLimiter::new(limits.per_address);
         let readiness = Arc::new(Readiness::new(
@@ -106,6 +105,7 @@ impl Application {
             registry: registry.clone(),
             verifier,
             clock,
+            request_timeout: Duration::from_millis(settings.tenants.call_timeout_ms),
             address_limiter: address_limiter.clone(),
             trusted_proxies: settings.http.trusted_proxies.clone(),
             check_role: settings.auth.check_role.clone(),
@@ -314,6 +314,7 @@ fn open_store(settings: &Settings, metrics: &Metrics) -> Result<SharedStore, Sta
                 prefix: &settings.redis.key_prefix,
                 timeout: Duration::from_millis(settings.store.timeout_ms),
                 wait_replicas: settings.redis.wait_replicas,
+                wait_connections: settings.redis.wait_connections,
             },
         )?),
     })

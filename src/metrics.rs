@@ -20,8 +20,8 @@ pub struct Metrics {
     /// Calls handed to organization actors and not yet answered (queued or running): the
     /// mailbox depth, summed over organizations.
     pub org_calls_in_flight: IntGauge,
-    /// Multiplexed Redis connections opened (one per thread that uses the store; there is no
-    /// checkout, so nothing ever waits for one).
+    /// Redis connections open: one shared per thread that uses the store (no checkout, so
+    /// nothing waits for it), plus each thread's pool for writes that wait for replicas.
     pub redis_connections: IntGauge,
     /// This replica's clock minus the store's, in seconds.
     pub clock_offset: prometheus::Gauge,
@@ -110,7 +110,7 @@ impl Metrics {
         registry.register(Box::new(org_calls_in_flight.clone()))?;
         let redis_connections = IntGauge::new(
             "tessera_redis_connections",
-            "Multiplexed Redis connections open (one per thread using the store; no checkout, no waiting).",
+            "Redis connections open: one shared per thread using the store, plus each thread's pool for writes that wait for replicas.",
         )?;
         registry.register(Box::new(redis_connections.clone()))?;
         let clock_offset = prometheus::Gauge::new(

@@ -116,9 +116,11 @@ pub struct RedisSettings {
     pub key_prefix: String,
     /// PEM of the CA that signed the Redis server's certificate (rediss:// with a private CA).
     pub tls_ca_file: String,
-    /// Replicas that must acknowledge an accepted code's replay marker and a new lock
-    /// (Redis `WAIT`) before tessera answers; 0 answers once the primary has committed.
+    /// Replicas that must acknowledge every acknowledged change (Redis `WAIT`) before
+    /// tessera answers; 0 answers once the primary has committed.
     pub wait_replicas: u32,
+    /// Connections per thread kept for writes that wait for replicas.
+    pub wait_connections: usize,
     /// Filled from `password_file` by `load`.
     #[serde(skip)]
     pub password: Option<SecretString>,
@@ -429,6 +431,9 @@ impl Settings {
         }
         if self.tenants.mailbox_capacity == 0 || self.tenants.cache_capacity == 0 {
             problems.push("tenants.mailbox_capacity and cache_capacity must be positive".into());
+        }
+        if self.redis.wait_connections == 0 {
+            problems.push("redis.wait_connections must be positive".into());
         }
         if self.tenants.call_timeout_ms == 0 {
             problems.push("tenants.call_timeout_ms must be positive".into());

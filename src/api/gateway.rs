@@ -4,6 +4,7 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
 use secrecy::SecretString;
@@ -20,6 +21,9 @@ pub struct Gateway {
     pub registry: Arc<OrgRegistry>,
     pub verifier: Arc<TokenVerifier>,
     pub clock: SharedClock,
+    /// How long a request may take once it reaches the actors: its deadline, which the
+    /// actor call and every store call end by.
+    pub request_timeout: Duration,
     pub address_limiter: AddressLimiter,
     pub trusted_proxies: Vec<IpNet>,
     pub check_role: String,
@@ -86,13 +90,22 @@ impl Gateway {
             })
     }
 
-    async fn call<M>(&self, org: &Arc<str>, msg: M) -> Result<M::Result, OtpError>
+    async fn call<M>(
+        &self,
+        org: &Arc<str>,
+        msg: M,
+        deadline: Instant,
+    ) -> Result<M::Result, OtpError>
     where
         M: actix::Message + Send + 'static,
         M::Result: Send,
         crate::tenant::OrgActor: actix::Handler<M>,
     {
-        self.registry.org(org)?.call(msg).await
+        self.registry.org(org)?.call(msg, deadline).await
+    }
+
+    fn deadline(&self) -> Instant {
+        Instant::now() + self.request_timeout
     }
 
     pub async fn add_my(&self, caller: &Caller) -> Result<Enrollment, OtpError> {
@@ -100,37 +113,45 @@ impl Gateway {
             .login_name
             .clone()
             .unwrap_or_else(|| caller.user.to_string());
+        let deadline = self.deadline();
         let msg = Enroll {
             user: caller.user.clone(),
             account,
             now: self.clock.now(),
+            deadline,
         };
-        self.call(&caller.org, msg).await?
+        self.call(&caller.org, msg, deadline).await?
     }
 
     pub async fn verify_my(&self, caller: &Caller, code: String) -> Result<Details, OtpError> {
+        let deadline = self.deadline();
         let msg = SubmitCode {
             user: caller.user.clone(),
             code: validated(code)?,
             purpose: Purpose::Enrollment,
             now: self.clock.now(),
+            deadline,
         };
-        self.call(&caller.org, msg).await?
+        self.call(&caller.org, msg, deadline).await?
     }
 
     pub async fn remove_my(&self, caller: &Caller) -> Result<Details, OtpError> {
+        let deadline = self.deadline();
         let msg = RemoveFactor {
             user: caller.user.clone(),
             now: self.clock.now(),
+            deadline,
         };
-        self.call(&caller.org, msg).await?
+        self.call(&caller.org, msg, deadline).await?
     }
 
     pub async fn list_my(&self, caller: &Caller) -> Result<Vec<FactorView>, OtpError> {
+        let deadline = self.deadline();
         let msg = ListFactors {
             user: caller.user.clone(),
+            deadline,
         };
-        self.call(&caller.org, msg).await?
+        self.call(&caller.org, msg, deadline).await?
     }
 
     /// The login check; `org_header` is `x-zitadel-orgid`.
@@ -143,13 +164,15 @@ impl Gateway {
     ) -> Result<Details, OtpError> {
         let org = caller.management_org(org_header, &self.check_role)?;
         tracing::Span::current().record("tenant", org.as_ref());
+        let deadline = self.deadline();
         let msg = SubmitCode {
             user: Arc::from(user),
             code: validated(code)?,
             purpose: Purpose::Login,
             now: self.clock.now(),
+            deadline,
         };
-        self.call(&org, msg).await?
+        self.call(&org, msg, deadline).await?
     }
 
     pub async fn remove_user(
@@ -160,8 +183,13 @@ impl Gateway {
     ) -> Result<Details, OtpError> {
         let org = caller.management_org(org_header, &self.admin_role)?;
         tracing::Span::current().record("tenant", org.as_ref());
-        let (user, now) = (Arc::from(user), self.clock.now());
-        self.call(&org, RemoveFactor { user, now }).await?
+        let (user, now, deadline) = (Arc::from(user), self.clock.now(), self.deadline());
+        let msg = RemoveFactor {
+            user,
+            now,
+            deadline,
+        };
+        self.call(&org, msg, deadline).await?
     }
 
     pub async fn unlock_user(
@@ -172,8 +200,13 @@ impl Gateway {
     ) -> Result<Details, OtpError> {
         let org = caller.management_org(org_header, &self.admin_role)?;
         tracing::Span::current().record("tenant", org.as_ref());
-        let (user, now) = (Arc::from(user), self.clock.now());
-        self.call(&org, UnlockFactor { user, now }).await?
+        let (user, now, deadline) = (Arc::from(user), self.clock.now(), self.deadline());
+        let msg = UnlockFactor {
+            user,
+            now,
+            deadline,
+        };
+        self.call(&org, msg, deadline).await?
     }
 }
 

@@ -146,11 +146,55 @@ pub fn admit(
     Ok(())
 }
 
+/// Names one enrollment for all time, so that a copy cached by any replica can be checked
+/// against the store at every commit.
+///
+/// A new enrollment gets 128 random bits from its caller. An id must never come back: if it
+/// were derived from anything the store keeps (format 1 used the enrollment's sequence), a
+/// store that lost the user's key would hand the same id to the next enrollment, and a
+/// replica still caching the old secret under it would commit that secret's codes.
+/// Records of format 1 keep their sequence-derived id (`Legacy`) until they are re-enrolled.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FactorId {
+    Random([u8; 16]),
+    Legacy(u64),
+}
+
+impl FactorId {
+    /// The caller's random bits (from a CSPRNG).
+    pub const fn from_random(bytes: [u8; 16]) -> Self {
+        Self::Random(bytes)
+    }
+
+    /// The form the store compares: the 16 bytes, or a legacy id's decimal text (the
+    /// `f` field of format 1). The two never coincide: decimal text of a `u64` is at most
+    /// 20 ASCII digits, and 16 random bytes that happen to be 16 ASCII digits are as likely
+    /// as guessing the id.
+    pub fn stored(&self) -> std::borrow::Cow<'_, [u8]> {
+        match self {
+            Self::Random(bytes) => std::borrow::Cow::Borrowed(bytes),
+            Self::Legacy(sequence) => std::borrow::Cow::Owned(sequence.to_string().into_bytes()),
+        }
+    }
+}
+
+impl std::fmt::Debug for FactorId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Random(bytes) => {
+                let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+                write!(f, "FactorId({hex})")
+            }
+            Self::Legacy(sequence) => write!(f, "FactorId(legacy {sequence})"),
+        }
+    }
+}
+
 /// Everything the store keeps about one user's OTP factor.
 #[derive(Clone, PartialEq, Eq)]
 pub struct FactorRecord {
-    /// The sequence of the add event: names this enrollment, so a cached copy can be checked.
-    pub factor_id: u64,
+    /// Names this enrollment, so a cached copy can be checked at every commit.
+    pub factor_id: FactorId,
     pub state: FactorState,
     pub params: TotpParams,
     /// The AEAD-sealed secret (see `seal`); never the plain secret.
@@ -208,7 +252,7 @@ mod tests {
 
     fn record(state: FactorState, lock: Option<Lock>) -> FactorRecord {
         FactorRecord {
-            factor_id: 1,
+            factor_id: FactorId::from_random([7; 16]),
             state,
             params: TotpParams::default(),
             sealed_secret: vec![],

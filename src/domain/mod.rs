@@ -18,7 +18,7 @@ pub mod totp;
 
 pub use details::Details;
 pub use error::{FailedAttempts, GrpcCode, OtpError};
-pub use factor::{FactorRecord, FactorState, Lock, LockoutPolicy, Purpose};
+pub use factor::{FactorId, FactorRecord, FactorState, Lock, LockoutPolicy, Purpose};
 pub use policy::OtpPolicy;
 pub use time::UnixMicros;
 pub use totp::{HashAlgorithm, TotpParams};

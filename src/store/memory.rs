@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::time::Instant;
 
 use async_trait::async_trait;
 
@@ -19,6 +20,16 @@ struct Slot {
     sequence: u64,
 }
 
+impl Slot {
+    /// The next sequence: above the last one and at least the store's clock in microseconds,
+    /// as the scripts take it from Redis's `TIME`.
+    fn next_sequence(&mut self) -> u64 {
+        let clock = u64::try_from(chrono::Utc::now().timestamp_micros()).unwrap_or(0);
+        self.sequence = self.sequence.saturating_add(1).max(clock);
+        self.sequence
+    }
+}
+
 #[derive(Default)]
 pub struct MemoryStore {
     slots: Mutex<HashMap<UserKey, Slot>>,
@@ -29,22 +40,32 @@ impl MemoryStore {
         Self::default()
     }
 
+    /// Applies `change` to the user's slot, unless the deadline has passed (then, as a
+    /// script that arrives late, it changes nothing).
     fn with_slot<T>(
         &self,
         key: &UserKey,
+        deadline: Instant,
         change: impl FnOnce(&mut Slot) -> T,
     ) -> Result<T, StoreError> {
         let mut slots = self
             .slots
             .lock()
             .map_err(|_| StoreError::Unavailable("memory store poisoned".into()))?;
+        if Instant::now() > deadline {
+            return Err(StoreError::Timeout);
+        }
         Ok(change(slots.entry(key.clone()).or_default()))
     }
 }
 
 #[async_trait]
 impl FactorStore for MemoryStore {
-    async fn load(&self, key: &UserKey) -> Result<Option<FactorRecord>, StoreError> {
+    async fn load(
+        &self,
+        key: &UserKey,
+        _deadline: Instant,
+    ) -> Result<Option<FactorRecord>, StoreError> {
         let slots = self
             .slots
             .lock()
@@ -57,8 +78,9 @@ impl FactorStore for MemoryStore {
         key: &UserKey,
         factor: NewFactor,
         now: UnixMicros,
+        deadline: Instant,
     ) -> Result<AddOutcome, StoreError> {
-        self.with_slot(key, |slot| {
+        self.with_slot(key, deadline, |slot| {
             if slot
                 .factor
                 .as_ref()
@@ -66,21 +88,21 @@ impl FactorStore for MemoryStore {
             {
                 return AddOutcome::AlreadyReady;
             }
-            slot.sequence += 1;
+            let sequence = slot.next_sequence();
             slot.factor = Some(FactorRecord {
-                factor_id: slot.sequence,
+                factor_id: factor.factor_id,
                 state: FactorState::NotReady,
                 params: factor.params,
                 sealed_secret: factor.sealed_secret,
                 last_step: None,
                 failures: 0,
                 lock: None,
-                sequence: slot.sequence,
+                sequence,
                 created_at: now,
                 changed_at: now,
             });
             AddOutcome::Added {
-                sequence: slot.sequence,
+                sequence,
                 created_at: now,
             }
         })
@@ -91,27 +113,31 @@ impl FactorStore for MemoryStore {
         key: &UserKey,
         attempt: Attempt,
         now: UnixMicros,
+        deadline: Instant,
     ) -> Result<AttemptOutcome, StoreError> {
-        self.with_slot(key, |slot| {
+        self.with_slot(key, deadline, |slot| {
+            let sequence = match slot.factor.as_ref() {
+                None => return AttemptOutcome::Absent,
+                Some(factor) if factor.state != attempt.purpose.required_state() => {
+                    return AttemptOutcome::WrongState(factor.state);
+                }
+                Some(factor) if factor.factor_id != attempt.factor_id => {
+                    return AttemptOutcome::Stale;
+                }
+                Some(factor) => match factor.lock {
+                    Some(lock) if lock.is_active(now) => return AttemptOutcome::Locked(lock),
+                    _ => slot.next_sequence(),
+                },
+            };
             let Some(factor) = slot.factor.as_mut() else {
                 return AttemptOutcome::Absent;
             };
-            if factor.state != attempt.purpose.required_state() {
-                return AttemptOutcome::WrongState(factor.state);
-            }
-            if factor.factor_id != attempt.factor_id {
-                return AttemptOutcome::Stale;
-            }
-            if let Some(lock) = factor.lock {
-                if lock.is_active(now) {
-                    return AttemptOutcome::Locked(lock);
-                }
+            if factor.lock.is_some() {
                 // An expired lock starts a fresh count.
                 factor.lock = None;
                 factor.failures = 0;
             }
-            slot.sequence += 1;
-            factor.sequence = slot.sequence;
+            factor.sequence = sequence;
             factor.changed_at = now;
             match attempt.matched_step {
                 Some(step) if factor.last_step.is_none_or(|last| step > last) => {
@@ -119,7 +145,7 @@ impl FactorStore for MemoryStore {
                     factor.last_step = Some(step);
                     factor.failures = 0;
                     AttemptOutcome::Committed(AttemptVerdict::Accepted {
-                        sequence: slot.sequence,
+                        sequence,
                         changed_at: now,
                     })
                 }
@@ -136,34 +162,47 @@ impl FactorStore for MemoryStore {
         })
     }
 
-    async fn remove(&self, key: &UserKey, now: UnixMicros) -> Result<ChangeOutcome, StoreError> {
-        self.with_slot(key, |slot| {
+    async fn remove(
+        &self,
+        key: &UserKey,
+        now: UnixMicros,
+        deadline: Instant,
+    ) -> Result<ChangeOutcome, StoreError> {
+        self.with_slot(key, deadline, |slot| {
             if slot.factor.take().is_none() {
                 return ChangeOutcome::Absent;
             }
-            slot.sequence += 1;
             ChangeOutcome::Changed {
-                sequence: slot.sequence,
+                sequence: slot.next_sequence(),
                 changed_at: now,
             }
         })
     }
 
-    async fn unlock(&self, key: &UserKey, now: UnixMicros) -> Result<ChangeOutcome, StoreError> {
-        self.with_slot(key, |slot| {
+    async fn unlock(
+        &self,
+        key: &UserKey,
+        now: UnixMicros,
+        deadline: Instant,
+    ) -> Result<ChangeOutcome, StoreError> {
+        self.with_slot(key, deadline, |slot| {
+            match slot.factor.as_ref() {
+                None => return ChangeOutcome::Absent,
+                Some(factor) if factor.active_lock(now).is_none() => {
+                    return ChangeOutcome::NotLocked;
+                }
+                Some(_) => {}
+            }
+            let sequence = slot.next_sequence();
             let Some(factor) = slot.factor.as_mut() else {
                 return ChangeOutcome::Absent;
             };
-            if factor.active_lock(now).is_none() {
-                return ChangeOutcome::NotLocked;
-            }
-            slot.sequence += 1;
             factor.lock = None;
             factor.failures = 0;
-            factor.sequence = slot.sequence;
+            factor.sequence = sequence;
             factor.changed_at = now;
             ChangeOutcome::Changed {
-                sequence: slot.sequence,
+                sequence,
                 changed_at: now,
             }
         })

@@ -42,8 +42,12 @@ impl MeteredStore {
 
 #[async_trait]
 impl FactorStore for MeteredStore {
-    async fn load(&self, key: &UserKey) -> Result<Option<FactorRecord>, StoreError> {
-        self.measure("load", self.inner.load(key)).await
+    async fn load(
+        &self,
+        key: &UserKey,
+        deadline: Instant,
+    ) -> Result<Option<FactorRecord>, StoreError> {
+        self.measure("load", self.inner.load(key, deadline)).await
     }
 
     async fn add(
@@ -51,8 +55,10 @@ impl FactorStore for MeteredStore {
         key: &UserKey,
         factor: NewFactor,
         now: UnixMicros,
+        deadline: Instant,
     ) -> Result<AddOutcome, StoreError> {
-        self.measure("add", self.inner.add(key, factor, now)).await
+        self.measure("add", self.inner.add(key, factor, now, deadline))
+            .await
     }
 
     async fn attempt(
@@ -60,17 +66,30 @@ impl FactorStore for MeteredStore {
         key: &UserKey,
         attempt: Attempt,
         now: UnixMicros,
+        deadline: Instant,
     ) -> Result<AttemptOutcome, StoreError> {
-        self.measure("attempt", self.inner.attempt(key, attempt, now))
+        self.measure("attempt", self.inner.attempt(key, attempt, now, deadline))
             .await
     }
 
-    async fn remove(&self, key: &UserKey, now: UnixMicros) -> Result<ChangeOutcome, StoreError> {
-        self.measure("remove", self.inner.remove(key, now)).await
+    async fn remove(
+        &self,
+        key: &UserKey,
+        now: UnixMicros,
+        deadline: Instant,
+    ) -> Result<ChangeOutcome, StoreError> {
+        self.measure("remove", self.inner.remove(key, now, deadline))
+            .await
     }
 
-    async fn unlock(&self, key: &UserKey, now: UnixMicros) -> Result<ChangeOutcome, StoreError> {
-        self.measure("unlock", self.inner.unlock(key, now)).await
+    async fn unlock(
+        &self,
+        key: &UserKey,
+        now: UnixMicros,
+        deadline: Instant,
+    ) -> Result<ChangeOutcome, StoreError> {
+        self.measure("unlock", self.inner.unlock(key, now, deadline))
+            .await
     }
 
     async fn server_time(&self) -> Result<Option<UnixMicros>, StoreError> {

@@ -1,12 +1,16 @@
 //! Where factors live. Redis is the truth (`redis.rs`, one Lua script per atomic step over
 //! one user's key); `memory.rs` is the embedded store of `tessera dev` and tests, with the
 //! same semantics (one conformance suite runs against both).
+//!
+//! Every call carries its request's deadline: a change that reaches the store after it
+//! changes nothing, because by then the caller has answered UNAVAILABLE.
 
 mod memory;
 mod metered;
 mod redis;
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use async_trait::async_trait;
 
@@ -16,7 +20,7 @@ pub use redis::{RedisMode, RedisOptions, RedisStore};
 
 use crate::domain::factor::AttemptVerdict;
 use crate::domain::{
-    FactorRecord, FactorState, Lock, LockoutPolicy, Purpose, TotpParams, UnixMicros,
+    FactorId, FactorRecord, FactorState, Lock, LockoutPolicy, Purpose, TotpParams, UnixMicros,
 };
 
 /// One user of one organization: the unit of atomicity.
@@ -26,9 +30,10 @@ pub struct UserKey {
     pub user: Arc<str>,
 }
 
-/// A new enrollment, its secret already sealed.
+/// A new enrollment, its id made and its secret sealed by the caller.
 #[derive(Debug, Clone)]
 pub struct NewFactor {
+    pub factor_id: FactorId,
     pub params: TotpParams,
     pub sealed_secret: Vec<u8>,
 }
@@ -46,7 +51,7 @@ pub enum AddOutcome {
 #[derive(Debug, Clone, Copy)]
 pub struct Attempt {
     /// The enrollment the code was checked against (stale caches are caught by it).
-    pub factor_id: u64,
+    pub factor_id: FactorId,
     pub purpose: Purpose,
     /// The time step the code matched, or `None` for a wrong code.
     pub matched_step: Option<u64>,
@@ -79,30 +84,54 @@ pub enum ChangeOutcome {
 pub enum StoreError {
     #[error("store unreachable: {0}")]
     Unavailable(String),
+    /// The deadline passed: the caller stops waiting, and a change that arrives later does
+    /// nothing.
     #[error("store timed out")]
     Timeout,
     #[error("store returned malformed data: {0}")]
     Corrupt(String),
+    /// A record written by a newer release, in a format this one does not know: it is
+    /// neither read nor changed (fail closed until the rollout completes).
+    #[error("stored record has format {0}, newer than this release's")]
+    NewerFormat(i64),
 }
 
+/// The store. `now` is the domain's clock (dates, lock expiry); `deadline` is when the
+/// request stops waiting (the monotonic clock), after which nothing may change.
 #[async_trait]
 pub trait FactorStore: Send + Sync + 'static {
-    async fn load(&self, key: &UserKey) -> Result<Option<FactorRecord>, StoreError>;
+    async fn load(
+        &self,
+        key: &UserKey,
+        deadline: Instant,
+    ) -> Result<Option<FactorRecord>, StoreError>;
     /// Replaces an unverified enrollment ("last added wins"); refuses while READY.
     async fn add(
         &self,
         key: &UserKey,
         factor: NewFactor,
         now: UnixMicros,
+        deadline: Instant,
     ) -> Result<AddOutcome, StoreError>;
     async fn attempt(
         &self,
         key: &UserKey,
         attempt: Attempt,
         now: UnixMicros,
+        deadline: Instant,
     ) -> Result<AttemptOutcome, StoreError>;
-    async fn remove(&self, key: &UserKey, now: UnixMicros) -> Result<ChangeOutcome, StoreError>;
-    async fn unlock(&self, key: &UserKey, now: UnixMicros) -> Result<ChangeOutcome, StoreError>;
+    async fn remove(
+        &self,
+        key: &UserKey,
+        now: UnixMicros,
+        deadline: Instant,
+    ) -> Result<ChangeOutcome, StoreError>;
+    async fn unlock(
+        &self,
+        key: &UserKey,
+        now: UnixMicros,
+        deadline: Instant,
+    ) -> Result<ChangeOutcome, StoreError>;
     /// Reachability, for readiness.
     async fn ping(&self) -> Result<(), StoreError>;
     /// The store's own clock, when it has one (Redis `TIME`): replicas take time steps from

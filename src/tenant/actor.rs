@@ -126,16 +126,8 @@ impl Handler<SubmitCode> for OrgActor {
         }
         let cached = self.cache.get(&msg.user).cloned();
         let key = self.key(&msg.user);
-        let work = usecases::submit_code(
-            self.deps.clone(),
-            self.policy.clone(),
-            key,
-            msg.code,
-            msg.purpose,
-            msg.now,
-            cached,
-        );
-        let user = msg.user;
+        let user = msg.user.clone();
+        let work = usecases::submit_code(self.deps.clone(), self.policy.clone(), key, msg, cached);
         Box::pin(
             work.into_actor(self)
                 .map(move |(result, update), actor, _| {
@@ -154,7 +146,13 @@ impl Handler<Enroll> for OrgActor {
             return refuse(err);
         }
         let key = self.key(&msg.user);
-        let work = usecases::enroll(self.deps.clone(), self.policy.clone(), key, msg.now);
+        let work = usecases::enroll(
+            self.deps.clone(),
+            self.policy.clone(),
+            key,
+            msg.now,
+            msg.deadline,
+        );
         let user = msg.user;
         let account = msg.account;
         Box::pin(
@@ -186,7 +184,12 @@ impl Handler<RemoveFactor> for OrgActor {
         if let Err(err) = self.admit(None) {
             return refuse(err);
         }
-        let work = usecases::remove(self.deps.clone(), self.key(&msg.user), msg.now);
+        let work = usecases::remove(
+            self.deps.clone(),
+            self.key(&msg.user),
+            msg.now,
+            msg.deadline,
+        );
         let user = msg.user;
         Box::pin(work.into_actor(self).map(move |result, actor, _| {
             // Whatever the outcome, the cached copy may no longer hold.
@@ -203,7 +206,12 @@ impl Handler<UnlockFactor> for OrgActor {
         if let Err(err) = self.admit(None) {
             return refuse(err);
         }
-        let work = usecases::unlock(self.deps.clone(), self.key(&msg.user), msg.now);
+        let work = usecases::unlock(
+            self.deps.clone(),
+            self.key(&msg.user),
+            msg.now,
+            msg.deadline,
+        );
         let user = msg.user;
         Box::pin(work.into_actor(self).map(move |result, actor, _| {
             if result.is_ok()
@@ -223,6 +231,8 @@ impl Handler<ListFactors> for OrgActor {
         if let Err(err) = self.admit(None) {
             return refuse(err);
         }
-        Box::pin(usecases::list(self.deps.clone(), self.key(&msg.user)).into_actor(self))
+        Box::pin(
+            usecases::list(self.deps.clone(), self.key(&msg.user), msg.deadline).into_actor(self),
+        )
     }
 }

@@ -1,6 +1,8 @@
-//! The typed messages HTTP (and later gRPC) handlers send to an organization's actor.
+//! The typed messages HTTP (and later gRPC) handlers send to an organization's actor. Each
+//! carries its request's deadline: the actor call and every store call end by it.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use actix::Message;
 use secrecy::SecretString;
@@ -15,6 +17,7 @@ pub struct Enroll {
     /// The account shown by authenticator apps.
     pub account: String,
     pub now: UnixMicros,
+    pub deadline: Instant,
 }
 
 pub struct Enrollment {
@@ -32,6 +35,7 @@ pub struct SubmitCode {
     pub code: SecretString,
     pub purpose: Purpose,
     pub now: UnixMicros,
+    pub deadline: Instant,
 }
 
 /// RemoveMyAuthFactorOTP and RemoveHumanAuthFactorOTP.
@@ -40,6 +44,7 @@ pub struct SubmitCode {
 pub struct RemoveFactor {
     pub user: Arc<str>,
     pub now: UnixMicros,
+    pub deadline: Instant,
 }
 
 /// UnlockUser (the OTP factor's lock).
@@ -48,6 +53,7 @@ pub struct RemoveFactor {
 pub struct UnlockFactor {
     pub user: Arc<str>,
     pub now: UnixMicros,
+    pub deadline: Instant,
 }
 
 /// ListMyAuthFactors: READY factors only.
@@ -55,6 +61,7 @@ pub struct UnlockFactor {
 #[rtype(result = "Result<Vec<FactorView>, OtpError>")]
 pub struct ListFactors {
     pub user: Arc<str>,
+    pub deadline: Instant,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -25,7 +25,6 @@ struct Entry {
 pub struct OrgHandle {
     addr: Addr<OrgActor>,
     _lease: Arc<()>,
-    call_timeout: Duration,
     in_flight: prometheus::IntGauge,
 }
 
@@ -36,9 +35,9 @@ impl Drop for OrgHandle {
 }
 
 impl OrgHandle {
-    /// Sends `msg` and waits at most the call timeout. A full mailbox waits too, so a
-    /// saturated organization answers UNAVAILABLE instead of hanging.
-    pub async fn call<M>(&self, msg: M) -> Result<M::Result, OtpError>
+    /// Sends `msg` and waits until the request's `deadline` at most. A full mailbox waits
+    /// too, so a saturated organization answers UNAVAILABLE instead of hanging.
+    pub async fn call<M>(&self, msg: M, deadline: Instant) -> Result<M::Result, OtpError>
     where
         M: Message + Send + 'static,
         M::Result: Send,
@@ -46,7 +45,7 @@ impl OrgHandle {
     {
         self.addr
             .send(msg)
-            .timeout(self.call_timeout)
+            .timeout(deadline.saturating_duration_since(Instant::now()))
             .await
             .map_err(|err| {
                 tracing::warn!(error = %err, "organization actor did not answer");
@@ -61,7 +60,6 @@ pub struct OrgRegistry {
     arbiters: Vec<ArbiterHandle>,
     next_arbiter: AtomicUsize,
     mailbox_capacity: usize,
-    call_timeout: Duration,
 }
 
 impl OrgRegistry {
@@ -71,7 +69,6 @@ impl OrgRegistry {
         deps: Arc<TenantDeps>,
         arbiters: Vec<ArbiterHandle>,
         mailbox_capacity: usize,
-        call_timeout: Duration,
     ) -> Self {
         Self {
             deps,
@@ -79,7 +76,6 @@ impl OrgRegistry {
             arbiters,
             next_arbiter: AtomicUsize::new(0),
             mailbox_capacity,
-            call_timeout,
         }
     }
 
@@ -118,7 +114,6 @@ impl OrgRegistry {
         OrgHandle {
             addr: entry.addr.clone(),
             _lease: entry.lease.clone(),
-            call_timeout: self.call_timeout,
             in_flight,
         }
     }

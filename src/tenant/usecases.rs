@@ -3,15 +3,18 @@
 //! Every answer it derives from a cached copy that says "no" is confirmed by a fresh read.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use rand::RngCore;
 use secrecy::{ExposeSecret, SecretString};
 
 use super::TenantDeps;
+use super::messages::SubmitCode;
 use crate::domain::factor::AttemptVerdict;
 use crate::domain::totp::NormalizedCode;
 use crate::domain::{
-    Details, FactorRecord, FactorState, Lock, OtpError, OtpPolicy, Purpose, TotpParams, UnixMicros,
+    Details, FactorId, FactorRecord, FactorState, Lock, OtpError, OtpPolicy, Purpose, TotpParams,
+    UnixMicros,
 };
 use crate::seal::PlainSecret;
 use crate::store::{
@@ -19,10 +22,11 @@ use crate::store::{
 };
 
 /// What the actor caches per user: the enrollment's immutable part, opened once, and a
-/// hint of its lock. Redis checks the factor id on every commit, so a stale copy is harmless.
+/// hint of its lock. The store checks the factor id on every commit, and ids are never
+/// reused, so a stale copy is harmless, even one that outlived the store's copy.
 #[derive(Clone)]
 pub(crate) struct CachedFactor {
-    pub factor_id: u64,
+    pub factor_id: FactorId,
     pub state: FactorState,
     pub params: TotpParams,
     pub secret: Arc<PlainSecret>,
@@ -65,8 +69,12 @@ pub(crate) fn store_error(err: StoreError) -> OtpError {
     OtpError::Unavailable
 }
 
-async fn read(deps: &TenantDeps, key: &UserKey) -> Result<Option<CachedFactor>, OtpError> {
-    let Some(record) = deps.store.load(key).await.map_err(store_error)? else {
+async fn read(
+    deps: &TenantDeps,
+    key: &UserKey,
+    deadline: Instant,
+) -> Result<Option<CachedFactor>, OtpError> {
+    let Some(record) = deps.store.load(key, deadline).await.map_err(store_error)? else {
         return Ok(None);
     };
     open(deps, key, &record).map(Some)
@@ -93,15 +101,20 @@ pub(crate) async fn submit_code(
     deps: Arc<TenantDeps>,
     policy: Arc<OtpPolicy>,
     key: UserKey,
-    code: SecretString,
-    purpose: Purpose,
-    now: UnixMicros,
+    msg: SubmitCode,
     cached: Option<CachedFactor>,
 ) -> (Result<Details, OtpError>, CacheUpdate) {
+    let SubmitCode {
+        code,
+        purpose,
+        now,
+        deadline,
+        ..
+    } = msg;
     let mut from_cache = cached.is_some();
     let mut current = match cached {
         Some(factor) => Some(factor),
-        None => match read(&deps, &key).await {
+        None => match read(&deps, &key, deadline).await {
             Ok(factor) => factor,
             Err(err) => return (Err(err), CacheUpdate::Keep),
         },
@@ -113,7 +126,7 @@ pub(crate) async fn submit_code(
         if let Err(refused) = factor.admit(purpose, now) {
             if from_cache {
                 from_cache = false;
-                current = match read(&deps, &key).await {
+                current = match read(&deps, &key, deadline).await {
                     Ok(fresh) => fresh,
                     Err(err) => return (Err(err), CacheUpdate::Keep),
                 };
@@ -140,7 +153,7 @@ pub(crate) async fn submit_code(
             matched_step,
             policy: policy.lockout,
         };
-        let outcome = match deps.store.attempt(&key, attempt, now).await {
+        let outcome = match deps.store.attempt(&key, attempt, now, deadline).await {
             Ok(outcome) => outcome,
             Err(err) => {
                 deps.metrics.attempt(purpose, "unavailable");
@@ -190,7 +203,7 @@ pub(crate) async fn submit_code(
             }
             AttemptOutcome::Stale => {
                 from_cache = false;
-                current = match read(&deps, &key).await {
+                current = match read(&deps, &key, deadline).await {
                     Ok(fresh) => fresh,
                     Err(err) => return (Err(err), CacheUpdate::Evict),
                 };
@@ -212,9 +225,13 @@ pub(crate) async fn enroll(
     policy: Arc<OtpPolicy>,
     key: UserKey,
     now: UnixMicros,
+    deadline: Instant,
 ) -> (Result<EnrollOutput, OtpError>, CacheUpdate) {
     let mut secret = zeroize::Zeroizing::new(vec![0u8; SECRET_LEN]);
     rand::rng().fill_bytes(&mut secret);
+    let mut id = [0u8; 16];
+    rand::rng().fill_bytes(&mut id);
+    let factor_id = FactorId::from_random(id);
     let sealed_secret = match deps.keys.seal(&secret, &key.org, &key.user) {
         Ok(sealed) => sealed,
         Err(err) => {
@@ -224,17 +241,18 @@ pub(crate) async fn enroll(
     };
     let params = policy.params;
     let factor = NewFactor {
+        factor_id,
         params,
         sealed_secret,
     };
-    match deps.store.add(&key, factor, now).await {
+    match deps.store.add(&key, factor, now, deadline).await {
         Ok(AddOutcome::Added {
             sequence,
             created_at,
         }) => {
             let secret_base32 = SecretString::from(data_encoding::BASE32_NOPAD.encode(&secret));
             let cached = CachedFactor {
-                factor_id: sequence,
+                factor_id,
                 state: FactorState::NotReady,
                 params,
                 secret: Arc::new(PlainSecret::new(Box::new(secret.to_vec()))),
@@ -258,8 +276,14 @@ pub(crate) async fn remove(
     deps: Arc<TenantDeps>,
     key: UserKey,
     now: UnixMicros,
+    deadline: Instant,
 ) -> Result<Details, OtpError> {
-    match deps.store.remove(&key, now).await.map_err(store_error)? {
+    match deps
+        .store
+        .remove(&key, now, deadline)
+        .await
+        .map_err(store_error)?
+    {
         ChangeOutcome::Changed {
             sequence,
             changed_at,
@@ -272,8 +296,14 @@ pub(crate) async fn unlock(
     deps: Arc<TenantDeps>,
     key: UserKey,
     now: UnixMicros,
+    deadline: Instant,
 ) -> Result<Details, OtpError> {
-    match deps.store.unlock(&key, now).await.map_err(store_error)? {
+    match deps
+        .store
+        .unlock(&key, now, deadline)
+        .await
+        .map_err(store_error)?
+    {
         ChangeOutcome::Changed {
             sequence,
             changed_at,
@@ -292,8 +322,9 @@ pub(crate) async fn unlock(
 pub(crate) async fn list(
     deps: Arc<TenantDeps>,
     key: UserKey,
+    deadline: Instant,
 ) -> Result<Vec<super::FactorView>, OtpError> {
-    let record = deps.store.load(&key).await.map_err(store_error)?;
+    let record = deps.store.load(&key, deadline).await.map_err(store_error)?;
     Ok(record
         .filter(|r| r.state == FactorState::Ready)
         .map(|r| super::FactorView { state: r.state })

@@ -112,32 +112,50 @@ async fn a_killed_master_fails_over_and_no_code_is_accepted_twice() {
 
 #[actix_web::test]
 async fn waiting_for_a_replica_that_does_not_exist_fails_closed() {
-    // A lone server has no replica: WAIT 1 is never satisfied. An accepted code is then not
-    // reported accepted; a wrong code (no marker, no lock) is answered as usual.
+    // A lone server has no replica: WAIT 1 is never satisfied. No change is then reported
+    // done, though the primary made it; a wrong code (no marker, no lock) is answered as usual.
     let redis = std::sync::Arc::new(RedisServer::start());
-    let app = Spawn::new(Backend::Redis)
-        .redis(redis)
+    let clock = std::sync::Arc::new(tessera::clock::ManualClock::new(
+        tessera::domain::UnixMicros::from_secs(crate::helpers::PINNED_SECS),
+    ));
+    let waiting = Spawn::new(Backend::Redis)
+        .redis(redis.clone())
+        .clock(clock.clone())
         .with(|s| {
             s.redis.wait_replicas = 1;
             s.store.timeout_ms = 300;
         })
         .start()
         .await;
+    // An instance that does not wait enrolls, so that the test knows the secret.
+    let plain = Spawn::new(Backend::Redis)
+        .redis(redis)
+        .clock(clock)
+        .start()
+        .await;
     let alice = checker("alice");
-    let added = app.add(&alice).await;
+    waiting
+        .add(&alice)
+        .await
+        .assert_error(503, 14, "TESSERA-unav1");
+    let added = plain.add(&alice).await;
     let secret = added.body["secret"].as_str().unwrap().to_owned();
-    app.verify(&alice, &app.code(&secret, 0))
+    waiting
+        .verify(&alice, &waiting.code(&secret, 0))
         .await
         .assert_error(503, 14, "TESSERA-unav1");
     // The primary did commit it: the enrollment is complete, though it was not confirmed.
-    app.verify(&alice, &app.code(&secret, 0))
+    waiting
+        .verify(&alice, &waiting.code(&secret, 0))
         .await
         .assert_error(400, 9, "COMMAND-qx4ls");
-    app.check(&alice, "alice", "000000")
+    waiting
+        .check(&alice, "alice", "000000")
         .await
         .assert_error(400, 3, "EVENT-8isk2");
-    app.clock.advance_secs(30);
-    app.check(&alice, "alice", &app.code(&secret, 0))
+    waiting.clock.advance_secs(30);
+    waiting
+        .check(&alice, "alice", &waiting.code(&secret, 0))
         .await
         .assert_error(503, 14, "TESSERA-unav1");
 }

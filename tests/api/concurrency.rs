@@ -90,13 +90,12 @@ async fn sequences_are_distinct_under_concurrent_changes(backend: Backend) {
     }))
     .await;
     let sequences: BTreeSet<u64> = answers.iter().map(|a| a.sequence()).collect();
-    assert_eq!(sequences, (1..=20).collect(), "each add is its own event");
+    assert_eq!(sequences.len(), 20, "each add is its own event");
     // "Last added wins" across instances: only the secret with the highest sequence verifies.
-    let last = answers.iter().max_by_key(|a| a.sequence()).unwrap();
-    let secret = last.body["secret"].as_str().unwrap();
-    let other = answers.iter().find(|a| a.sequence() == 19).unwrap().body["secret"]
-        .as_str()
-        .unwrap();
+    let mut by_sequence: Vec<_> = answers.iter().collect();
+    by_sequence.sort_by_key(|a| a.sequence());
+    let secret = by_sequence[19].body["secret"].as_str().unwrap();
+    let other = by_sequence[18].body["secret"].as_str().unwrap();
     b.verify(&alice, &b.code(other, 0))
         .await
         .assert_error(400, 3, "EVENT-8isk2");

@@ -102,7 +102,8 @@ async fn the_auth_api_over_native_grpc() {
         .unwrap()
         .into_inner();
     let details = added.details.unwrap();
-    assert_eq!(details.sequence, 1);
+    assert!(details.sequence > 0);
+    let added_sequence = details.sequence;
     assert_eq!(details.resource_owner, "acme");
     assert_eq!(
         details.creation_date.unwrap().seconds,
@@ -137,7 +138,8 @@ async fn the_auth_api_over_native_grpc() {
         .into_inner()
         .details
         .unwrap();
-    assert_eq!(verified.sequence, 3);
+    // Above the add and the failed attempt, each an event of its own.
+    assert!(verified.sequence >= added_sequence + 2, "{verified:?}");
     assert_eq!(
         verified.change_date.unwrap().seconds,
         crate::helpers::PINNED_SECS

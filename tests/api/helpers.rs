@@ -109,12 +109,67 @@ impl RedisServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+
+    /// Freezes the process (`SIGSTOP`): its sockets stay open and nothing answers, as in
+    /// a stall (a long fork, a swapped-out host, a paused VM).
+    pub fn pause(&self) {
+        self.signal("STOP");
+    }
+
+    /// Lets a paused process run again (`SIGCONT`); it then serves what queued up.
+    pub fn resume(&self) {
+        self.signal("CONT");
+    }
+
+    fn signal(&self, name: &str) {
+        signal(self.child.id(), name);
+    }
+
+    /// A replica of this server on a port of its own; returns once it has synced.
+    pub fn start_replica(&self) -> RedisServer {
+        let primary_port = self.port.to_string();
+        let replica =
+            RedisServer::start_with(free_port(), &["--replicaof", "127.0.0.1", &primary_port]);
+        replica.wait_synced();
+        replica
+    }
+
+    /// Waits until this replica's link to its primary is up.
+    pub fn wait_synced(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if self
+                .cli(&["INFO", "replication"])
+                .is_some_and(|info| info.contains("master_link_status:up"))
+            {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("replica on {} did not sync", self.port);
+    }
+
+    /// One field of one hash, as redis-cli prints it (empty when absent).
+    pub fn hget(&self, key: &str, field: &str) -> String {
+        self.cli(&["HGET", key, field])
+            .unwrap_or_default()
+            .trim()
+            .to_owned()
+    }
 }
 
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+fn signal(pid: u32, name: &str) {
+    let sent = Command::new("kill")
+        .args([&format!("-{name}"), &pid.to_string()])
+        .status()
+        .expect("kill(1) runs");
+    assert!(sent.success(), "kill -{name} {pid}");
 }
 
 /// A Redis Cluster of real redis-server processes on loopback, killed on drop.

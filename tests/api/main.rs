@@ -24,5 +24,6 @@ mod observability;
 mod process;
 mod python;
 mod shutdown;
+mod store_edges;
 mod tenancy;
 mod tokens;

@@ -1,22 +1,28 @@
 -- Enrolls a new OTP factor, replacing an unverified one ("last added wins").
--- KEYS[1]  the user's factor hash, "<prefix>:{<org>:<user>}"
--- ARGV[1]  sealed secret (binary)
--- ARGV[2]  algorithm ("SHA1" | "SHA256" | "SHA512")
--- ARGV[3]  digits
--- ARGV[4]  period in seconds
--- ARGV[5]  now, Unix microseconds
--- Returns  {"ok", sequence} | {"exists"} when a READY factor is present.
--- Fields: s state (1 NOT_READY, 2 READY), f factor id, a/d/p params, k sealed secret,
--- l last accepted step, n consecutive failures, u locked until (-1: until unlocked),
--- q sequence, c created, m changed. The sequence survives removal so it never goes back.
-local key = KEYS[1]
+-- (After prelude.lua: key, clock; ARGV[1] is the deadline.)
+-- ARGV[2]  factor id: 16 random bytes made by the caller, never reused
+-- ARGV[3]  sealed secret (binary)
+-- ARGV[4]  algorithm ("SHA1" | "SHA256" | "SHA512")
+-- ARGV[5]  digits
+-- ARGV[6]  period in seconds
+-- ARGV[7]  now (the replica's clock), Unix microseconds: the creation and change dates
+-- Returns  {"ok", sequence} | {"exists"} when a READY factor is present
+-- Format 2, the fields of the hash:
+--   v format (absent: 1)   s state (1 NOT_READY, 2 READY)   i factor id
+--   f the enrollment's sequence (format 1's factor id; kept so that a format-1 reader, still
+--     running during a rolling upgrade, can serve this record)
+--   a/d/p algorithm, digits, period   k sealed secret   l last accepted step
+--   n consecutive failures   u locked until (-1: until unlocked)   q sequence
+--   c created   m changed
+-- The sequence is at least Redis's clock in microseconds and above the user's previous one,
+-- so it never goes back, not even after Redis loses the key; it survives removal too.
 local current = redis.call('HMGET', key, 's', 'q')
 if tonumber(current[1]) == 2 then
   return {'exists'}
 end
-local sequence = (tonumber(current[2]) or 0) + 1
+local sequence = string.format('%d', math.max((tonumber(current[2]) or 0) + 1, clock))
 redis.call('DEL', key)
 redis.call('HSET', key,
-  's', 1, 'f', sequence, 'a', ARGV[2], 'd', ARGV[3], 'p', ARGV[4], 'k', ARGV[1],
-  'n', 0, 'q', sequence, 'c', ARGV[5], 'm', ARGV[5])
-return {'ok', sequence}
+  'v', 2, 's', 1, 'i', ARGV[2], 'f', sequence, 'a', ARGV[4], 'd', ARGV[5], 'p', ARGV[6],
+  'k', ARGV[3], 'n', 0, 'q', sequence, 'c', ARGV[7], 'm', ARGV[7])
+return {'ok', tonumber(sequence)}

@@ -1,55 +1,71 @@
 -- Commits one code attempt (enrollment verify or login check) atomically: state, lock,
 -- replay marker and failure count are all checked and changed here, never from the client.
--- KEYS[1]  the user's factor hash
--- ARGV[1]  factor id the code was checked against
--- ARGV[2]  required state: 1 (verify an enrollment) or 2 (login check)
--- ARGV[3]  time step the code matched, or -1 for a wrong code
--- ARGV[4]  now, Unix microseconds
--- ARGV[5]  failures that lock (0: never)
--- ARGV[6]  lock duration in microseconds (0: until an admin unlocks)
+-- (After prelude.lua: key, clock; ARGV[1] is the deadline.)
+-- ARGV[2]  factor id the code was checked against
+-- ARGV[3]  required state: 1 (verify an enrollment) or 2 (login check)
+-- ARGV[4]  time step the code matched, or -1 for a wrong code
+-- ARGV[5]  now (the replica's clock), Unix microseconds: lock expiry and the change date
+-- ARGV[6]  failures that lock (0: never)
+-- ARGV[7]  lock duration in microseconds (0: until an admin unlocks)
+-- ARGV[8]  "1": this connection cannot wait for replicas, so change nothing that must reach
+--          them (an acceptance, a new lock) and answer "hold"; the caller sends it again on
+--          a connection that waits. "0": commit whatever the attempt decides.
 -- Returns  {"ok", sequence}
 --        | {"invalid", failures, lock (0 none, -1 until unlocked, else until), replayed 0|1}
 --        | {"locked", lock} (nothing compared, nothing consumed)
 --        | {"absent"} | {"state", actual} | {"stale"} (re-enrolled since it was read)
-local key = KEYS[1]
-local f = redis.call('HMGET', key, 's', 'f', 'l', 'n', 'u', 'q')
+--        | {"hold"}
+local f = redis.call('HMGET', key, 's', 'i', 'f', 'l', 'n', 'u', 'q')
 local state = tonumber(f[1])
 if not state then
   return {'absent'}
 end
-if state ~= tonumber(ARGV[2]) then
+if state ~= tonumber(ARGV[3]) then
   return {'state', state}
 end
-if tonumber(f[2]) ~= tonumber(ARGV[1]) then
+-- Format 2 names the enrollment by its random id, format 1 by its sequence.
+if (f[2] or f[3]) ~= ARGV[2] then
   return {'stale'}
 end
-local now = tonumber(ARGV[4])
-local failures = tonumber(f[4]) or 0
-local locked = tonumber(f[5])
+local now = tonumber(ARGV[5])
+local failures = tonumber(f[5]) or 0
+local locked = tonumber(f[6])
+local expired = false
 if locked then
   if locked == -1 or locked > now then
     return {'locked', locked}
   end
   -- An expired lock starts a fresh count.
+  expired = true
   failures = 0
+end
+local step = tonumber(ARGV[4])
+local last = tonumber(f[4]) or -1
+local accepted = step >= 0 and step > last
+local lock = 0
+if not accepted then
+  failures = failures + 1
+  local max = tonumber(ARGV[6])
+  if max > 0 and failures >= max then
+    local duration = tonumber(ARGV[7])
+    if duration > 0 then lock = now + duration else lock = -1 end
+  end
+end
+if ARGV[8] == '1' and (accepted or lock ~= 0) then
+  return {'hold'}
+end
+local sequence = string.format('%d', math.max(tonumber(f[7]) + 1, clock))
+if expired then
   redis.call('HDEL', key, 'u')
 end
-local sequence = tonumber(f[6]) + 1
-local step = tonumber(ARGV[3])
-local last = tonumber(f[3]) or -1
-if step >= 0 and step > last then
-  redis.call('HSET', key, 's', 2, 'l', ARGV[3], 'n', 0, 'q', sequence, 'm', ARGV[4])
-  return {'ok', sequence}
+if accepted then
+  redis.call('HSET', key, 's', 2, 'l', ARGV[4], 'n', 0, 'q', sequence, 'm', ARGV[5])
+  return {'ok', tonumber(sequence)}
 end
-failures = failures + 1
-local max = tonumber(ARGV[5])
-local lock = 0
-if max > 0 and failures >= max then
-  local duration = tonumber(ARGV[6])
-  if duration > 0 then lock = now + duration else lock = -1 end
+if lock ~= 0 then
   redis.call('HSET', key, 'u', string.format('%d', lock))
 end
-redis.call('HSET', key, 'n', failures, 'q', sequence, 'm', ARGV[4])
+redis.call('HSET', key, 'n', failures, 'q', sequence, 'm', ARGV[5])
 local replayed = 0
 if step >= 0 then replayed = 1 end
 return {'invalid', failures, lock, replayed}

@@ -1,0 +1,644 @@
+//! The Redis store. One hash per user, `<prefix>:{<org>:<user>}`: the braces are a hash tag,
+//! so every script touches one slot, and every script and command names its one key from
+//! the client (nothing builds keys inside a script): it runs unchanged on Redis Cluster.
+//! Every change is one Lua script; each starts by comparing Redis's clock with the request's
+//! deadline (`clock.rs`), so a script that arrives after its request gave up changes nothing.
+
+mod clock;
+mod connections;
+mod reply;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use redis::{Cmd, IntoConnectionInfo, Script, Value};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+use self::clock::RedisClock;
+use self::connections::{Connection, Connections, Connector};
+use self::reply::{Reply, record_from};
+use super::{
+    AddOutcome, Attempt, AttemptOutcome, ChangeOutcome, FactorStore, NewFactor, StoreError, UserKey,
+};
+use crate::domain::factor::AttemptVerdict;
+use crate::domain::{FactorRecord, FactorState, Lock, UnixMicros};
+
+/// A script's source: `lua/prelude.lua` (the deadline and the format, checked by every
+/// script) followed by its body.
+macro_rules! script_source {
+    ($name:literal) => {
+        concat!(
+            include_str!("../lua/prelude.lua"),
+            include_str!(concat!("../lua/", $name, ".lua"))
+        )
+    };
+}
+
+const ADD: &str = script_source!("add");
+const ATTEMPT: &str = script_source!("attempt");
+const REMOVE: &str = script_source!("remove");
+const UNLOCK: &str = script_source!("unlock");
+
+struct Scripts {
+    add: Script,
+    attempt: Script,
+    remove: Script,
+    unlock: Script,
+}
+
+/// How Redis is deployed: one server (or a primary behind a stable address), or a Cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RedisMode {
+    Standalone,
+    Cluster,
+}
+
+/// How to reach Redis. `urls` is one URL, or for a cluster one or more comma-separated seeds.
+pub struct RedisOptions<'a> {
+    pub mode: RedisMode,
+    pub urls: &'a SecretString,
+    pub password: Option<&'a SecretString>,
+    pub tls_ca_pem: Option<Vec<u8>>,
+    pub prefix: &'a str,
+    pub timeout: Duration,
+    /// Replicas that must hold every acknowledged change (Redis `WAIT`); 0 answers as soon
+    /// as the primary has committed.
+    pub wait_replicas: u32,
+    /// Connections per thread for writes that wait for replicas.
+    pub wait_connections: usize,
+}
+
+/// Where a script runs: on the thread's shared connection, or on one checked out for a write
+/// that must reach replicas before it is acknowledged.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Lane {
+    Shared,
+    Durable,
+}
+
+pub struct RedisStore {
+    connections: Connections,
+    prefix: String,
+    timeout: Duration,
+    wait_replicas: u32,
+    clock: RedisClock,
+    scripts: Scripts,
+}
+
+fn unavailable(error: redis::RedisError) -> StoreError {
+    StoreError::Unavailable(error.to_string())
+}
+
+impl RedisStore {
+    /// Connects lazily: the server starts (not ready) while Redis is down and recovers by itself.
+    pub fn connect(
+        metrics: Option<prometheus::IntGauge>,
+        options: RedisOptions<'_>,
+    ) -> Result<Self, StoreError> {
+        let connector = match options.mode {
+            RedisMode::Standalone => standalone(&options)?,
+            RedisMode::Cluster => cluster(&options)?,
+        };
+        Ok(Self {
+            connections: Connections::new(connector, options.wait_connections, metrics),
+            prefix: options.prefix.to_owned(),
+            timeout: options.timeout,
+            wait_replicas: options.wait_replicas,
+            clock: RedisClock::new(),
+            scripts: Scripts {
+                add: Script::new(ADD),
+                attempt: Script::new(ATTEMPT),
+                remove: Script::new(REMOVE),
+                unlock: Script::new(UNLOCK),
+            },
+        })
+    }
+
+    pub fn key(&self, key: &UserKey) -> String {
+        redis_key(&self.prefix, key)
+    }
+
+    /// When this call stops waiting: the request's deadline, or the store timeout if sooner.
+    fn until(&self, deadline: Instant) -> Instant {
+        deadline.min(Instant::now() + self.timeout)
+    }
+
+    /// `until` in Redis's clock, for the script to compare with its own `TIME`. Readiness
+    /// keeps the offset current; before its first answer, one `TIME` is asked here.
+    async fn redis_deadline(&self, until: Instant) -> Result<i64, StoreError> {
+        if let Some(deadline) = self.clock.at(until) {
+            return Ok(deadline);
+        }
+        self.redis_time(until).await?;
+        self.clock.at(until).ok_or(StoreError::Timeout)
+    }
+
+    /// Redis's `TIME` from any node, noted as the clock's offset.
+    async fn redis_time(&self, until: Instant) -> Result<i64, StoreError> {
+        let (secs, micros): (i64, i64) = self.query_any_node(redis::cmd("TIME"), until).await?;
+        let redis_micros = secs.saturating_mul(1_000_000).saturating_add(micros);
+        self.clock.observe(redis_micros, Instant::now());
+        Ok(redis_micros)
+    }
+
+    /// Sends a command on this thread's shared connection, bounded by `until`.
+    async fn on_shared<T, Sent>(
+        &self,
+        until: Instant,
+        send: impl FnOnce(Connection) -> Sent,
+    ) -> Result<T, StoreError>
+    where
+        Sent: std::future::Future<Output = redis::RedisResult<T>>,
+    {
+        let connection = self.connections.shared(until).await?;
+        tokio::time::timeout_at(until.into(), send(connection))
+            .await
+            .map_err(|_| StoreError::Timeout)?
+            .map_err(unavailable)
+    }
+
+    async fn query_any_node<T: redis::FromRedisValue>(
+        &self,
+        command: Cmd,
+        until: Instant,
+    ) -> Result<T, StoreError> {
+        self.on_shared(until, |mut connection: Connection| {
+            let command = command.clone();
+            async move { connection.query_any_node(command).await }
+        })
+        .await
+    }
+
+    /// Runs `script` over the user's key in `lane`, bounded by `until`. In the durable lane,
+    /// a reply that `must_replicate` is held until `wait_replicas` replicas have the write
+    /// (Redis `WAIT` on the same connection). Too few by `until`: the write stays on the
+    /// primary, and the caller is told UNAVAILABLE (an accepted code is then spent but not
+    /// reported accepted).
+    async fn run(
+        &self,
+        lane: Lane,
+        script: &Script,
+        key: &str,
+        args: &[&[u8]],
+        until: Instant,
+        must_replicate: impl Fn(&Reply) -> bool,
+    ) -> Result<Reply, StoreError> {
+        let mut invocation = script.key(key);
+        for arg in args {
+            invocation.arg(*arg);
+        }
+        if lane == Lane::Shared {
+            let invocation = &invocation;
+            let values = self
+                .on_shared(until, |mut connection: Connection| async move {
+                    invocation.invoke_async::<Vec<Value>>(&mut connection).await
+                })
+                .await?;
+            return Reply::parse(values);
+        }
+        let mut exclusive = self.connections.exclusive(until).await?;
+        let connection = exclusive.connection()?;
+        let values = tokio::time::timeout_at(
+            until.into(),
+            invocation.invoke_async::<Vec<Value>>(connection),
+        )
+        .await
+        .map_err(|_| StoreError::Timeout)?
+        .map_err(unavailable)?;
+        let reply = Reply::parse(values)?;
+        if must_replicate(&reply) {
+            let left = until.saturating_duration_since(Instant::now());
+            let acknowledged = tokio::time::timeout_at(
+                until.into(),
+                connection.wait_for_replicas(key, self.wait_replicas, left),
+            )
+            .await
+            .map_err(|_| StoreError::Timeout)?
+            .map_err(unavailable)?;
+            if acknowledged < i64::from(self.wait_replicas) {
+                return Err(StoreError::Unavailable(format!(
+                    "{acknowledged} of {} replicas acknowledged the write",
+                    self.wait_replicas
+                )));
+            }
+        }
+        Ok(reply)
+    }
+
+    /// The lane of a change that is always acknowledged (enroll, remove, unlock).
+    fn change_lane(&self) -> Lane {
+        if self.wait_replicas > 0 {
+            Lane::Durable
+        } else {
+            Lane::Shared
+        }
+    }
+
+    /// A change whose only argument is `now` (remove, unlock).
+    async fn change_at(
+        &self,
+        script: &Script,
+        key: &UserKey,
+        now: UnixMicros,
+        deadline: Instant,
+    ) -> Result<ChangeOutcome, StoreError> {
+        let now_text = now.0.to_string();
+        let reply = self
+            .change(script, key, &[now_text.as_bytes()], deadline)
+            .await?;
+        change_outcome(&reply, now)
+    }
+
+    /// Runs a change script (enroll, remove, unlock): `args` after the deadline.
+    async fn change(
+        &self,
+        script: &Script,
+        key: &UserKey,
+        args: &[&[u8]],
+        deadline: Instant,
+    ) -> Result<Reply, StoreError> {
+        let until = self.until(deadline);
+        let redis_deadline = self.redis_deadline(until).await?.to_string();
+        let mut all: Vec<&[u8]> = Vec::with_capacity(args.len() + 1);
+        all.push(redis_deadline.as_bytes());
+        all.extend_from_slice(args);
+        self.run(
+            self.change_lane(),
+            script,
+            &self.key(key),
+            &all,
+            until,
+            |reply| reply.status == "ok",
+        )
+        .await
+    }
+}
+
+fn standalone(options: &RedisOptions<'_>) -> Result<Connector, StoreError> {
+    // A list of seeds in standalone mode is refused by the settings' validation.
+    let mut info = options
+        .urls
+        .expose_secret()
+        .trim()
+        .into_connection_info()
+        .map_err(unavailable)?;
+    // RESP3: a connection learns that Redis closed it from the disconnect push it only gets
+    // under RESP3 (`connections.rs`). Under RESP2 it learns it from the next request, which
+    // then fails: after a Redis restart, or an idle timeout on the server, the first request
+    // of every thread would answer UNAVAILABLE.
+    let mut settings = info
+        .redis_settings()
+        .clone()
+        .set_protocol(redis::ProtocolVersion::RESP3);
+    if let Some(password) = options.password {
+        settings = settings.set_password(password.expose_secret());
+    }
+    info = info.set_redis_settings(settings);
+    let client = match options.tls_ca_pem.clone() {
+        Some(root_cert) => redis::Client::build_with_tls(
+            info,
+            redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(root_cert),
+            },
+        ),
+        None => redis::Client::open(info),
+    }
+    .map_err(unavailable)?;
+    let config = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(options.timeout))
+        .set_response_timeout(Some(options.timeout));
+    Ok(Connector::Standalone { client, config })
+}
+
+fn cluster(options: &RedisOptions<'_>) -> Result<Connector, StoreError> {
+    let seeds = options
+        .urls
+        .expose_secret()
+        .split(',')
+        .map(str::trim)
+        .filter(|seed| !seed.is_empty())
+        .map(|seed| seed.into_connection_info().map_err(unavailable))
+        .collect::<Result<Vec<_>, _>>()?;
+    if seeds.is_empty() {
+        return Err(StoreError::Unavailable(
+            "redis.url names no seed node".into(),
+        ));
+    }
+    // Retries cover MOVED/ASK and a node that is being failed over; the deadline still
+    // bounds every call, and a script retried after it changes nothing.
+    let mut builder = redis::cluster::ClusterClient::builder(seeds)
+        .retries(3)
+        .min_retry_wait(50)
+        .max_retry_wait(500);
+    if let Some(password) = options.password {
+        builder = builder.password(password.expose_secret());
+    }
+    if let Some(root_cert) = options.tls_ca_pem.clone() {
+        builder = builder.certs(redis::TlsCertificates {
+            client_tls: None,
+            root_cert: Some(root_cert),
+        });
+    }
+    let client = builder.build().map_err(unavailable)?;
+    let config = redis::cluster::ClusterConfig::new()
+        .set_connection_timeout(options.timeout)
+        .set_response_timeout(options.timeout);
+    Ok(Connector::Cluster { client, config })
+}
+
+/// `%`, `:`, `{` and `}` are escaped so that ("a:b","c") and ("a","b:c") never share a key
+/// and an id can never end the hash tag early.
+pub(crate) fn redis_key(prefix: &str, key: &UserKey) -> String {
+    let mut out = String::with_capacity(prefix.len() + key.org.len() + key.user.len() + 4);
+    out.push_str(prefix);
+    out.push_str(":{");
+    escape_into(&mut out, &key.org);
+    out.push(':');
+    escape_into(&mut out, &key.user);
+    out.push('}');
+    out
+}
+
+fn escape_into(out: &mut String, part: &str) {
+    for c in part.chars() {
+        match c {
+            '%' => out.push_str("%25"),
+            ':' => out.push_str("%3A"),
+            '{' => out.push_str("%7B"),
+            '}' => out.push_str("%7D"),
+            other => out.push(other),
+        }
+    }
+}
+
+fn change_outcome(reply: &Reply, now: UnixMicros) -> Result<ChangeOutcome, StoreError> {
+    match reply.status.as_str() {
+        "ok" => Ok(ChangeOutcome::Changed {
+            sequence: reply.unsigned(0)?,
+            changed_at: now,
+        }),
+        "absent" => Ok(ChangeOutcome::Absent),
+        "not_locked" => Ok(ChangeOutcome::NotLocked),
+        _ => Err(reply.unexpected()),
+    }
+}
+
+/// An acceptance (the replay marker) or a new lock: what must survive a failover.
+fn accepts_or_locks(reply: &Reply) -> bool {
+    match reply.status.as_str() {
+        "ok" => true,
+        "invalid" => reply.number(1).is_ok_and(|lock| lock != 0),
+        _ => false,
+    }
+}
+
+fn attempt_outcome(reply: &Reply, now: UnixMicros) -> Result<AttemptOutcome, StoreError> {
+    match reply.status.as_str() {
+        "ok" => Ok(AttemptOutcome::Committed(AttemptVerdict::Accepted {
+            sequence: reply.unsigned(0)?,
+            changed_at: now,
+        })),
+        "invalid" => {
+            let lock = match reply.number(1)? {
+                0 => None,
+                stored => Some(Lock::from_stored(stored)),
+            };
+            Ok(AttemptOutcome::Committed(AttemptVerdict::Rejected {
+                failures: u32::try_from(reply.unsigned(0)?).unwrap_or(u32::MAX),
+                lock,
+                replayed: reply.number(2)? == 1,
+            }))
+        }
+        "locked" => Ok(AttemptOutcome::Locked(Lock::from_stored(reply.number(0)?))),
+        "absent" => Ok(AttemptOutcome::Absent),
+        "state" => {
+            let actual = u8::try_from(reply.number(0)?).map_err(|_| reply.unexpected())?;
+            Ok(AttemptOutcome::WrongState(
+                FactorState::from_stored(actual).ok_or_else(|| reply.unexpected())?,
+            ))
+        }
+        "stale" => Ok(AttemptOutcome::Stale),
+        _ => Err(reply.unexpected()),
+    }
+}
+
+#[async_trait]
+impl FactorStore for RedisStore {
+    async fn load(
+        &self,
+        key: &UserKey,
+        deadline: Instant,
+    ) -> Result<Option<FactorRecord>, StoreError> {
+        let command = redis::cmd("HGETALL").arg(self.key(key)).clone();
+        let command = &command;
+        let fields: HashMap<String, Vec<u8>> = self
+            .on_shared(self.until(deadline), |mut connection: Connection| async move {
+                command.query_async(&mut connection).await
+            })
+            .await?;
+        record_from(fields)
+    }
+
+    async fn add(
+        &self,
+        key: &UserKey,
+        factor: NewFactor,
+        now: UnixMicros,
+        deadline: Instant,
+    ) -> Result<AddOutcome, StoreError> {
+        let factor_id = factor.factor_id.stored();
+        let digits = factor.params.digits.to_string();
+        let period = factor.params.period_secs.to_string();
+        let now_text = now.0.to_string();
+        let args: [&[u8]; 6] = [
+            &factor_id,
+            &factor.sealed_secret,
+            factor.params.algorithm.as_str().as_bytes(),
+            digits.as_bytes(),
+            period.as_bytes(),
+            now_text.as_bytes(),
+        ];
+        let reply = self.change(&self.scripts.add, key, &args, deadline).await?;
+        match reply.status.as_str() {
+            "ok" => Ok(AddOutcome::Added {
+                sequence: reply.unsigned(0)?,
+                created_at: now,
+            }),
+            "exists" => Ok(AddOutcome::AlreadyReady),
+            _ => Err(reply.unexpected()),
+        }
+    }
+
+    async fn attempt(
+        &self,
+        key: &UserKey,
+        attempt: Attempt,
+        now: UnixMicros,
+        deadline: Instant,
+    ) -> Result<AttemptOutcome, StoreError> {
+        let until = self.until(deadline);
+        let redis_deadline = self.redis_deadline(until).await?.to_string();
+        let factor_id = attempt.factor_id.stored();
+        let state = attempt.purpose.required_state().as_stored().to_string();
+        let step = attempt
+            .matched_step
+            .map_or_else(|| "-1".to_owned(), |step| step.to_string());
+        let now_text = now.0.to_string();
+        let max = attempt.policy.max_attempts.to_string();
+        let duration = attempt.policy.lock_duration_micros.to_string();
+        let redis_key = self.key(key);
+        let args = |hold: &'static [u8]| -> [&[u8]; 8] {
+            [
+                redis_deadline.as_bytes(),
+                &factor_id,
+                state.as_bytes(),
+                step.as_bytes(),
+                now_text.as_bytes(),
+                max.as_bytes(),
+                duration.as_bytes(),
+                hold,
+            ]
+        };
+        let script = &self.scripts.attempt;
+        let reply = if self.wait_replicas == 0 {
+            self.run(Lane::Shared, script, &redis_key, &args(b"0"), until, |_| {
+                false
+            })
+            .await?
+        } else if attempt.matched_step.is_some() {
+            // Most likely an acceptance, which must reach the replicas: straight to a
+            // connection that can wait for them.
+            self.run(
+                Lane::Durable,
+                script,
+                &redis_key,
+                &args(b"0"),
+                until,
+                accepts_or_locks,
+            )
+            .await?
+        } else {
+            // A wrong code changes only the failure count, unless it locks: try it on the
+            // shared connection, and only a lock goes to one that waits.
+            let first = self
+                .run(Lane::Shared, script, &redis_key, &args(b"1"), until, |_| {
+                    false
+                })
+                .await?;
+            if first.status == "hold" {
+                self.run(
+                    Lane::Durable,
+                    script,
+                    &redis_key,
+                    &args(b"0"),
+                    until,
+                    accepts_or_locks,
+                )
+                .await?
+            } else {
+                first
+            }
+        };
+        attempt_outcome(&reply, now)
+    }
+
+    async fn remove(
+        &self,
+        key: &UserKey,
+        now: UnixMicros,
+        deadline: Instant,
+    ) -> Result<ChangeOutcome, StoreError> {
+        self.change_at(&self.scripts.remove, key, now, deadline)
+            .await
+    }
+
+    async fn unlock(
+        &self,
+        key: &UserKey,
+        now: UnixMicros,
+        deadline: Instant,
+    ) -> Result<ChangeOutcome, StoreError> {
+        self.change_at(&self.scripts.unlock, key, now, deadline)
+            .await
+    }
+
+    async fn server_time(&self) -> Result<Option<UnixMicros>, StoreError> {
+        let until = Instant::now() + self.timeout;
+        self.redis_time(until)
+            .await
+            .map(|micros| Some(UnixMicros(micros)))
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        let until = Instant::now() + self.timeout;
+        self.query_any_node::<String>(redis::cmd("PING"), until)
+            .await
+            .map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    fn key(org: &str, user: &str) -> UserKey {
+        UserKey {
+            org: Arc::from(org),
+            user: Arc::from(user),
+        }
+    }
+
+    const SCRIPTS: [&str; 4] = [ADD, ATTEMPT, REMOVE, UNLOCK];
+
+    /// Cluster safety of the scripts: each declares one key, reads it from KEYS[1] only, and
+    /// every call names that key (a key built inside a script would go unrouted). The one
+    /// call without a key is `TIME`, for the deadline and the sequence.
+    #[test]
+    fn every_script_touches_only_its_one_declared_key() {
+        for script in SCRIPTS {
+            let code: Vec<&str> = script
+                .lines()
+                .filter(|line| !line.trim_start().starts_with("--"))
+                .collect();
+            let code = code.join("\n");
+            assert!(code.contains("local key = KEYS[1]"), "{script}");
+            assert_eq!(code.matches("KEYS[").count(), 1, "{script}");
+            let calls: Vec<&str> = code.split("redis.call(").skip(1).collect();
+            assert!(!calls.is_empty());
+            for call in calls {
+                if call.starts_with("'TIME')") {
+                    continue;
+                }
+                let key_argument = call.split([',', ')']).nth(1).map(str::trim);
+                assert_eq!(key_argument, Some("key"), "redis.call({call}");
+            }
+        }
+    }
+
+    /// The format the prelude lets through is the one `add.lua` writes and `reply.rs` reads.
+    #[test]
+    fn the_scripts_and_the_reader_agree_on_the_format() {
+        let format = reply::FORMAT;
+        assert!(ADD.contains(&format!("'v', {format}, ")), "{ADD}");
+        for script in SCRIPTS {
+            assert!(script.contains(&format!("if version > {format} then")));
+            assert!(script.starts_with(include_str!("../lua/prelude.lua")));
+        }
+    }
+
+    #[test]
+    fn keys_are_unambiguous_and_tagged() {
+        assert_eq!(redis_key("t", &key("o1", "u1")), "t:{o1:u1}");
+        assert_ne!(
+            redis_key("t", &key("a:b", "c")),
+            redis_key("t", &key("a", "b:c"))
+        );
+        assert_eq!(redis_key("t", &key("o}", "{u%")), "t:{o%7D:%7Bu%25}");
+    }
+}

@@ -1,0 +1,183 @@
+//! What the scripts answer, and the user's hash read back as a record (formats 1 and 2; see
+//! the field list in `lua/add.lua`).
+
+use std::collections::HashMap;
+
+use redis::Value;
+
+use super::super::StoreError;
+use crate::domain::{FactorId, FactorRecord, FactorState, Lock, TotpParams, UnixMicros};
+
+/// The newest format this release reads and writes.
+pub(super) const FORMAT: i64 = 2;
+
+fn corrupt(what: &str) -> StoreError {
+    StoreError::Corrupt(what.to_owned())
+}
+
+/// A script reply: a status word followed by integers.
+pub(super) struct Reply {
+    pub status: String,
+    numbers: Vec<i64>,
+}
+
+impl Reply {
+    /// Parses a reply; the statuses every script may give (`late`, `format`) become errors.
+    pub(super) fn parse(values: Vec<Value>) -> Result<Self, StoreError> {
+        let mut values = values.into_iter();
+        let status = match values.next() {
+            Some(Value::BulkString(bytes)) => {
+                String::from_utf8(bytes).map_err(|_| corrupt("status"))?
+            }
+            Some(Value::SimpleString(text)) => text,
+            _ => return Err(corrupt("script reply has no status")),
+        };
+        let numbers = values
+            .map(|value| match value {
+                Value::Int(n) => Ok(n),
+                _ => Err(corrupt("script reply is not numeric")),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let reply = Self { status, numbers };
+        match reply.status.as_str() {
+            // Redis's clock passed the deadline before the script started: nothing changed.
+            "late" => Err(StoreError::Timeout),
+            "format" => Err(StoreError::NewerFormat(reply.number(0)?)),
+            _ => Ok(reply),
+        }
+    }
+
+    pub(super) fn number(&self, index: usize) -> Result<i64, StoreError> {
+        self.numbers
+            .get(index)
+            .copied()
+            .ok_or_else(|| corrupt("script reply too short"))
+    }
+
+    pub(super) fn unsigned(&self, index: usize) -> Result<u64, StoreError> {
+        u64::try_from(self.number(index)?).map_err(|_| corrupt("negative count"))
+    }
+
+    pub(super) fn unexpected(&self) -> StoreError {
+        corrupt(&self.status)
+    }
+}
+
+fn text_field(fields: &HashMap<String, Vec<u8>>, name: &str) -> Result<String, StoreError> {
+    let bytes = fields.get(name).ok_or_else(|| corrupt(name))?;
+    String::from_utf8(bytes.clone()).map_err(|_| corrupt(name))
+}
+
+fn number_field<T: std::str::FromStr>(
+    fields: &HashMap<String, Vec<u8>>,
+    name: &str,
+) -> Result<Option<T>, StoreError> {
+    match fields.get(name) {
+        None => Ok(None),
+        Some(_) => text_field(fields, name)?
+            .parse::<T>()
+            .map(Some)
+            .map_err(|_| corrupt(name)),
+    }
+}
+
+fn required<T: std::str::FromStr>(
+    fields: &HashMap<String, Vec<u8>>,
+    name: &str,
+) -> Result<T, StoreError> {
+    number_field(fields, name)?.ok_or_else(|| corrupt(name))
+}
+
+/// The enrollment's id: format 2's random `i`, else format 1's sequence in `f` (the scripts
+/// compare the same field).
+fn factor_id(fields: &HashMap<String, Vec<u8>>) -> Result<FactorId, StoreError> {
+    match fields.get("i") {
+        Some(bytes) => {
+            let bytes: [u8; 16] = bytes.as_slice().try_into().map_err(|_| corrupt("i"))?;
+            Ok(FactorId::from_random(bytes))
+        }
+        None => Ok(FactorId::Legacy(required(fields, "f")?)),
+    }
+}
+
+/// The user's hash as a record; `None` when it holds no factor (absent, or removed: only the
+/// sequence is left).
+pub(super) fn record_from(
+    fields: HashMap<String, Vec<u8>>,
+) -> Result<Option<FactorRecord>, StoreError> {
+    let format = number_field::<i64>(&fields, "v")?.unwrap_or(1);
+    if format > FORMAT {
+        return Err(StoreError::NewerFormat(format));
+    }
+    let Some(state) = number_field::<u8>(&fields, "s")? else {
+        return Ok(None);
+    };
+    let state = FactorState::from_stored(state).ok_or_else(|| corrupt("s"))?;
+    let params = TotpParams {
+        algorithm: text_field(&fields, "a")?
+            .parse()
+            .map_err(|_| corrupt("a"))?,
+        digits: required(&fields, "d")?,
+        period_secs: required(&fields, "p")?,
+    };
+    let last_step = number_field::<i64>(&fields, "l")?.and_then(|step| u64::try_from(step).ok());
+    Ok(Some(FactorRecord {
+        factor_id: factor_id(&fields)?,
+        state,
+        params,
+        sealed_secret: fields.get("k").cloned().ok_or_else(|| corrupt("k"))?,
+        last_step,
+        failures: number_field(&fields, "n")?.unwrap_or(0),
+        lock: number_field::<i64>(&fields, "u")?.map(Lock::from_stored),
+        sequence: required(&fields, "q")?,
+        created_at: UnixMicros(required(&fields, "c")?),
+        changed_at: UnixMicros(required(&fields, "m")?),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hash(fields: &[(&str, &[u8])]) -> HashMap<String, Vec<u8>> {
+        fields
+            .iter()
+            .map(|(name, value)| ((*name).to_owned(), value.to_vec()))
+            .collect()
+    }
+
+    const COMMON: &[(&str, &[u8])] = &[
+        ("s", b"2"),
+        ("a", b"SHA1"),
+        ("d", b"6"),
+        ("p", b"30"),
+        ("k", b"sealed"),
+        ("q", b"4"),
+        ("c", b"1"),
+        ("m", b"2"),
+    ];
+
+    #[test]
+    fn reads_both_formats_and_refuses_newer_ones() {
+        let mut format1 = hash(COMMON);
+        format1.insert("f".into(), b"3".to_vec());
+        let record = record_from(format1).unwrap().unwrap();
+        assert_eq!(record.factor_id, FactorId::Legacy(3));
+
+        let mut format2 = hash(COMMON);
+        format2.insert("v".into(), b"2".to_vec());
+        format2.insert("f".into(), b"3".to_vec());
+        format2.insert("i".into(), vec![9; 16]);
+        let record = record_from(format2.clone()).unwrap().unwrap();
+        assert_eq!(record.factor_id, FactorId::from_random([9; 16]));
+
+        format2.insert("v".into(), b"3".to_vec());
+        assert!(matches!(
+            record_from(format2),
+            Err(StoreError::NewerFormat(3))
+        ));
+
+        let removed = hash(&[("q", b"5"), ("m", b"2")]);
+        assert_eq!(record_from(removed).unwrap(), None);
+    }
+}

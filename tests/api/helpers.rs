@@ -121,6 +121,10 @@ impl RedisServer {
         self.signal("CONT");
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     fn signal(&self, name: &str) {
         signal(self.child.id(), name);
     }
@@ -161,6 +165,21 @@ impl RedisServer {
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// A cluster node the test may freeze from another thread.
+pub struct ReplicaHandle {
+    pub pid: u32,
+}
+
+impl ReplicaHandle {
+    pub fn pause(&self) {
+        signal(self.pid, "STOP");
+    }
+
+    pub fn resume(&self) {
+        signal(self.pid, "CONT");
     }
 }
 
@@ -304,6 +323,19 @@ impl RedisCluster {
             std::thread::sleep(Duration::from_millis(50));
         }
         panic!("the cluster did not serve all slots in {within:?}");
+    }
+
+    /// The replica of the master on `port`, to freeze it.
+    pub fn replica_of(&self, port: u16) -> ReplicaHandle {
+        let node = self
+            .nodes
+            .iter()
+            .find(|node| {
+                node.cli(&["INFO", "replication"])
+                    .is_some_and(|info| info.contains(&format!("master_port:{port}\r")))
+            })
+            .expect("the master has a replica");
+        ReplicaHandle { pid: node.pid() }
     }
 
     /// The node that serves `key` now (the others answer MOVED).

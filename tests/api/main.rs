@@ -13,6 +13,7 @@ mod concurrency;
 mod conformance;
 mod deploy;
 mod fail_closed;
+mod faults;
 mod grpc;
 mod grpc_web;
 mod helpers;

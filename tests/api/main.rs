@@ -28,3 +28,4 @@ mod shutdown;
 mod store_edges;
 mod tenancy;
 mod tokens;
+mod upgrade;

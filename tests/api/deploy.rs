@@ -162,7 +162,7 @@ async fn metrics_pass_promtool_and_the_dashboard_asks_only_for_them() {
 }
 
 #[test]
-fn dockerfile_runs_non_root_without_a_shell_and_ci_builds_the_same_binary() {
+fn dockerfile_runs_non_root_without_a_shell_and_scripts_test_can_build_the_same_binary() {
     let dockerfile = std::fs::read_to_string(format!("{ROOT}/deploy/Dockerfile")).unwrap();
     assert!(
         dockerfile.contains("FROM gcr.io/distroless/cc-debian12:nonroot"),
@@ -177,6 +177,6 @@ fn dockerfile_runs_non_root_without_a_shell_and_ci_builds_the_same_binary() {
     let script = std::fs::read_to_string(format!("{ROOT}/scripts/test")).unwrap();
     assert!(
         script.contains("deploy/Dockerfile"),
-        "scripts/test builds with the Dockerfile's command"
+        "scripts/test --release-build builds with the Dockerfile's command"
     );
 }

@@ -200,6 +200,7 @@ pub struct SealSettings {
 #[serde(deny_unknown_fields)]
 pub struct TenantSettings {
     pub mailbox_capacity: usize,
+    /// The request's deadline once handed to the actors (mailbox and store calls).
     pub call_timeout_ms: u64,
     pub idle_evict_secs: u64,
     pub cache_capacity: usize,

@@ -23,6 +23,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
+        // Malformed messages are INVALID_ARGUMENT with tessera's ErrorDetail (codec.rs).
+        .codec_path("crate::api::grpc::codec::ContractCodec")
         .compile_fds(descriptors)?;
     Ok(())
 }

@@ -11,6 +11,7 @@ use actix_web::{App, HttpServer, web};
 use tracing_actix_web::TracingLogger;
 
 use crate::api::gateway::Gateway;
+use crate::api::grpc::listener::ConnectionLimits;
 use crate::api::grpc::{self, GrpcOptions};
 use crate::api::http::{HttpState, routes};
 use crate::auth::{TokenVerifier, VerifierError};
@@ -20,8 +21,9 @@ use crate::metrics::Metrics;
 use crate::seal::{KeyRing, SealError};
 use crate::settings::{Settings, StoreKind};
 use crate::store::{MemoryStore, MeteredStore, RedisOptions, RedisStore, SharedStore, StoreError};
-use crate::telemetry::{RequestId, RequestSpans};
+use crate::telemetry::RequestSpans;
 use crate::tenant::{AddressLimiter, Limits, OrgRegistry, Policies, TenantDeps};
+use crate::tls::{Tls, TlsFiles};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -35,6 +37,8 @@ pub enum StartError {
     Metrics(#[from] crate::metrics::MetricsError),
     #[error("listening on {0}: {1}")]
     Bind(String, std::io::Error),
+    #[error("{0}")]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 /// Test and embedding hooks: another clock, or a store shared between two instances.
@@ -61,6 +65,7 @@ impl Application {
 
     pub async fn build_with(settings: Settings, overrides: Overrides) -> Result<Self, StartError> {
         let keys = Arc::new(KeyRing::parse(&settings.seal.keys)?);
+        let tls = load_tls(&settings)?;
         let verifier = Arc::new(TokenVerifier::from_settings(&settings.auth).await?);
         let metrics = Arc::new(Metrics::new()?);
         let store = match overrides.store {
@@ -110,12 +115,14 @@ impl Application {
             trusted_proxies: settings.http.trusted_proxies.clone(),
             check_role: settings.auth.check_role.clone(),
             admin_role: settings.auth.admin_role.clone(),
+            management_needs_client_cert: tls.as_ref().is_some_and(|tls| tls.verifies_clients()),
             metrics,
             readiness: readiness.clone(),
         });
         let state = web::Data::new(HttpState {
             gateway: gateway.clone(),
             body_limit: settings.http.body_limit_bytes,
+            body_timeout: Duration::from_secs(settings.http.body_timeout_secs),
         });
         let listener = TcpListener::bind(&settings.http.addr)
             .map_err(|e| StartError::Bind(settings.http.addr.clone(), e))?;
@@ -132,35 +139,28 @@ impl Application {
         let server = HttpServer::new(move || {
             App::new()
                 .wrap(TracingLogger::<RequestSpans>::new())
-                .wrap_fn(|req, service| {
-                    use actix_web::HttpMessage;
-                    use actix_web::dev::Service;
-                    let id = RequestId::from_header(
-                        req.headers().get("x-request-id").map(|v| v.as_bytes()),
-                    );
-                    let header = actix_web::http::header::HeaderValue::from_str(&id.0).ok();
-                    req.extensions_mut().insert(id);
-                    let call = service.call(req);
-                    async move {
-                        let mut response = call.await?;
-                        if let Some(value) = header {
-                            response.headers_mut().insert(
-                                actix_web::http::header::HeaderName::from_static("x-request-id"),
-                                value,
-                            );
-                        }
-                        Ok(response)
-                    }
-                })
+                .wrap_fn(crate::api::http::with_request_id)
                 .app_data(state.clone())
                 .configure(routes)
         })
         .workers(workers)
-        .shutdown_timeout(settings.http.shutdown_grace_secs)
-        .listen(listener)
+        .client_request_timeout(Duration::from_secs(settings.http.header_timeout_secs))
+        .keep_alive(Duration::from_secs(settings.http.idle_timeout_secs))
+        // actix counts per worker.
+        .max_connections(settings.http.max_connections.div_ceil(workers.max(1)))
+        .on_connect(crate::api::http::on_connect)
+        .shutdown_timeout(settings.http.shutdown_grace_secs);
+        let server = match &tls {
+            // HTTP/1.1 only: actix-web cannot bound HTTP/2 streams per connection.
+            Some(tls) => server.listen_rustls_0_23(listener, tls.server_config(&[b"http/1.1"])?),
+            None => server.listen(listener),
+        }
         .map_err(|e| StartError::Bind(settings.http.addr.clone(), e))?
         .run();
-        let grpc = GrpcServer::start(gateway, &settings)?;
+        let grpc = GrpcServer::start(gateway, &settings, tls.as_deref())?;
+        if let Some(tls) = tls {
+            spawn_tls_reloads(tls, Duration::from_secs(settings.tls.reload_interval_secs));
+        }
         spawn_housekeeping(
             registry.clone(),
             address_limiter,
@@ -223,15 +223,35 @@ struct GrpcServer {
 }
 
 impl GrpcServer {
-    fn start(gateway: Arc<Gateway>, settings: &Settings) -> Result<Self, StartError> {
+    fn start(
+        gateway: Arc<Gateway>,
+        settings: &Settings,
+        tls: Option<&Tls>,
+    ) -> Result<Self, StartError> {
         let addr = settings.grpc.addr.clone();
         let bind_error = |e| StartError::Bind(addr.clone(), e);
         let listener = TcpListener::bind(&settings.grpc.addr).map_err(bind_error)?;
         listener.set_nonblocking(true).map_err(bind_error)?;
         let port = listener.local_addr().map_err(bind_error)?.port();
+        let tls = match tls {
+            // gRPC over h2, gRPC-web over HTTP/1.1.
+            Some(tls) => Some(tokio_rustls::TlsAcceptor::from(Arc::new(
+                tls.server_config(&[b"h2", b"http/1.1"])?,
+            ))),
+            None => None,
+        };
+        let grpc = &settings.grpc;
         let options = GrpcOptions {
-            max_message_bytes: settings.grpc.max_message_bytes,
-            cors_allowed_origins: settings.grpc.cors_allowed_origins.clone(),
+            max_message_bytes: grpc.max_message_bytes,
+            cors_allowed_origins: grpc.cors_allowed_origins.clone(),
+            body_timeout: Duration::from_secs(grpc.body_timeout_secs),
+            max_concurrent_streams: grpc.max_concurrent_streams,
+            limits: ConnectionLimits {
+                max_connections: grpc.max_connections,
+                header_timeout: Duration::from_secs(grpc.header_timeout_secs),
+                idle_timeout: Duration::from_secs(grpc.idle_timeout_secs),
+            },
+            tls,
         };
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::Builder::new()
@@ -329,6 +349,30 @@ fn tls_ca(path: &str) -> Result<Option<Vec<u8>>, StartError> {
             "reading redis.tls_ca_file {path}: {e}"
         )))
     })
+}
+
+fn load_tls(settings: &Settings) -> Result<Option<Arc<Tls>>, StartError> {
+    let tls = &settings.tls;
+    if tls.cert_file.is_empty() {
+        return Ok(None);
+    }
+    let files = TlsFiles {
+        cert: tls.cert_file.clone().into(),
+        key: tls.key_file.clone().into(),
+        client_ca: (!tls.client_ca_file.is_empty()).then(|| tls.client_ca_file.clone().into()),
+    };
+    Ok(Some(Tls::load(files)?))
+}
+
+/// Looks at the TLS files every `every`, and serves new material when they change.
+fn spawn_tls_reloads(tls: Arc<Tls>, every: Duration) {
+    actix_rt::spawn(async move {
+        let mut ticks = actix_rt::time::interval(every);
+        loop {
+            ticks.tick().await;
+            tls.reload_if_changed();
+        }
+    });
 }
 
 /// Checks the store and the clock offset in the background, so the gauge and gRPC health

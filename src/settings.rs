@@ -49,6 +49,7 @@ pub struct Settings {
     pub lockout: LockoutSettings,
     pub limits: LimitSettings,
     pub seal: SealSettings,
+    pub tls: TlsSettings,
     pub tenants: TenantSettings,
     pub health: HealthSettings,
     pub log: LogSettings,
@@ -82,6 +83,10 @@ pub struct HttpSettings {
     pub shutdown_grace_secs: u64,
     /// A separate listener for `/metrics` alone; empty: only on the HTTP port.
     pub metrics_addr: String,
+    pub header_timeout_secs: u64,
+    pub body_timeout_secs: u64,
+    pub idle_timeout_secs: u64,
+    pub max_connections: usize,
 }
 
 #[derive(Debug, Deserialize)]
@@ -90,6 +95,22 @@ pub struct GrpcSettings {
     pub addr: String,
     pub max_message_bytes: usize,
     pub cors_allowed_origins: Vec<String>,
+    pub header_timeout_secs: u64,
+    pub body_timeout_secs: u64,
+    pub idle_timeout_secs: u64,
+    pub max_connections: usize,
+    pub max_concurrent_streams: u32,
+}
+
+/// TLS on the HTTP and gRPC listeners; both files empty: plain TCP.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSettings {
+    pub cert_file: String,
+    pub key_file: String,
+    /// A CA whose client certificates the management calls require (mTLS); empty: none.
+    pub client_ca_file: String,
+    pub reload_interval_secs: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -352,6 +373,45 @@ impl Settings {
         }
         if self.grpc.addr.parse::<SocketAddr>().is_err() {
             problems.push(format!("grpc.addr {:?} is not host:port", self.grpc.addr));
+        }
+        for (name, listener) in [
+            (
+                "http",
+                [
+                    self.http.header_timeout_secs,
+                    self.http.body_timeout_secs,
+                    self.http.idle_timeout_secs,
+                ],
+            ),
+            (
+                "grpc",
+                [
+                    self.grpc.header_timeout_secs,
+                    self.grpc.body_timeout_secs,
+                    self.grpc.idle_timeout_secs,
+                ],
+            ),
+        ] {
+            if listener.contains(&0) {
+                problems.push(format!(
+                    "{name}: header_timeout_secs, body_timeout_secs and idle_timeout_secs must be positive"
+                ));
+            }
+        }
+        if self.http.max_connections == 0 || self.grpc.max_connections == 0 {
+            problems.push("http.max_connections and grpc.max_connections must be positive".into());
+        }
+        if self.grpc.max_concurrent_streams == 0 {
+            problems.push("grpc.max_concurrent_streams must be positive".into());
+        }
+        if self.tls.cert_file.is_empty() != self.tls.key_file.is_empty() {
+            problems.push("tls.cert_file and tls.key_file go together".into());
+        }
+        if !self.tls.client_ca_file.is_empty() && self.tls.cert_file.is_empty() {
+            problems.push("tls.client_ca_file needs tls.cert_file and tls.key_file".into());
+        }
+        if self.tls.reload_interval_secs == 0 {
+            problems.push("tls.reload_interval_secs must be positive".into());
         }
         if self.grpc.max_message_bytes < 64 {
             problems.push("grpc.max_message_bytes must be at least 64".into());

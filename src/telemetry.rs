@@ -53,15 +53,20 @@ impl tracing_actix_web::RootSpanBuilder for RequestSpans {
     /// every route's regex a second time per request.
     fn on_request_start(request: &actix_web::dev::ServiceRequest) -> tracing::Span {
         use actix_web::HttpMessage;
+        // Ours (`api::http::with_request_id` runs first), not tracing-actix-web's own UUID:
+        // the id in the response header is the id in the logs.
         let request_id = request
             .extensions()
-            .get::<tracing_actix_web::RequestId>()
-            .copied();
+            .get::<RequestId>()
+            .map(|id| id.0.clone())
+            .unwrap_or_default();
         tracing::info_span!(
             "HTTP request",
             http.method = %request.method(),
             http.target = %request.path(),
-            request_id = tracing::field::display(request_id.map(|id| id.to_string()).unwrap_or_default()),
+            request_id = %request_id,
+            rpc = tracing::field::Empty,
+            tenant = tracing::field::Empty,
             http.status_code = tracing::field::Empty,
             otel.status_code = tracing::field::Empty,
         )

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use ipnet::IpNet;
 use secrecy::SecretString;
 
-use crate::auth::{Caller, TokenVerifier};
+use crate::auth::{Caller, TokenVerifier, org_header, user_id};
 use crate::clock::SharedClock;
 use crate::domain::{Details, OtpError, Purpose};
 use crate::tenant::{
@@ -28,6 +28,8 @@ pub struct Gateway {
     pub trusted_proxies: Vec<IpNet>,
     pub check_role: String,
     pub admin_role: String,
+    /// Management calls need a client certificate from the configured CA (mTLS).
+    pub management_needs_client_cert: bool,
     pub metrics: Arc<crate::metrics::Metrics>,
     pub readiness: Arc<crate::health::Readiness>,
 }
@@ -38,6 +40,14 @@ pub struct Origin<'a> {
     /// `X-Forwarded-For` values, in the order received.
     pub forwarded_for: Vec<&'a str>,
     pub authorization: Option<&'a [u8]>,
+    /// The connection presented a client certificate that the configured CA signed.
+    pub client_certified: bool,
+}
+
+/// A caller proven by a token, and what the connection proved: a call's gates passed.
+pub struct Authenticated {
+    pub caller: Arc<Caller>,
+    pub client_certified: bool,
 }
 
 impl Gateway {
@@ -67,15 +77,19 @@ impl Gateway {
     }
 
     /// The gates every call passes before any work: the client address limit, then the token.
-    pub async fn caller(&self, origin: &Origin<'_>) -> Result<Arc<Caller>, OtpError> {
+    pub async fn authenticate(&self, origin: &Origin<'_>) -> Result<Authenticated, OtpError> {
         if let Some(address) = self.client_address(origin) {
             self.address_limiter.check(address)?;
         }
         self.verifier
             .authenticate(origin.authorization)
             .await
-            .inspect(|caller| {
+            .map(|caller| {
                 tracing::Span::current().record("tenant", caller.org.as_ref());
+                Authenticated {
+                    caller,
+                    client_certified: origin.client_certified,
+                }
             })
             .inspect_err(|err| {
                 let reason = match err {
@@ -99,7 +113,7 @@ impl Gateway {
     where
         M: actix::Message + Send + 'static,
         M::Result: Send,
-        crate::tenant::OrgActor: actix::Handler<M>,
+        crate::tenant::OrgActor: actix::Handler<crate::tenant::Traced<M>>,
     {
         self.registry.org(org)?.call(msg, deadline).await
     }
@@ -108,7 +122,28 @@ impl Gateway {
         Instant::now() + self.request_timeout
     }
 
-    pub async fn add_my(&self, caller: &Caller) -> Result<Enrollment, OtpError> {
+    /// The organization and user a management call acts on: the `x-zitadel-orgid` header
+    /// (raw, as received) or the caller's own organization, for which the caller must hold
+    /// `role`; the user id from the path or message. Over mTLS, a client certificate too.
+    fn management_target(
+        &self,
+        auth: &Authenticated,
+        org_header_value: Option<&[u8]>,
+        role: &str,
+        user: &str,
+    ) -> Result<(Arc<str>, Arc<str>), OtpError> {
+        if self.management_needs_client_cert && !auth.client_certified {
+            return Err(OtpError::ClientCertificateRequired);
+        }
+        let org = auth
+            .caller
+            .management_org(org_header(org_header_value)?, role)?;
+        tracing::Span::current().record("tenant", org.as_ref());
+        Ok((org, user_id(user)?))
+    }
+
+    pub async fn add_my(&self, auth: &Authenticated) -> Result<Enrollment, OtpError> {
+        let caller = &auth.caller;
         let account = caller
             .login_name
             .clone()
@@ -123,7 +158,8 @@ impl Gateway {
         self.call(&caller.org, msg, deadline).await?
     }
 
-    pub async fn verify_my(&self, caller: &Caller, code: String) -> Result<Details, OtpError> {
+    pub async fn verify_my(&self, auth: &Authenticated, code: String) -> Result<Details, OtpError> {
+        let caller = &auth.caller;
         let deadline = self.deadline();
         let msg = SubmitCode {
             user: caller.user.clone(),
@@ -135,7 +171,8 @@ impl Gateway {
         self.call(&caller.org, msg, deadline).await?
     }
 
-    pub async fn remove_my(&self, caller: &Caller) -> Result<Details, OtpError> {
+    pub async fn remove_my(&self, auth: &Authenticated) -> Result<Details, OtpError> {
+        let caller = &auth.caller;
         let deadline = self.deadline();
         let msg = RemoveFactor {
             user: caller.user.clone(),
@@ -145,7 +182,8 @@ impl Gateway {
         self.call(&caller.org, msg, deadline).await?
     }
 
-    pub async fn list_my(&self, caller: &Caller) -> Result<Vec<FactorView>, OtpError> {
+    pub async fn list_my(&self, auth: &Authenticated) -> Result<Vec<FactorView>, OtpError> {
+        let caller = &auth.caller;
         let deadline = self.deadline();
         let msg = ListFactors {
             user: caller.user.clone(),
@@ -154,19 +192,18 @@ impl Gateway {
         self.call(&caller.org, msg, deadline).await?
     }
 
-    /// The login check; `org_header` is `x-zitadel-orgid`.
+    /// The login check; `org_header` is `x-zitadel-orgid` as received.
     pub async fn check(
         &self,
-        caller: &Caller,
-        org_header: Option<&str>,
+        auth: &Authenticated,
+        org_header: Option<&[u8]>,
         user: &str,
         code: String,
     ) -> Result<Details, OtpError> {
-        let org = caller.management_org(org_header, &self.check_role)?;
-        tracing::Span::current().record("tenant", org.as_ref());
+        let (org, user) = self.management_target(auth, org_header, &self.check_role, user)?;
         let deadline = self.deadline();
         let msg = SubmitCode {
-            user: Arc::from(user),
+            user,
             code: validated(code)?,
             purpose: Purpose::Login,
             now: self.clock.now(),
@@ -177,13 +214,12 @@ impl Gateway {
 
     pub async fn remove_user(
         &self,
-        caller: &Caller,
-        org_header: Option<&str>,
+        auth: &Authenticated,
+        org_header: Option<&[u8]>,
         user: &str,
     ) -> Result<Details, OtpError> {
-        let org = caller.management_org(org_header, &self.admin_role)?;
-        tracing::Span::current().record("tenant", org.as_ref());
-        let (user, now, deadline) = (Arc::from(user), self.clock.now(), self.deadline());
+        let (org, user) = self.management_target(auth, org_header, &self.admin_role, user)?;
+        let (now, deadline) = (self.clock.now(), self.deadline());
         let msg = RemoveFactor {
             user,
             now,
@@ -194,13 +230,12 @@ impl Gateway {
 
     pub async fn unlock_user(
         &self,
-        caller: &Caller,
-        org_header: Option<&str>,
+        auth: &Authenticated,
+        org_header: Option<&[u8]>,
         user: &str,
     ) -> Result<Details, OtpError> {
-        let org = caller.management_org(org_header, &self.admin_role)?;
-        tracing::Span::current().record("tenant", org.as_ref());
-        let (user, now, deadline) = (Arc::from(user), self.clock.now(), self.deadline());
+        let (org, user) = self.management_target(auth, org_header, &self.admin_role, user)?;
+        let (now, deadline) = (self.clock.now(), self.deadline());
         let msg = UnlockFactor {
             user,
             now,

@@ -2,6 +2,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use crate::domain::OtpError;
+use crate::domain::ids::is_valid_id;
 
 /// The authenticated caller, proven by a verified token.
 #[derive(Debug, Clone)]
@@ -20,22 +21,44 @@ impl Caller {
         self.roles.get(role).is_some_and(|orgs| orgs.contains(org))
     }
 
-    /// The organization a management call acts in: the `x-zitadel-orgid` header when present,
-    /// else the caller's own; the caller must hold `role` for it.
+    /// The organization a management call acts in: the `x-zitadel-orgid` header when present
+    /// (see `org_header`), else the caller's own; the caller must hold `role` for it.
     pub fn management_org(
         &self,
-        header_org: Option<&str>,
+        header_org: Option<Arc<str>>,
         role: &str,
     ) -> Result<Arc<str>, OtpError> {
-        let org: Arc<str> = match header_org.map(str::trim).filter(|org| !org.is_empty()) {
-            Some(org) => Arc::from(org),
-            None => self.org.clone(),
-        };
+        let org = header_org.unwrap_or_else(|| self.org.clone());
         if self.has_role_for(role, &org) {
             Ok(org)
         } else {
             Err(OtpError::PermissionDenied)
         }
+    }
+}
+
+/// The `x-zitadel-orgid` header as the management calls take it: absent or blank, none; else
+/// a valid organization id. A header that is not (UTF-8 without control characters, at most
+/// 200 bytes) is refused: falling back to the caller's own organization would act where the
+/// caller did not ask.
+pub fn org_header(raw: Option<&[u8]>) -> Result<Option<Arc<str>>, OtpError> {
+    let Some(raw) = raw else {
+        return Ok(None);
+    };
+    let text = std::str::from_utf8(raw).map_err(|_| OtpError::MalformedOrgHeader)?;
+    match text.trim() {
+        "" => Ok(None),
+        org if is_valid_id(org) => Ok(Some(Arc::from(org))),
+        _ => Err(OtpError::MalformedOrgHeader),
+    }
+}
+
+/// A user id from a path or a request message.
+pub fn user_id(raw: &str) -> Result<Arc<str>, OtpError> {
+    if is_valid_id(raw) {
+        Ok(Arc::from(raw))
+    } else {
+        Err(OtpError::MalformedUserId)
     }
 }
 
@@ -62,18 +85,29 @@ mod tests {
             "org-a"
         );
         assert_eq!(
-            c.management_org(Some("org-a"), "otp.check")
+            c.management_org(Some(Arc::from("org-a")), "otp.check")
                 .unwrap()
                 .as_ref(),
             "org-a"
         );
         assert_eq!(
-            c.management_org(Some("org-b"), "otp.check"),
+            c.management_org(Some(Arc::from("org-b")), "otp.check"),
             Err(OtpError::PermissionDenied)
         );
         assert_eq!(
             c.management_org(None, "otp.admin"),
             Err(OtpError::PermissionDenied)
         );
+    }
+
+    #[test]
+    fn org_headers_are_ids_or_nothing() {
+        assert_eq!(org_header(None), Ok(None));
+        assert_eq!(org_header(Some(b"  ")), Ok(None));
+        assert_eq!(org_header(Some(b" 42 ")), Ok(Some(Arc::from("42"))));
+        for bad in [&b"glob\xe9x"[..], b"a\tb", &[b'7'; 201]] {
+            assert_eq!(org_header(Some(bad)), Err(OtpError::MalformedOrgHeader));
+        }
+        assert_eq!(user_id(""), Err(OtpError::MalformedUserId));
     }
 }

@@ -5,6 +5,6 @@ mod dev;
 mod jwks;
 mod verifier;
 
-pub use caller::Caller;
+pub use caller::{Caller, org_header, user_id};
 pub use dev::{DEV_KEY_ID, mint_dev_token};
 pub use verifier::{TokenVerifier, VerifierError};

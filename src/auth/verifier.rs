@@ -17,6 +17,7 @@ use super::caller::Caller;
 use super::dev::{DEV_KEY_ID, DEV_PUBLIC_PEM};
 use super::jwks::{VerifyKey, parse_jwks};
 use crate::domain::OtpError;
+use crate::domain::ids::is_valid_id;
 use crate::settings::AuthSettings;
 
 #[derive(Debug, thiserror::Error)]
@@ -152,6 +153,9 @@ impl TokenVerifier {
     }
 
     async fn verify(&self, token: &str) -> Result<Map<String, Value>, OtpError> {
+        if names_critical_extensions(token) {
+            return Err(OtpError::TokenInvalid);
+        }
         let header = jsonwebtoken::decode_header(token).map_err(|_| OtpError::TokenInvalid)?;
         let validation = self.validation(header.alg);
         if header.alg == Algorithm::HS256 {
@@ -212,8 +216,8 @@ impl TokenVerifier {
                 .map(str::trim)
                 .filter(|s| !s.is_empty())
         };
-        let user = text(&self.claims.user)?;
-        let org = text(&self.claims.org)?;
+        let user = text(&self.claims.user).filter(|id| is_valid_id(id))?;
+        let org = text(&self.claims.org).filter(|id| is_valid_id(id))?;
         let login_name = text(&self.claims.login_name).map(str::to_owned);
         let mut roles: HashMap<String, HashSet<String>> = HashMap::new();
         if let Some(Value::Object(granted)) = claims.get(&self.claims.roles) {
@@ -230,6 +234,22 @@ impl TokenVerifier {
             roles,
         })
     }
+}
+
+/// Whether the JOSE header has `crit`: extensions the verifier must understand or refuse the
+/// token (RFC 7515 4.1.11). tessera understands none, so any `crit` refuses it; jsonwebtoken
+/// ignores header parameters it does not know. A header that does not decode is left to
+/// `decode_header`, which refuses it.
+fn names_critical_extensions(token: &str) -> bool {
+    use base64::Engine;
+    let Some(segment) = token.split('.').next() else {
+        return false;
+    };
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(segment)
+        .ok()
+        .and_then(|json| serde_json::from_slice::<Map<String, Value>>(&json).ok())
+        .is_some_and(|header| header.contains_key("crit"))
 }
 
 fn try_keys(

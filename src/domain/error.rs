@@ -56,6 +56,12 @@ pub enum OtpError {
     PermissionDenied,
     #[error("code is required and must be at most 200 characters")]
     CodeLength,
+    #[error("x-zitadel-orgid is not a valid organization id")]
+    MalformedOrgHeader,
+    #[error("The user id is missing or malformed")]
+    MalformedUserId,
+    #[error("A client certificate is required for this call")]
+    ClientCertificateRequired,
     #[error("Invalid code")]
     InvalidCode(Option<FailedAttempts>),
     #[error("Multifactor OTP (OneTimePassword) doesn't exist")]
@@ -80,6 +86,12 @@ pub enum OtpError {
     MalformedBody,
     #[error("Request body too large")]
     BodyTooLarge,
+    #[error("Request body not received in time")]
+    BodyTimeout,
+    #[error("Request message is malformed")]
+    MalformedMessage,
+    #[error("Compressed messages are not supported")]
+    UnsupportedCompression,
     #[error("Not Found")]
     RouteNotFound,
     #[error("Method not allowed")]
@@ -97,6 +109,9 @@ impl OtpError {
             Self::TokenInvalid => "AUTH-7fs1e",
             Self::PermissionDenied => "TESSERA-perm1",
             Self::CodeLength => "TESSERA-code1",
+            Self::MalformedOrgHeader => "TESSERA-org1",
+            Self::MalformedUserId => "TESSERA-user1",
+            Self::ClientCertificateRequired => "TESSERA-mtls1",
             Self::InvalidCode(_) => "EVENT-8isk2",
             Self::FactorNotFound | Self::FactorNotReady => "COMMAND-3Mif9s",
             Self::FactorAlreadyReady => "COMMAND-qx4ls",
@@ -108,6 +123,9 @@ impl OtpError {
             Self::Unavailable => "TESSERA-unav1",
             Self::MalformedBody => "TESSERA-body1",
             Self::BodyTooLarge => "TESSERA-body2",
+            Self::BodyTimeout => "TESSERA-body3",
+            Self::MalformedMessage => "TESSERA-msg1",
+            Self::UnsupportedCompression => "TESSERA-msg2",
             Self::RouteNotFound => "TESSERA-route1",
             Self::MethodNotAllowed => "TESSERA-route2",
             Self::Internal => "TESSERA-int1",
@@ -116,13 +134,17 @@ impl OtpError {
 
     pub const fn grpc_code(&self) -> GrpcCode {
         match self {
-            Self::AuthHeaderMissing | Self::AuthHeaderNotBearer | Self::TokenInvalid => {
-                GrpcCode::Unauthenticated
-            }
+            Self::AuthHeaderMissing
+            | Self::AuthHeaderNotBearer
+            | Self::TokenInvalid
+            | Self::ClientCertificateRequired => GrpcCode::Unauthenticated,
             Self::PermissionDenied => GrpcCode::PermissionDenied,
-            Self::CodeLength | Self::InvalidCode(_) | Self::MalformedBody => {
-                GrpcCode::InvalidArgument
-            }
+            Self::CodeLength
+            | Self::InvalidCode(_)
+            | Self::MalformedBody
+            | Self::MalformedOrgHeader
+            | Self::MalformedUserId
+            | Self::MalformedMessage => GrpcCode::InvalidArgument,
             Self::FactorNotFound | Self::RemoveNotFound | Self::RouteNotFound => GrpcCode::NotFound,
             Self::FactorAlreadyReady
             | Self::FactorLocked
@@ -131,7 +153,8 @@ impl OtpError {
             Self::FactorAlreadyExists => GrpcCode::AlreadyExists,
             Self::RateLimited { .. } | Self::BodyTooLarge => GrpcCode::ResourceExhausted,
             Self::Unavailable => GrpcCode::Unavailable,
-            Self::MethodNotAllowed => GrpcCode::Unimplemented,
+            Self::MethodNotAllowed | Self::UnsupportedCompression => GrpcCode::Unimplemented,
+            Self::BodyTimeout => GrpcCode::DeadlineExceeded,
             Self::Internal => GrpcCode::Internal,
         }
     }

@@ -12,6 +12,7 @@
 pub mod details;
 pub mod error;
 pub mod factor;
+pub mod ids;
 pub mod policy;
 pub mod time;
 pub mod totp;

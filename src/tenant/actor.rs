@@ -112,6 +112,63 @@ impl Handler<Stop> for OrgActor {
 
 type Reply<T> = ResponseActFuture<OrgActor, Result<T, OtpError>>;
 
+/// A message with the span of the request that sent it (see `OrgHandle::call`).
+pub struct Traced<M> {
+    pub msg: M,
+    pub span: tracing::Span,
+}
+
+impl<M: Message> Message for Traced<M> {
+    type Result = M::Result;
+}
+
+/// Each message a request sends, in the request's span.
+macro_rules! traced {
+    ($($message:ty => $output:ty),* $(,)?) => {$(
+        impl Handler<Traced<$message>> for OrgActor {
+            type Result = Reply<$output>;
+
+            fn handle(&mut self, traced: Traced<$message>, ctx: &mut Self::Context) -> Self::Result {
+                let Traced { msg, span } = traced;
+                let work = span.in_scope(|| <Self as Handler<$message>>::handle(self, msg, ctx));
+                Box::pin(InSpan { work, span })
+            }
+        }
+    )*};
+}
+
+traced!(
+    SubmitCode => Details,
+    Enroll => Enrollment,
+    RemoveFactor => Details,
+    UnlockFactor => Details,
+    ListFactors => Vec<FactorView>,
+);
+
+/// An actor future that runs in a span: entered whenever it is polled.
+struct InSpan<F> {
+    work: F,
+    span: tracing::Span,
+}
+
+impl<F> ActorFuture<OrgActor> for InSpan<F>
+where
+    F: ActorFuture<OrgActor> + Unpin,
+{
+    type Output = F::Output;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        actor: &mut OrgActor,
+        ctx: &mut Context<OrgActor>,
+        task: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<F::Output> {
+        let this = self.get_mut();
+        let _entered = this.span.enter();
+        std::pin::Pin::new(&mut this.work).poll(actor, ctx, task)
+    }
+}
+
 fn refuse<T: 'static>(err: OtpError) -> Reply<T> {
     Box::pin(fut::ready(Err(err)))
 }

@@ -10,7 +10,7 @@ mod usecases;
 
 use std::sync::Arc;
 
-pub use actor::OrgActor;
+pub use actor::{OrgActor, Traced};
 pub use limits::{AddressLimiter, Limits};
 pub use messages::{
     Enroll, Enrollment, FactorView, ListFactors, RemoveFactor, SubmitCode, UnlockFactor,

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 
 use super::TenantDeps;
-use super::actor::{OrgActor, Stop};
+use super::actor::{OrgActor, Stop, Traced};
 use crate::domain::OtpError;
 
 struct Entry {
@@ -36,15 +36,20 @@ impl Drop for OrgHandle {
 
 impl OrgHandle {
     /// Sends `msg` and waits until the request's `deadline` at most. A full mailbox waits
-    /// too, so a saturated organization answers UNAVAILABLE instead of hanging.
+    /// too, so a saturated organization answers UNAVAILABLE instead of hanging. The actor
+    /// works on it in the caller's span, so its log lines carry the request id and tenant.
     pub async fn call<M>(&self, msg: M, deadline: Instant) -> Result<M::Result, OtpError>
     where
         M: Message + Send + 'static,
         M::Result: Send,
-        OrgActor: Handler<M>,
+        OrgActor: Handler<Traced<M>>,
     {
+        let traced = Traced {
+            msg,
+            span: tracing::Span::current(),
+        };
         self.addr
-            .send(msg)
+            .send(traced)
             .timeout(deadline.saturating_duration_since(Instant::now()))
             .await
             .map_err(|err| {

@@ -568,7 +568,8 @@ async fn bad_input_on_the_grpc_port() {
         .verify_my_auth_factor_otp(request(big, Some(&alice), None))
         .await
         .unwrap_err();
-    assert_eq!(answer.code(), Code::OutOfRange, "{answer:?}");
+    assert_eq!(answer.code(), Code::ResourceExhausted, "{answer:?}");
+    assert_eq!(crate::grpc::error_detail(&answer).0, "TESSERA-body2");
     // Bytes that are not HTTP at all: the connection is dropped, the server lives on.
     let address = app.grpc_address.trim_start_matches("http://").to_owned();
     let mut socket = tokio::net::TcpStream::connect(&address).await.unwrap();

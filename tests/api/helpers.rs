@@ -808,3 +808,78 @@ pub fn code_with(params: &TotpParams, secret: &str, now_secs: u64, offset: i64) 
     let step = params.step_at(now_secs).checked_add_signed(offset).unwrap();
     params.code_for_step(&bytes, step).unwrap()
 }
+
+/// `tessera dev`, the real binary, on ports of its own with JSON logs into a file of its own:
+/// for tests of what a user runs and of what it logs.
+pub struct DevBinary {
+    pub base: String,
+    pub grpc_port: u16,
+    child: Child,
+    log: PathBuf,
+}
+
+impl DevBinary {
+    /// Starts it with these `TESSERA__*` variables on top of its ports and JSON logs, and
+    /// waits until it answers.
+    pub async fn start(env: &[(&str, String)]) -> Self {
+        let (port, grpc_port) = (free_port(), free_port());
+        let log = std::env::temp_dir().join(format!("tessera-dev-{port}.log"));
+        let file = std::fs::File::create(&log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_tessera"))
+            .arg("dev")
+            .env("TESSERA__HTTP__ADDR", format!("127.0.0.1:{port}"))
+            .env("TESSERA__GRPC__ADDR", format!("127.0.0.1:{grpc_port}"))
+            .env("TESSERA__LOG__FORMAT", "json")
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .env_remove("RUST_LOG")
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        let running = Self {
+            base: format!("http://127.0.0.1:{port}"),
+            grpc_port,
+            child,
+            log,
+        };
+        let client = reqwest::Client::new();
+        for _ in 0..100 {
+            if client
+                .get(format!("{}/debug/healthz", running.base))
+                .send()
+                .await
+                .is_ok()
+            {
+                return running;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("tessera dev did not start:\n{}", running.stop());
+    }
+
+    /// A token for `user` of `org` with `roles`, from the binary's `token` command.
+    pub fn token(&self, org: &str, user: &str, roles: &[&str]) -> String {
+        let mut args = vec!["token", "--org", org, "--user", user];
+        for role in roles {
+            args.extend(["--role", role]);
+        }
+        let output = Command::new(env!("CARGO_BIN_EXE_tessera"))
+            .args(args)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .unwrap();
+        assert!(output.status.success());
+        String::from_utf8(output.stdout).unwrap().trim().to_owned()
+    }
+
+    /// Stops it; returns everything it logged.
+    pub fn stop(mut self) -> String {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let logs = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let _ = std::fs::remove_file(&self.log);
+        logs
+    }
+}

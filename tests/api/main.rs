@@ -27,5 +27,7 @@ mod python;
 mod shutdown;
 mod store_edges;
 mod tenancy;
+mod tls;
 mod tokens;
 mod upgrade;
+mod wire_edges;

@@ -4,7 +4,7 @@ use tessera::api::grpc::pb::zitadel::auth::v1 as auth;
 use tessera::api::grpc::pb::zitadel::auth::v1::auth_service_client::AuthServiceClient;
 
 use crate::grpc::{channel, request};
-use crate::helpers::{Backend, Token, spawn_app};
+use crate::helpers::{Backend, DevBinary, Token, free_port, spawn_app};
 
 #[actix_web::test]
 async fn request_ids_over_http_and_grpc() {
@@ -69,4 +69,71 @@ async fn request_ids_over_http_and_grpc() {
             .len(),
         32
     );
+}
+
+/// One id per request, in the answer and in every log line the request causes, down to the
+/// store's warnings (which run on an organization actor's thread), on both transports.
+#[actix_web::test]
+async fn the_request_id_is_on_every_log_line_the_request_causes() {
+    use std::time::Duration;
+
+    // Redis that is not there: each call logs the store's failure, then its own.
+    let dev = DevBinary::start(&[
+        ("TESSERA__STORE__KIND", "redis".into()),
+        (
+            "TESSERA__REDIS__URL",
+            format!("redis://127.0.0.1:{}", free_port()),
+        ),
+        ("TESSERA__LOG__LEVEL", "debug".into()),
+    ])
+    .await;
+    let base = dev.base.clone();
+    let grpc_port = dev.grpc_port;
+    let client = reqwest::Client::new();
+    let token = dev.token("acme", "alice", &[]);
+
+    let http = client
+        .post(format!("{base}/auth/v1/users/me/auth_factors/_search"))
+        .bearer_auth(&token)
+        .header("x-request-id", "http-log-1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(http.status().as_u16(), 503);
+    assert_eq!(http.headers()["x-request-id"], "http-log-1");
+    let channel = tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{grpc_port}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut grpc = AuthServiceClient::new(channel);
+    let mut call = request(auth::ListMyAuthFactorsRequest {}, Some(&token), None);
+    call.metadata_mut()
+        .insert("x-request-id", "grpc-log-1".parse().unwrap());
+    let failed = grpc.list_my_auth_factors(call).await.unwrap_err();
+    assert_eq!(failed.code(), tonic::Code::Unavailable);
+    assert_eq!(failed.metadata().get("x-request-id").unwrap(), "grpc-log-1");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let logs = dev.stop();
+    for id in ["http-log-1", "grpc-log-1"] {
+        let lines: Vec<serde_json::Value> = logs
+            .lines()
+            .filter_map(|line| serde_json::from_str(line).ok())
+            .filter(|line: &serde_json::Value| {
+                line["span"]["request_id"] == id
+                    || line["spans"]
+                        .as_array()
+                        .is_some_and(|spans| spans.iter().any(|s| s["request_id"] == id))
+            })
+            .collect();
+        let said = |message: &str| {
+            lines
+                .iter()
+                .find(|line| line["message"] == message)
+                .unwrap_or_else(|| panic!("{id}: no {message:?} line with the id in\n{logs}"))
+        };
+        let store = said("store call failed");
+        assert_eq!(store["span"]["tenant"], "acme", "{store}");
+        said("request failed");
+    }
 }

@@ -1,13 +1,12 @@
 //! The real binary, as a user runs it: `tessera dev`, `tessera token`, `check-config`, and
 //! `serve` refusing to start without keys. Its logs, at trace level, never hold a secret.
 
-use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::process::Command;
 
 use serde_json::json;
 use tessera::domain::TotpParams;
 
-use crate::helpers::{code_with, free_port};
+use crate::helpers::{DevBinary, code_with};
 
 const BIN: &str = env!("CARGO_BIN_EXE_tessera");
 
@@ -23,54 +22,10 @@ fn tessera(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
 
 #[actix_web::test]
 async fn dev_server_walkthrough_and_no_secret_in_any_log_line() {
-    let port = free_port();
-    let grpc_port = free_port();
-    let log_path = std::env::temp_dir().join(format!("tessera-dev-{port}.log"));
-    let log = std::fs::File::create(&log_path).unwrap();
-    let mut child = Command::new(BIN)
-        .arg("dev")
-        .env("TESSERA__HTTP__ADDR", format!("127.0.0.1:{port}"))
-        .env("TESSERA__GRPC__ADDR", format!("127.0.0.1:{grpc_port}"))
-        .env("TESSERA__LOG__LEVEL", "trace")
-        .env("TESSERA__LOG__FORMAT", "json")
-        .env_remove("RUST_LOG")
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .stdin(Stdio::null())
-        .spawn()
-        .unwrap();
-    let base = format!("http://127.0.0.1:{port}");
+    let dev = DevBinary::start(&[("TESSERA__LOG__LEVEL", "trace".into())]).await;
+    let (base, grpc_port) = (dev.base.clone(), dev.grpc_port);
     let client = reqwest::Client::new();
-    let mut up = false;
-    for _ in 0..100 {
-        if client
-            .get(format!("{base}/debug/healthz"))
-            .send()
-            .await
-            .is_ok()
-        {
-            up = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(up, "tessera dev starts");
-
-    let output = tessera(
-        &[
-            "token",
-            "--org",
-            "acme",
-            "--user",
-            "alice",
-            "--role",
-            "otp.check",
-        ],
-        &[],
-    );
-    assert!(output.status.success());
-    let token = String::from_utf8(output.stdout).unwrap().trim().to_owned();
+    let token = dev.token("acme", "alice", &["otp.check"]);
     let post = |path: &str, body: serde_json::Value| {
         client
             .post(format!("{base}{path}"))
@@ -113,11 +68,7 @@ async fn dev_server_walkthrough_and_no_secret_in_any_log_line() {
     assert_eq!(wrong.status().as_u16(), 400);
 
     // The same over gRPC, for another user.
-    let grpc_token =
-        String::from_utf8(tessera(&["token", "--org", "acme", "--user", "bob"], &[]).stdout)
-            .unwrap()
-            .trim()
-            .to_owned();
+    let grpc_token = dev.token("acme", "bob", &[]);
     let channel = tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{grpc_port}"))
         .unwrap()
         .connect()
@@ -148,10 +99,7 @@ async fn dev_server_walkthrough_and_no_secret_in_any_log_line() {
     );
     grpc.verify_my_auth_factor_otp(verify).await.unwrap();
 
-    child.kill().unwrap();
-    child.wait().unwrap();
-    let raw = std::fs::read_to_string(&log_path).unwrap();
-    std::fs::remove_file(&log_path).ok();
+    let raw = dev.stop();
     // Timestamps carry six-digit fractions that could equal a code by chance: drop them.
     let logs: String = raw
         .lines()

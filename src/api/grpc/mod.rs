@@ -1,7 +1,12 @@
-//! gRPC on its own port: native gRPC over HTTP/2 (h2c) and gRPC-web (`application/grpc-web`,
-//! `+proto`, `-text`) over HTTP/1.1 through tonic-web, with CORS for configured origins only;
-//! plus `grpc.health.v1.Health` and server reflection (so grpcurl needs no proto files).
+//! gRPC on its own port: native gRPC over HTTP/2 (h2c, or h2 over TLS) and gRPC-web
+//! (`application/grpc-web`, `+proto`, `-text`) over HTTP/1.1 through tonic-web, with CORS for
+//! configured origins only; plus `grpc.health.v1.Health` and server reflection (so grpcurl
+//! needs no proto files). Connections are accepted and bounded by `listener.rs`; every API
+//! call passes `gate.rs`.
 
+pub mod codec;
+pub mod gate;
+pub mod listener;
 pub mod pb;
 mod services;
 mod status;
@@ -30,6 +35,20 @@ pub enum GrpcError {
 pub struct GrpcOptions {
     pub max_message_bytes: usize,
     pub cors_allowed_origins: Vec<String>,
+    /// How long a call's message may take to arrive once its headers have.
+    pub body_timeout: std::time::Duration,
+    pub max_concurrent_streams: u32,
+    pub limits: listener::ConnectionLimits,
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+}
+
+/// Stops the accept loop when the server stops.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Browsers may call from these origins only; with none configured, no CORS headers at all.
@@ -66,6 +85,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), GrpcError> {
     let gateway_readiness = gateway.readiness.clone();
+    let gateway_for_gate = gateway.clone();
     let services = Services::new(gateway);
     let limit = options.max_message_bytes;
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -105,10 +125,15 @@ pub async fn serve(
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;
+    let gate = gate::GateLayer::new(gateway_for_gate, limit, options.body_timeout);
+    let (incoming, accepting) = listener::incoming(listener, options.tls, options.limits);
+    let _stop_accepting = AbortOnDrop(accepting);
     tonic::transport::Server::builder()
         .accept_http1(true)
+        .max_concurrent_streams(options.max_concurrent_streams)
         .layer(cors(&options.cors_allowed_origins))
         .layer(tonic_web::GrpcWebLayer::new())
+        .layer(gate)
         .add_service(
             AuthServiceServer::new(services.clone())
                 .max_decoding_message_size(limit)
@@ -120,10 +145,7 @@ pub async fn serve(
         .add_service(OtpCheckServiceServer::new(services).max_decoding_message_size(limit))
         .add_service(health_service)
         .add_service(reflection)
-        .serve_with_incoming_shutdown(
-            tonic::transport::server::TcpIncoming::from(listener),
-            shutdown,
-        )
+        .serve_with_incoming_shutdown(incoming, shutdown)
         .await?;
     Ok(())
 }

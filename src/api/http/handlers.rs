@@ -1,12 +1,13 @@
-//! Thin handlers: the wire in, one gateway call, the wire out.
+//! Thin handlers: the wire in, one gateway call, the wire out. The gates ran in the
+//! `Authenticated` extractor before any of them.
 
-use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 use secrecy::ExposeSecret;
 use serde::Deserialize;
 
+use super::extract::org_header;
 use super::{ApiError, HttpState, json_body};
-use crate::api::gateway::Origin;
+use crate::api::gateway::Authenticated;
 use crate::api::wire::{
     AddOtpResponse, AuthFactorJson, DetailsJson, DetailsResponse, Empty, ListAuthFactorsResponse,
     auth_factor_state,
@@ -17,33 +18,12 @@ type State = web::Data<HttpState>;
 
 /// Requests with no fields of interest: any JSON object (unknown fields are ignored).
 #[derive(Deserialize, Default)]
-struct NoFields {}
+pub struct NoFields {}
 
 #[derive(Deserialize, Default)]
-struct CodeRequest {
+pub struct CodeRequest {
     #[serde(default)]
-    code: Option<String>,
-}
-
-fn origin(req: &HttpRequest) -> Origin<'_> {
-    Origin {
-        peer: req.peer_addr().map(|addr| addr.ip()),
-        forwarded_for: req
-            .headers()
-            .get_all("x-forwarded-for")
-            .filter_map(|value| value.to_str().ok())
-            .collect(),
-        authorization: req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .map(|v| v.as_bytes()),
-    }
-}
-
-fn org_header(req: &HttpRequest) -> Option<&str> {
-    req.headers()
-        .get("x-zitadel-orgid")
-        .and_then(|v| v.to_str().ok())
+    pub code: Option<String>,
 }
 
 fn details(details: &Details) -> HttpResponse {
@@ -55,11 +35,11 @@ fn details(details: &Details) -> HttpResponse {
 pub async fn add_my_otp(
     req: HttpRequest,
     state: State,
+    auth: Authenticated,
     body: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let caller = state.gateway.caller(&origin(&req)).await?;
-    json_body::<NoFields>(&req, body, state.body_limit).await?;
-    let enrollment = state.gateway.add_my(&caller).await?;
+    json_body::<NoFields>(&req, body, &state).await?;
+    let enrollment = state.gateway.add_my(&auth).await?;
     Ok(HttpResponse::Ok().json(AddOtpResponse {
         url: enrollment.uri.expose_secret().to_owned(),
         secret: enrollment.secret.expose_secret().to_owned(),
@@ -70,32 +50,28 @@ pub async fn add_my_otp(
 pub async fn verify_my_otp(
     req: HttpRequest,
     state: State,
+    auth: Authenticated,
     body: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let caller = state.gateway.caller(&origin(&req)).await?;
-    let body = json_body::<CodeRequest>(&req, body, state.body_limit).await?;
-    let verified = state
-        .gateway
-        .verify_my(&caller, body.code.unwrap_or_default())
-        .await?;
-    Ok(details(&verified))
+    let body = json_body::<CodeRequest>(&req, body, &state).await?;
+    let code = body.code.unwrap_or_default();
+    Ok(details(&state.gateway.verify_my(&auth, code).await?))
 }
 
-pub async fn remove_my_otp(req: HttpRequest, state: State) -> Result<HttpResponse, ApiError> {
-    let caller = state.gateway.caller(&origin(&req)).await?;
-    Ok(details(&state.gateway.remove_my(&caller).await?))
+pub async fn remove_my_otp(state: State, auth: Authenticated) -> Result<HttpResponse, ApiError> {
+    Ok(details(&state.gateway.remove_my(&auth).await?))
 }
 
 pub async fn list_my_factors(
     req: HttpRequest,
     state: State,
+    auth: Authenticated,
     body: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let caller = state.gateway.caller(&origin(&req)).await?;
-    json_body::<NoFields>(&req, body, state.body_limit).await?;
+    json_body::<NoFields>(&req, body, &state).await?;
     let result = state
         .gateway
-        .list_my(&caller)
+        .list_my(&auth)
         .await?
         .into_iter()
         .map(|factor| AuthFactorJson {
@@ -109,19 +85,15 @@ pub async fn list_my_factors(
 pub async fn check_otp(
     req: HttpRequest,
     state: State,
+    auth: Authenticated,
     path: web::Path<String>,
     body: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let caller = state.gateway.caller(&origin(&req)).await?;
-    let body = json_body::<CodeRequest>(&req, body, state.body_limit).await?;
+    let body = json_body::<CodeRequest>(&req, body, &state).await?;
+    let code = body.code.unwrap_or_default();
     let checked = state
         .gateway
-        .check(
-            &caller,
-            org_header(&req),
-            &path,
-            body.code.unwrap_or_default(),
-        )
+        .check(&auth, org_header(&req), &path, code)
         .await?;
     Ok(details(&checked))
 }
@@ -129,12 +101,12 @@ pub async fn check_otp(
 pub async fn remove_user_otp(
     req: HttpRequest,
     state: State,
+    auth: Authenticated,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let caller = state.gateway.caller(&origin(&req)).await?;
     let removed = state
         .gateway
-        .remove_user(&caller, org_header(&req), &path)
+        .remove_user(&auth, org_header(&req), &path)
         .await?;
     Ok(details(&removed))
 }
@@ -142,14 +114,14 @@ pub async fn remove_user_otp(
 pub async fn unlock_user(
     req: HttpRequest,
     state: State,
+    auth: Authenticated,
     path: web::Path<String>,
     body: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let caller = state.gateway.caller(&origin(&req)).await?;
-    json_body::<NoFields>(&req, body, state.body_limit).await?;
+    json_body::<NoFields>(&req, body, &state).await?;
     let unlocked = state
         .gateway
-        .unlock_user(&caller, org_header(&req), &path)
+        .unlock_user(&auth, org_header(&req), &path)
         .await?;
     Ok(details(&unlocked))
 }

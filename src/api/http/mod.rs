@@ -1,9 +1,11 @@
 //! actix-web: routes, the shared state, and the few helpers every handler uses
 //! (client address, bearer token, bounded JSON body, errors in the contract's shape).
 
+mod extract;
 mod handlers;
 
-pub use handlers::metrics;
+pub use extract::{ClientCertified, on_connect};
+pub use handlers::{CodeRequest, NoFields, metrics};
 
 use std::sync::Arc;
 
@@ -22,15 +24,18 @@ use crate::metrics::code_name;
 pub struct HttpState {
     pub gateway: Arc<Gateway>,
     pub body_limit: usize,
+    /// How long a request's body may take to arrive once its handler reads it.
+    pub body_timeout: std::time::Duration,
 }
 
-/// A body read up to the limit (413 past it) and parsed as JSON whatever its content type,
-/// as grpc-gateway does; an empty body is an empty request.
+/// A body read up to the limit (413 past it) within the body timeout (408 past it), parsed
+/// as JSON whatever its content type.
 async fn json_body<T: DeserializeOwned + Default>(
     req: &HttpRequest,
     mut payload: web::Payload,
-    limit: usize,
+    state: &HttpState,
 ) -> Result<T, ApiError> {
+    let limit = state.body_limit;
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -39,18 +44,30 @@ async fn json_body<T: DeserializeOwned + Default>(
     if declared.is_some_and(|len| len > limit) {
         return Err(OtpError::BodyTooLarge.into());
     }
-    let mut body = web::BytesMut::new();
-    while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|_| OtpError::MalformedBody)?;
-        if body.len() + chunk.len() > limit {
-            return Err(OtpError::BodyTooLarge.into());
+    let read = async {
+        let mut body = web::BytesMut::new();
+        while let Some(chunk) = payload.next().await {
+            let chunk = chunk.map_err(|_| OtpError::MalformedBody)?;
+            if body.len() + chunk.len() > limit {
+                return Err(OtpError::BodyTooLarge);
+            }
+            body.extend_from_slice(&chunk);
         }
-        body.extend_from_slice(&chunk);
-    }
+        Ok(body)
+    };
+    let body = tokio::time::timeout(state.body_timeout, read)
+        .await
+        .map_err(|_| OtpError::BodyTimeout)??;
+    Ok(parse_json_body(&body)?)
+}
+
+/// A request body as grpc-gateway reads it: JSON whatever the content type says, an empty
+/// (or blank) body an empty request, unknown fields ignored. (Also the fuzz target's entry.)
+pub fn parse_json_body<T: DeserializeOwned + Default>(body: &[u8]) -> Result<T, OtpError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
-    serde_json::from_slice(&body).map_err(|_| OtpError::MalformedBody.into())
+    serde_json::from_slice(body).map_err(|_| OtpError::MalformedBody)
 }
 
 /// An `OtpError` on its way out as HTTP.
@@ -73,6 +90,7 @@ impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         let status = match self.0 {
             OtpError::BodyTooLarge => 413,
+            OtpError::BodyTimeout => 408,
             OtpError::MethodNotAllowed => 405,
             ref other => other.grpc_code().http_status(),
         };
@@ -88,6 +106,39 @@ impl ResponseError for ApiError {
         // For the request metrics: the gRPC code behind the HTTP status.
         response.extensions_mut().insert(self.0.grpc_code());
         response
+    }
+}
+
+/// Every request's id (the caller's `x-request-id` when sane, else a fresh one): in the
+/// request's extensions before the root span is made (`telemetry::RequestSpans` puts it
+/// there, so every log line of the request carries it), and in the response.
+pub fn with_request_id<S, B>(
+    req: actix_web::dev::ServiceRequest,
+    service: &S,
+) -> impl std::future::Future<Output = Result<actix_web::dev::ServiceResponse<B>, actix_web::Error>>
++ use<S, B>
+where
+    S: actix_web::dev::Service<
+            actix_web::dev::ServiceRequest,
+            Response = actix_web::dev::ServiceResponse<B>,
+            Error = actix_web::Error,
+        >,
+{
+    use actix_web::HttpMessage;
+    let id = crate::telemetry::RequestId::from_header(
+        req.headers().get("x-request-id").map(|v| v.as_bytes()),
+    );
+    let value = header::HeaderValue::from_str(&id.0).ok();
+    req.extensions_mut().insert(id);
+    let call = service.call(req);
+    async move {
+        let mut response = call.await?;
+        if let Some(value) = value {
+            response
+                .headers_mut()
+                .insert(header::HeaderName::from_static("x-request-id"), value);
+        }
+        Ok(response)
     }
 }
 

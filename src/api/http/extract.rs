@@ -1,0 +1,66 @@
+//! What every HTTP call takes from its request before any work, in one place: the gates
+//! (client address limit, token; see `Gateway::authenticate`) as an extractor, so that a
+//! handler that needs a caller cannot forget them, and they run before the body is read.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use actix_web::dev::Payload;
+use actix_web::http::header;
+use actix_web::{FromRequest, HttpRequest, web};
+
+use super::{ApiError, HttpState};
+use crate::api::gateway::{Authenticated, Origin};
+use crate::domain::OtpError;
+
+/// Set on a TLS connection whose client presented a certificate that the configured CA
+/// signed (`tls.client_ca_file`; rustls has verified it by the time a request arrives).
+#[derive(Debug, Clone, Copy)]
+pub struct ClientCertified;
+
+fn origin(req: &HttpRequest) -> Origin<'_> {
+    Origin {
+        peer: req.peer_addr().map(|addr| addr.ip()),
+        forwarded_for: req
+            .headers()
+            .get_all("x-forwarded-for")
+            .filter_map(|value| value.to_str().ok())
+            .collect(),
+        authorization: req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .map(|v| v.as_bytes()),
+        client_certified: req.conn_data::<ClientCertified>().is_some(),
+    }
+}
+
+impl FromRequest for Authenticated {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let req = req.clone();
+        Box::pin(async move {
+            let state = req
+                .app_data::<web::Data<HttpState>>()
+                .ok_or(OtpError::Internal)?;
+            Ok(state.gateway.authenticate(&origin(&req)).await?)
+        })
+    }
+}
+
+/// Notes, per connection, whether its TLS client presented a certificate (which rustls has
+/// verified against the configured CA by now).
+pub fn on_connect(connection: &dyn std::any::Any, data: &mut actix_web::dev::Extensions) {
+    use actix_tls::accept::rustls_0_23::TlsStream;
+    if let Some(tls) = connection.downcast_ref::<TlsStream<actix_web::rt::net::TcpStream>>()
+        && tls.get_ref().1.peer_certificates().is_some()
+    {
+        data.insert(ClientCertified);
+    }
+}
+
+/// `x-zitadel-orgid` as received; the gateway parses it.
+pub fn org_header(req: &HttpRequest) -> Option<&[u8]> {
+    req.headers().get("x-zitadel-orgid").map(|v| v.as_bytes())
+}

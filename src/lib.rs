@@ -17,6 +17,8 @@ pub mod app;
 pub mod auth;
 pub mod clock;
 pub mod domain;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod health;
 pub mod metrics;
 pub mod seal;

@@ -14,6 +14,7 @@ mod conformance;
 mod deploy;
 mod fail_closed;
 mod faults;
+mod fuzz_corpus;
 mod grpc;
 mod grpc_web;
 mod helpers;

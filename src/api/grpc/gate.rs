@@ -233,7 +233,7 @@ async fn admit(shared: &Shared, request: Request<Body>) -> Result<Request<Body>,
 
 /// Reads a unary call's body: one frame of at most `max_message` bytes. It stops reading as
 /// soon as the frame's header announces more, or more has arrived.
-async fn read_frame(mut body: Body, max_message: usize) -> Result<Bytes, OtpError> {
+pub(crate) async fn read_frame(mut body: Body, max_message: usize) -> Result<Bytes, OtpError> {
     let mut received = BytesMut::new();
     while let Some(frame) = body.frame().await {
         // tonic-web reports gRPC-web-text that is not base64 as a body error.

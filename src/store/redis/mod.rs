@@ -314,10 +314,9 @@ fn standalone(options: &RedisOptions<'_>) -> Result<Connector, StoreError> {
     Ok(Connector::Standalone { client, config })
 }
 
-fn cluster(options: &RedisOptions<'_>) -> Result<Connector, StoreError> {
-    let seeds = options
-        .urls
-        .expose_secret()
+/// `redis.url` in cluster mode: one or more comma-separated seed URLs.
+pub fn parse_seeds(urls: &str) -> Result<Vec<redis::ConnectionInfo>, StoreError> {
+    let seeds = urls
         .split(',')
         .map(str::trim)
         .filter(|seed| !seed.is_empty())
@@ -328,6 +327,11 @@ fn cluster(options: &RedisOptions<'_>) -> Result<Connector, StoreError> {
             "redis.url names no seed node".into(),
         ));
     }
+    Ok(seeds)
+}
+
+fn cluster(options: &RedisOptions<'_>) -> Result<Connector, StoreError> {
+    let seeds = parse_seeds(options.urls.expose_secret())?;
     // Retries cover MOVED/ASK and a node that is being failed over; the deadline still
     // bounds every call, and a script retried after it changes nothing.
     let mut builder = redis::cluster::ClusterClient::builder(seeds)

@@ -361,7 +361,13 @@ fn load_tls(settings: &Settings) -> Result<Option<Arc<Tls>>, StartError> {
         key: tls.key_file.clone().into(),
         client_ca: (!tls.client_ca_file.is_empty()).then(|| tls.client_ca_file.clone().into()),
     };
-    Ok(Some(Tls::load(files)?))
+    let loaded = Tls::load(files)?;
+    tracing::info!(
+        cert = %tls.cert_file,
+        client_ca = %tls.client_ca_file,
+        "TLS on the HTTP and gRPC ports"
+    );
+    Ok(Some(loaded))
 }
 
 /// Looks at the TLS files every `every`, and serves new material when they change.

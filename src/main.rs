@@ -197,16 +197,22 @@ A token for user "alice" of organization "acme" (roles {check}, {admin} for acme
 
 Enroll, scan, verify:
 
-  curl -s -X POST localhost:{{port}}/auth/v1/users/me/auth_factors/otp -H "Authorization: Bearer $TOKEN" | tee /tmp/otp.json
+  curl -s -X POST {base}/auth/v1/users/me/auth_factors/otp -H "Authorization: Bearer $TOKEN" | tee /tmp/otp.json
   jq -r .url /tmp/otp.json | tessera qr        # or: cargo run -q -- qr "$(jq -r .url /tmp/otp.json)"
-  curl -s localhost:{{port}}/auth/v1/users/me/auth_factors/otp/_verify -H "Authorization: Bearer $TOKEN" -d '{{"code":"123456"}}'
+  curl -s {base}/auth/v1/users/me/auth_factors/otp/_verify -H "Authorization: Bearer $TOKEN" -d '{{"code":"123456"}}'
 
 Check at login (as the login page's backend):
 
-  curl -s localhost:{{port}}/management/v1/users/alice/auth_factors/otp/_check -H "Authorization: Bearer $TOKEN" -d '{{"code":"123456"}}'
+  curl -s {base}/management/v1/users/alice/auth_factors/otp/_check -H "Authorization: Bearer $TOKEN" -d '{{"code":"123456"}}'
 
 More tokens: tessera token --org acme --user bob --role otp.check
 "#,
+        // With TLS, curl needs the CA (`--cacert ca.pem`) unless the system trusts it.
+        base = if settings.tls.cert_file.is_empty() {
+            "localhost:{port}"
+        } else {
+            "--cacert <your CA> https://localhost:{port}"
+        },
         check = settings.auth.check_role,
         admin = settings.auth.admin_role,
         store = match (settings.store.kind, settings.redis.mode) {

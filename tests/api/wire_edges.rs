@@ -161,6 +161,54 @@ async fn the_grpc_port_caps_open_connections() {
     assert_eq!(answered.unwrap_err().code(), Code::PermissionDenied);
 }
 
+#[actix_web::test]
+async fn the_http_port_caps_open_connections() {
+    // Two workers, one connection each: actix-web stops accepting when every worker is full.
+    let app = Spawn::new(Backend::Memory)
+        .with(|s| {
+            s.http.workers = 2;
+            s.http.max_connections = 2;
+            s.http.header_timeout_secs = 60;
+            s.http.idle_timeout_secs = 60;
+        })
+        .start()
+        .await;
+    let alice = Token::user("acme", "alice").sign();
+    let address = host(&app.address);
+    let held: Vec<TcpStream> = futures::future::join_all((0..2).map(|_| async {
+        let mut socket = TcpStream::connect(&address).await.unwrap();
+        // A request answered keeps the connection open and idle (keep-alive).
+        socket
+            .write_all(
+                format!(
+                    "POST /auth/v1/users/me/auth_factors/_search HTTP/1.1\r\nhost: x\r\n\
+                     authorization: Bearer {alice}\r\ncontent-length: 0\r\n\r\n"
+                )
+                .as_bytes(),
+            )
+            .await
+            .unwrap();
+        let mut answer = [0u8; 512];
+        let read = socket.read(&mut answer).await.unwrap();
+        assert!(answer[..read].starts_with(b"HTTP/1.1 200"));
+        socket
+    }))
+    .await;
+    let client = reqwest::Client::new();
+    let url = app.url("/auth/v1/users/me/auth_factors/_search");
+    let token = alice.clone();
+    let call = tokio::spawn(async move { client.post(url).bearer_auth(token).send().await });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!call.is_finished(), "a connection over the cap was served");
+    drop(held);
+    let answered = tokio::time::timeout(GUARD, call)
+        .await
+        .expect("served once connections closed")
+        .unwrap()
+        .unwrap();
+    assert_eq!(answered.status().as_u16(), 200);
+}
+
 /// An unauthenticated gRPC-web request whose body trickles in: refused at its headers, before
 /// the body has arrived.
 #[actix_web::test]

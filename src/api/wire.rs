@@ -89,7 +89,12 @@ pub fn auth_factor_state(state: FactorState) -> &'static str {
 
 /// The message of a `CredentialsCheckError`: how many attempts remain.
 pub fn attempts_message(err: &OtpError, attempts: &FailedAttempts) -> String {
-    format!("{err}; {} attempts remaining", attempts.remaining)
+    let noun = if attempts.remaining == 1 {
+        "attempt"
+    } else {
+        "attempts"
+    };
+    format!("{err}; {} {noun} remaining", attempts.remaining)
 }
 
 /// `google.rpc.Status` in JSON, with ZITADEL's `ErrorDetail` (and `CredentialsCheckError`).

@@ -5,7 +5,7 @@ use std::process::Command;
 
 use actix_web::{App, HttpResponse, HttpServer, web};
 
-use crate::helpers::{Backend, Spawn, Token, free_port};
+use crate::helpers::{Backend, Spawn, TempDir, Token, free_port};
 
 /// The page: frames gRPC-web messages by hand, calls tessera with fetch, writes the outcome
 /// into the document for `--dump-dom`.
@@ -86,7 +86,9 @@ fn serve_page(html: String, port: u16) {
 
 /// What the page wrote, as headless Chromium saw it once its scripts settled.
 async fn browse(url: String) -> String {
-    let profile = std::env::temp_dir().join(format!("tessera-chromium-{}", free_port()));
+    // A profile of its own, removed when the page has been read.
+    let profile = TempDir::new("chromium");
+    let profile_path = profile.0.clone();
     let output = actix_rt::task::spawn_blocking(move || {
         Command::new("chromium")
             .args([
@@ -100,13 +102,14 @@ async fn browse(url: String) -> String {
                 "--no-first-run",
                 "--virtual-time-budget=10000",
             ])
-            .arg(format!("--user-data-dir={}", profile.display()))
+            .arg(format!("--user-data-dir={}", profile_path.display()))
             .args(["--dump-dom", &url])
             .output()
     })
     .await
     .unwrap()
     .expect("chromium must be installed (scripts/test installs it)");
+    drop(profile);
     let dom = String::from_utf8_lossy(&output.stdout).into_owned();
     let start = dom.find("<pre id=\"out\">").expect("the page rendered") + "<pre id=\"out\">".len();
     dom[start..].split("</pre>").next().unwrap().to_owned()

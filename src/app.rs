@@ -8,6 +8,7 @@ use std::time::Duration;
 use actix::Arbiter;
 use actix_web::dev::Server;
 use actix_web::{App, HttpServer, web};
+use secrecy::ExposeSecret;
 use tracing_actix_web::TracingLogger;
 
 use crate::api::gateway::Gateway;
@@ -41,7 +42,7 @@ pub enum StartError {
     Tls(#[from] crate::tls::TlsError),
 }
 
-/// Test and embedding hooks: another clock, or a store shared between two instances.
+/// Test hooks: another clock, or a store shared between two instances.
 #[derive(Default)]
 pub struct Overrides {
     pub clock: Option<SharedClock>,
@@ -58,19 +59,49 @@ pub struct Application {
     arbiters: Vec<Arbiter>,
 }
 
+/// What the servers read from files and the network before any listener exists: the seal
+/// keys, the token keys (a JWKS file or URL), the TLS material, the Redis CA.
+/// `tessera check-config` reads exactly this, so it fails where `serve` would.
+pub struct Dependencies {
+    keys: Arc<KeyRing>,
+    verifier: Arc<TokenVerifier>,
+    tls: Option<Arc<Tls>>,
+    redis_ca: Option<Vec<u8>>,
+}
+
+impl Dependencies {
+    pub async fn load(settings: &Settings) -> Result<Self, StartError> {
+        Ok(Self {
+            keys: Arc::new(KeyRing::parse(&settings.seal.keys)?),
+            verifier: Arc::new(TokenVerifier::from_settings(&settings.auth).await?),
+            tls: load_tls(settings)?,
+            redis_ca: tls_ca(&settings.redis.tls_ca_file)?,
+        })
+    }
+}
+
 impl Application {
     pub async fn build(settings: Settings) -> Result<Self, StartError> {
-        Self::build_with(settings, Overrides::default()).await
+        Self::assemble(settings, Overrides::default()).await
     }
 
+    /// `build`, with a clock or a store given from outside (tests).
+    #[cfg(feature = "test-kit")]
     pub async fn build_with(settings: Settings, overrides: Overrides) -> Result<Self, StartError> {
-        let keys = Arc::new(KeyRing::parse(&settings.seal.keys)?);
-        let tls = load_tls(&settings)?;
-        let verifier = Arc::new(TokenVerifier::from_settings(&settings.auth).await?);
+        Self::assemble(settings, overrides).await
+    }
+
+    async fn assemble(settings: Settings, overrides: Overrides) -> Result<Self, StartError> {
+        let Dependencies {
+            keys,
+            verifier,
+            tls,
+            redis_ca,
+        } = Dependencies::load(&settings).await?;
         let metrics = Arc::new(Metrics::new()?);
         let store = match overrides.store {
             Some(store) => store,
-            None => open_store(&settings, &metrics)?,
+            None => open_store(&settings, &metrics, redis_ca)?,
         };
         let clock = overrides.clock.unwrap_or_else(|| Arc::new(SystemClock));
         let store: SharedStore = Arc::new(MeteredStore::new(store, metrics.clone()));
@@ -157,6 +188,7 @@ impl Application {
         }
         .map_err(|e| StartError::Bind(settings.http.addr.clone(), e))?
         .run();
+        spawn_key_refreshes(gateway.verifier.clone());
         let grpc = GrpcServer::start(gateway, &settings, tls.as_deref())?;
         if let Some(tls) = tls {
             spawn_tls_reloads(tls, Duration::from_secs(settings.tls.reload_interval_secs));
@@ -200,8 +232,28 @@ impl Application {
     /// Runs until the HTTP server stops. On SIGTERM or SIGINT actix stops accepting and lets
     /// in-flight requests finish (the grace period); then gRPC drains the same way, and only
     /// then do the actors stop, so no call is cut off between its commit and its answer.
-    pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        let result = self.server.await;
+    /// If the gRPC server stops by itself, HTTP drains and this is an error: a process that
+    /// serves half its API would stay in its Service, so the orchestrator must restart it.
+    pub async fn run_until_stopped(mut self) -> std::io::Result<()> {
+        let http = self.server.handle();
+        let grpc_ended = tokio::select! {
+            result = &mut self.server => Some(result),
+            ended = &mut self.grpc.ended => {
+                let why = ended.unwrap_or_else(|_| "its thread panicked".to_owned());
+                tracing::error!(reason = %why, "the gRPC server stopped; stopping HTTP too");
+                // The command is sent at once; the server carries it out as it is polled.
+                let stopping = http.stop(true);
+                let _ = (&mut self.server).await;
+                stopping.await;
+                self.stop_the_rest().await;
+                return Err(std::io::Error::other(format!("the gRPC server stopped: {why}")));
+            }
+        };
+        self.stop_the_rest().await;
+        grpc_ended.unwrap_or(Ok(()))
+    }
+
+    async fn stop_the_rest(self) {
         if let Some((_, metrics)) = &self.metrics_server {
             metrics.stop(true).await;
         }
@@ -210,15 +262,28 @@ impl Application {
         for arbiter in &self.arbiters {
             arbiter.stop();
         }
-        result
+    }
+
+    /// A switch that stops the gRPC server as if it had died (for the test of the
+    /// supervision), to throw once the application runs.
+    #[cfg(feature = "test-kit")]
+    pub fn grpc_kill_switch(&mut self) -> impl FnOnce() + Send + use<> {
+        let stop = self.grpc.stop.take();
+        move || {
+            if let Some(stop) = stop {
+                let _ = stop.send(());
+            }
+        }
     }
 }
 
-/// The gRPC server on a thread of its own with a small tokio runtime: tonic needs a
+/// The gRPC server runs on its own thread with its own runtime: tonic wants a
 /// multi-threaded tokio runtime, the actors are reached through their addresses.
 struct GrpcServer {
     port: u16,
-    stop: tokio::sync::oneshot::Sender<()>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    /// Told when the server's thread ends, and why; dropped if it panics.
+    ended: tokio::sync::oneshot::Receiver<String>,
     thread: std::thread::JoinHandle<()>,
 }
 
@@ -254,18 +319,20 @@ impl GrpcServer {
             tls,
         };
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (ended_tx, ended) = tokio::sync::oneshot::channel::<String>();
+        let threads = settings.grpc.threads;
         let thread = std::thread::Builder::new()
             .name("grpc".into())
             .spawn(move || {
                 let runtime = match tokio::runtime::Builder::new_multi_thread()
-                    .worker_threads(2)
+                    .worker_threads(threads)
                     .thread_name("grpc-worker")
                     .enable_all()
                     .build()
                 {
                     Ok(runtime) => runtime,
                     Err(err) => {
-                        tracing::error!(error = %err, "gRPC runtime did not start");
+                        let _ = ended_tx.send(format!("its runtime did not start: {err}"));
                         return;
                     }
                 };
@@ -278,16 +345,24 @@ impl GrpcServer {
                     .await
                     .map_err(std::io::Error::other)
                 });
-                if let Err(err) = served {
-                    tracing::error!(error = %err, "gRPC server stopped");
-                }
+                let _ = ended_tx.send(match served {
+                    Ok(()) => "it returned".to_owned(),
+                    Err(err) => err.to_string(),
+                });
             })
             .map_err(|e| StartError::Bind(settings.grpc.addr.clone(), e))?;
-        Ok(Self { port, stop, thread })
+        Ok(Self {
+            port,
+            stop: Some(stop),
+            ended,
+            thread,
+        })
     }
 
     async fn stop(self) {
-        let _ = self.stop.send(());
+        if let Some(stop) = self.stop {
+            let _ = stop.send(());
+        }
         let thread = self.thread;
         let _ = actix_rt::task::spawn_blocking(move || thread.join()).await;
     }
@@ -321,7 +396,11 @@ fn metrics_listener(
     Ok(Some((port, handle)))
 }
 
-fn open_store(settings: &Settings, metrics: &Metrics) -> Result<SharedStore, StartError> {
+fn open_store(
+    settings: &Settings,
+    metrics: &Metrics,
+    redis_ca: Option<Vec<u8>>,
+) -> Result<SharedStore, StartError> {
     Ok(match settings.store.kind {
         StoreKind::Memory => Arc::new(MemoryStore::new()),
         StoreKind::Redis => Arc::new(RedisStore::connect(
@@ -329,8 +408,10 @@ fn open_store(settings: &Settings, metrics: &Metrics) -> Result<SharedStore, Sta
             RedisOptions {
                 mode: settings.redis.mode,
                 urls: &settings.redis.url,
-                password: settings.redis.password.as_ref(),
-                tls_ca_pem: tls_ca(&settings.redis.tls_ca_file)?,
+                // Empty: none (a passwordless Redis refuses AUTH with an empty one).
+                password: Some(&settings.redis.password)
+                    .filter(|password| !password.expose_secret().is_empty()),
+                tls_ca_pem: redis_ca,
                 prefix: &settings.redis.key_prefix,
                 timeout: Duration::from_millis(settings.store.timeout_ms),
                 wait_replicas: settings.redis.wait_replicas,
@@ -377,6 +458,21 @@ fn spawn_tls_reloads(tls: Arc<Tls>, every: Duration) {
         loop {
             ticks.tick().await;
             tls.reload_if_changed();
+        }
+    });
+}
+
+/// Keeps the token verification keys current: the JWKS file read again when it changes, the
+/// URL fetched when its time comes.
+fn spawn_key_refreshes(verifier: Arc<TokenVerifier>) {
+    let Some(every) = verifier.refresh_every() else {
+        return;
+    };
+    actix_rt::spawn(async move {
+        let mut ticks = actix_rt::time::interval(every);
+        loop {
+            ticks.tick().await;
+            verifier.refresh().await;
         }
     });
 }

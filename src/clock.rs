@@ -1,6 +1,10 @@
-//! The one place that reads the wall clock. Tests swap in a clock they can move.
+//! The domain's clock: the wall clock the application hands the domain as `now` (dates, lock
+//! expiry, time steps). Tests swap in a clock they can move. (Other readers of the wall clock
+//! have reasons of their own: the token checks compare `exp` with it, `tessera token` mints
+//! with it, the memory store floors its sequences with it as Redis does with `TIME`.)
 
 use std::sync::Arc;
+#[cfg(feature = "test-kit")]
 use std::sync::atomic::{AtomicI64, Ordering};
 
 use crate::domain::UnixMicros;
@@ -21,9 +25,11 @@ impl Clock for SystemClock {
 }
 
 /// A clock that stands still until moved: for tests of lock expiry and time steps.
+#[cfg(feature = "test-kit")]
 #[derive(Debug)]
 pub struct ManualClock(AtomicI64);
 
+#[cfg(feature = "test-kit")]
 impl ManualClock {
     pub fn new(now: UnixMicros) -> Self {
         Self(AtomicI64::new(now.0))
@@ -39,6 +45,7 @@ impl ManualClock {
     }
 }
 
+#[cfg(feature = "test-kit")]
 impl Clock for ManualClock {
     fn now(&self) -> UnixMicros {
         UnixMicros(self.0.load(Ordering::SeqCst))

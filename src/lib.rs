@@ -17,10 +17,12 @@ pub mod app;
 pub mod auth;
 pub mod clock;
 pub mod domain;
+#[cfg(feature = "test-kit")]
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod health;
 pub mod metrics;
+pub mod process;
 pub mod seal;
 pub mod settings;
 pub mod store;

@@ -29,22 +29,13 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
     about = "Multi-tenant TOTP factor server speaking ZITADEL's Auth API"
 )]
 struct Cli {
-    /// Folder holding <env>.toml.
-    #[arg(
-        long,
-        global = true,
-        default_value = "config",
-        env = "TESSERA_CONFIG_DIR"
-    )]
-    config_dir: PathBuf,
-    /// Which config/<env>.toml to layer over the defaults (serve and check-config).
-    #[arg(
-        long = "env",
-        global = true,
-        default_value = "production",
-        env = "TESSERA_ENV"
-    )]
-    environment: String,
+    /// Folder holding <env>.toml; by default `config/` here, else `../config` beside the binary.
+    #[arg(long, global = true, env = "TESSERA_CONFIG_DIR")]
+    config_dir: Option<PathBuf>,
+    /// Which <env>.toml `serve` and `check-config` layer over the defaults (its file must exist;
+    /// `none`: the defaults and the environment only). Unset: production.toml, if there is one.
+    #[arg(long = "env", global = true, env = "TESSERA_ENV")]
+    environment: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -104,12 +95,8 @@ async fn run(command: Command, source: Source) -> Result<(), String> {
             .await
         }
         Command::Dev => {
-            let dev_source = Source {
-                environment: "dev".into(),
-                ..source
-            };
             serve(
-                Settings::load(Mode::Dev, &dev_source).map_err(|e| e.to_string())?,
+                Settings::load(Mode::Dev, &source).map_err(|e| e.to_string())?,
                 true,
             )
             .await
@@ -120,11 +107,7 @@ async fn run(command: Command, source: Source) -> Result<(), String> {
             roles,
             ttl_secs,
         } => {
-            let dev_source = Source {
-                environment: "dev".into(),
-                ..source
-            };
-            let settings = Settings::load(Mode::Dev, &dev_source).map_err(|e| e.to_string())?;
+            let settings = Settings::load(Mode::Dev, &source).map_err(|e| e.to_string())?;
             let now = chrono::Utc::now().timestamp();
             let token = mint_dev_token(&settings.auth, &org, &user, &roles, ttl_secs, now)
                 .map_err(|e| e.to_string())?;
@@ -133,14 +116,22 @@ async fn run(command: Command, source: Source) -> Result<(), String> {
         }
         Command::CheckConfig => {
             let settings = Settings::load(Mode::Serve, &source).map_err(|e| e.to_string())?;
+            for warning in &settings.warnings {
+                eprintln!("warning: {warning}");
+            }
+            // Every file `serve` reads, read as `serve` reads it.
+            tessera::app::Dependencies::load(&settings)
+                .await
+                .map_err(|e| e.to_string())?;
             println!(
-                "configuration ok: env {}, store {:?}, http {}, grpc {}",
-                source.environment, settings.store.kind, settings.http.addr, settings.grpc.addr
+                "configuration ok: {}; store {:?}, http {}, grpc {}",
+                settings.loaded_from, settings.store.kind, settings.http.addr, settings.grpc.addr
             );
             Ok(())
         }
         Command::GenSealKey { id } => {
-            println!("{}", KeyRing::generate_entry(&id).expose_secret());
+            let entry = KeyRing::generate_entry(&id).map_err(|e| e.to_string())?;
+            println!("{}", entry.expose_secret());
             Ok(())
         }
         Command::Qr { uri } => {
@@ -168,6 +159,11 @@ async fn run(command: Command, source: Source) -> Result<(), String> {
 
 async fn serve(settings: Settings, dev: bool) -> Result<(), String> {
     tessera::telemetry::init(settings.log.format, &settings.log.level, std::io::stdout);
+    tracing::info!(configuration = %settings.loaded_from, "settings loaded");
+    for warning in &settings.warnings {
+        tracing::warn!("{warning}");
+    }
+    tessera::process::protect_memory(settings.process.allow_core_dumps);
     let banner = dev.then(|| dev_banner(&settings));
     let app = Application::build(settings)
         .await

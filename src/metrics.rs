@@ -133,7 +133,7 @@ impl Metrics {
         for event in ["locked", "unlocked"] {
             lock_events.with_label_values(&[event]);
         }
-        for op in ["load", "add", "attempt", "remove", "unlock", "ping", "time"] {
+        for op in ["load", "add", "attempt", "remove", "unlock", "time"] {
             store_errors.with_label_values(&[op]);
         }
         for reason in ["missing", "not_bearer", "invalid"] {

@@ -9,7 +9,7 @@ use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use rand::RngCore;
+use rand::{RngCore, TryRngCore};
 use secrecy::{ExposeSecret, SecretBox, SecretString};
 
 const FORMAT_VERSION: u8 = 1;
@@ -30,6 +30,8 @@ pub enum SealError {
     UnknownKey(String),
     #[error("sealed secret does not open (wrong key, owner or tampering)")]
     Open,
+    #[error("the operating system gave no random bytes")]
+    NoRandomness,
 }
 
 struct RingKey {
@@ -91,10 +93,16 @@ impl KeyRing {
     }
 
     /// A fresh `id:base64` entry for `tessera gen-seal-key`.
-    pub fn generate_entry(id: &str) -> SecretString {
+    pub fn generate_entry(id: &str) -> Result<SecretString, SealError> {
         let mut key = zeroize::Zeroizing::new([0u8; KEY_LEN]);
-        rand::rng().fill_bytes(key.as_mut());
-        SecretString::from(format!("{id}:{}", STANDARD.encode(key.as_ref())))
+        // From the operating system directly: no generator's buffer keeps a copy of the key.
+        rand::rngs::OsRng
+            .try_fill_bytes(key.as_mut())
+            .map_err(|_| SealError::NoRandomness)?;
+        Ok(SecretString::from(format!(
+            "{id}:{}",
+            STANDARD.encode(key.as_ref())
+        )))
     }
 
     pub fn sealing_key_id(&self) -> &str {

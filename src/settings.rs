@@ -29,6 +29,9 @@ audience = "tessera"
 keys = "dev-2026:ZGV2ZWxvcG1lbnQtb25seS1zZWFsLWtleS0zMmJ5dGU="
 "#;
 
+/// The development seal key of the preset above: published, so `serve` refuses it.
+const DEV_SEAL_KEY: &str = "ZGV2ZWxvcG1lbnQtb25seS1zZWFsLWtleS0zMmJ5dGU=";
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
     /// `tessera serve` and `check-config`.
@@ -53,9 +56,17 @@ pub struct Settings {
     pub tenants: TenantSettings,
     pub health: HealthSettings,
     pub log: LogSettings,
-    /// Per-organization overrides of `[totp]` and `[lockout]`, keyed by organization id.
+    pub process: ProcessSettings,
+    /// Per-organization overrides of `[totp]` and `[lockout]`, keyed by organization id in
+    /// lower case (see `normalize_org_keys`).
     #[serde(default)]
     pub orgs: HashMap<String, OrgOverrides>,
+    /// The layers read, for the start's log: the files and the config directory.
+    #[serde(skip)]
+    pub loaded_from: String,
+    /// What loading found wrong but not fatal (stray variables), for the start's log.
+    #[serde(skip)]
+    pub warnings: Vec<String>,
 }
 
 /// What one organization may set differently from the instance.
@@ -93,6 +104,8 @@ pub struct HttpSettings {
 #[serde(deny_unknown_fields)]
 pub struct GrpcSettings {
     pub addr: String,
+    /// Worker threads of the gRPC server's own tokio runtime.
+    pub threads: usize,
     pub max_message_bytes: usize,
     pub cors_allowed_origins: Vec<String>,
     pub header_timeout_secs: u64,
@@ -142,9 +155,8 @@ pub struct RedisSettings {
     pub wait_replicas: u32,
     /// Connections per thread kept for writes that wait for replicas.
     pub wait_connections: usize,
-    /// Filled from `password_file` by `load`.
-    #[serde(skip)]
-    pub password: Option<SecretString>,
+    /// The password (overrides the URL's); or from `password_file`. Empty: none.
+    pub password: SecretString,
 }
 
 #[derive(Debug, Deserialize)]
@@ -153,6 +165,7 @@ pub struct AuthSettings {
     pub jwks_file: String,
     pub jwks_url: String,
     pub jwks_refetch_min_interval_secs: u64,
+    pub jwks_refresh_secs: u64,
     pub issuer: String,
     pub audience: String,
     pub leeway_secs: u64,
@@ -236,6 +249,13 @@ pub struct HealthSettings {
     pub check_interval_secs: u64,
 }
 
+/// See `process.rs`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProcessSettings {
+    pub allow_core_dumps: bool,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
@@ -263,18 +283,92 @@ pub enum SettingsError {
     Invalid(Vec<String>),
 }
 
-/// Where to look for `config/<env>.toml`.
-#[derive(Debug, Clone)]
+/// Where the configuration comes from: the folder of `<env>.toml` files, and which one.
+#[derive(Debug, Clone, Default)]
 pub struct Source {
-    pub config_dir: PathBuf,
-    pub environment: String,
+    /// Given by `--config-dir` or `TESSERA_CONFIG_DIR` (it must exist); else `config/` in the
+    /// working directory, else `../config` beside the binary.
+    pub config_dir: Option<PathBuf>,
+    /// Given by `--env` or `TESSERA_ENV`: its file must exist; `none` means no file at all.
+    /// Unset: `production` for `serve`; `dev` and `token` always take `dev` (both optional).
+    pub environment: Option<String>,
 }
 
-impl Default for Source {
-    fn default() -> Self {
-        Self {
-            config_dir: PathBuf::from("config"),
-            environment: std::env::var("TESSERA_ENV").unwrap_or_else(|_| "production".into()),
+/// The pairs of a secret given directly and its `*_file` twin.
+const SECRET_TWINS: &[(&str, &str)] = &[
+    ("seal.keys", "seal.keys_file"),
+    ("auth.hs256_secret", "auth.hs256_secret_file"),
+    ("redis.password", "redis.password_file"),
+];
+
+/// Variables of tessera's own that are not settings.
+const OWN_VARIABLES: &[&str] = &["TESSERA_ENV", "TESSERA_CONFIG_DIR"];
+
+/// One layer of the configuration, kept apart to know which layer set what.
+struct Layer {
+    name: String,
+    config: Config,
+}
+
+impl Layer {
+    fn new(
+        name: impl Into<String>,
+        source: impl config::Source + Send + Sync + 'static,
+    ) -> Result<Self, SettingsError> {
+        Ok(Self {
+            name: name.into(),
+            config: Config::builder().add_source(source).build()?,
+        })
+    }
+
+    /// The value at `key`, if this layer sets it to something other than "".
+    fn sets(&self, key: &str) -> Option<String> {
+        self.config.get_string(key).ok().filter(|v| !v.is_empty())
+    }
+}
+
+impl Source {
+    /// The folder of the `<env>.toml` files.
+    fn config_dir(&self) -> Result<Option<PathBuf>, SettingsError> {
+        if let Some(dir) = &self.config_dir {
+            return if dir.is_dir() {
+                Ok(Some(dir.clone()))
+            } else {
+                Err(SettingsError::Invalid(vec![format!(
+                    "the config directory {} does not exist",
+                    dir.display()
+                )]))
+            };
+        }
+        let beside_binary = std::env::current_exe()
+            .ok()
+            .and_then(|exe| exe.parent().map(|bin| bin.join("../config")));
+        Ok([Some(PathBuf::from("config")), beside_binary]
+            .into_iter()
+            .flatten()
+            .find(|dir| dir.is_dir()))
+    }
+
+    /// The environment's file, if one is to be read: an explicit environment must have it.
+    fn env_file(&self, mode: Mode, dir: Option<&Path>) -> Result<Option<PathBuf>, SettingsError> {
+        let (name, explicit) = match (&self.environment, mode) {
+            (Some(name), _) if name == "none" => return Ok(None),
+            // `dev` and `token` take dev.toml, when there is one.
+            (_, Mode::Dev) => ("dev", false),
+            (Some(name), Mode::Serve) => (name.as_str(), true),
+            (None, Mode::Serve) => ("production", false),
+        };
+        let file = dir.map(|dir| dir.join(format!("{name}.toml")));
+        match file {
+            Some(file) if file.is_file() => Ok(Some(file)),
+            _ if explicit => Err(SettingsError::Invalid(vec![format!(
+                "environment {name:?}: no {name}.toml in {} (--env none: the defaults and the environment only)",
+                dir.map_or_else(
+                    || "any config directory".to_owned(),
+                    |d| d.display().to_string()
+                )
+            )])),
+            _ => Ok(None),
         }
     }
 }
@@ -282,28 +376,22 @@ impl Default for Source {
 impl Settings {
     /// Loads, resolves `*_file` secrets and validates for `mode`.
     pub fn load(mode: Mode, source: &Source) -> Result<Self, SettingsError> {
-        Self::load_with(mode, source, Environment::with_prefix("TESSERA"))
+        let mut settings = Self::load_with(mode, source, Environment::with_prefix("TESSERA"))?;
+        let names = std::env::vars_os().filter_map(|(name, _)| name.into_string().ok());
+        settings.warnings.extend(stray_variables(names));
+        Ok(settings)
     }
 
     /// `load` with the environment source given, so tests can set overrides without touching
-    /// the process environment.
+    /// the process environment. Layers, each over the ones before: the embedded defaults,
+    /// the dev preset (`tessera dev`), the environment's file, the environment.
     pub fn load_with(
         mode: Mode,
         source: &Source,
         environment: Environment,
     ) -> Result<Self, SettingsError> {
-        let mut builder = Config::builder().add_source(File::from_str(DEFAULTS, FileFormat::Toml));
-        if mode == Mode::Dev {
-            builder = builder.add_source(File::from_str(DEV_PRESET, FileFormat::Toml));
-        }
-        let env_file = source
-            .config_dir
-            .join(format!("{}.toml", source.environment));
-        builder = builder.add_source(
-            File::from(env_file)
-                .format(FileFormat::Toml)
-                .required(false),
-        );
+        let dir = source.config_dir()?;
+        let env_file = source.env_file(mode, dir.as_deref())?;
         let environment = environment
             .prefix_separator("__")
             .separator("__")
@@ -311,41 +399,108 @@ impl Settings {
             .list_separator(",")
             .with_list_parse_key("http.trusted_proxies")
             .with_list_parse_key("grpc.cors_allowed_origins");
+        let defaults = || File::from_str(DEFAULTS, FileFormat::Toml);
+        let preset = || File::from_str(DEV_PRESET, FileFormat::Toml);
+        let file = |path: &PathBuf| File::from(path.clone()).format(FileFormat::Toml);
+        let mut layers = vec![Layer::new("the defaults", defaults())?];
+        let mut builder = Config::builder().add_source(defaults());
+        if mode == Mode::Dev {
+            layers.push(Layer::new("the dev preset", preset())?);
+            builder = builder.add_source(preset());
+        }
+        if let Some(path) = &env_file {
+            layers.push(Layer::new(path.display().to_string(), file(path))?);
+            builder = builder.add_source(file(path));
+        }
+        layers.push(Layer::new("the environment", environment.clone())?);
         let mut settings: Settings = builder.add_source(environment).build()?.try_deserialize()?;
-        settings.resolve_secret_files()?;
+        settings.resolve_secrets(&layers)?;
+        settings.normalize_org_keys()?;
         settings.validate(mode)?;
+        let names: Vec<&str> = layers.iter().map(|l| l.name.as_str()).collect();
+        settings.loaded_from = format!(
+            "{} (config directory: {})",
+            names.join(" < "),
+            dir.map_or_else(|| "none found".to_owned(), |d| d.display().to_string())
+        );
         Ok(settings)
     }
 
     /// The settings `tessera dev` starts with, ignoring the process environment (for tests).
+    #[cfg(feature = "test-kit")]
     pub fn dev_defaults() -> Result<Self, SettingsError> {
-        Self::load_with(
+        let mut settings = Self::load_with(
             Mode::Dev,
             &Source {
-                config_dir: PathBuf::from("/nonexistent"),
-                environment: "none".into(),
+                config_dir: None,
+                environment: Some("none".into()),
             },
             Environment::with_prefix("TESSERA_TEST_NOTHING_HERE"),
-        )
+        )?;
+        settings.warnings.clear();
+        Ok(settings)
     }
 
-    fn resolve_secret_files(&mut self) -> Result<(), SettingsError> {
-        if let Some(keys) = read_secret_file(&self.seal.keys_file)? {
-            self.seal.keys = keys;
+    /// Each secret from the topmost layer that gives it, directly or as a `*_file` path: an
+    /// environment variable beats a file path from a config file, and the other way round.
+    /// Both in one layer is an error: which was meant?
+    fn resolve_secrets(&mut self, layers: &[Layer]) -> Result<(), SettingsError> {
+        let mut problems = Vec::new();
+        for (value_key, file_key) in SECRET_TWINS {
+            let top = layers
+                .iter()
+                .rev()
+                .find(|layer| layer.sets(value_key).is_some() || layer.sets(file_key).is_some());
+            let Some(layer) = top else {
+                continue;
+            };
+            let secret = match (layer.sets(value_key), layer.sets(file_key)) {
+                (Some(_), Some(_)) => {
+                    problems.push(format!(
+                        "{value_key} and {file_key} are both set in {}",
+                        layer.name
+                    ));
+                    continue;
+                }
+                (Some(value), None) => SecretString::from(value),
+                (None, Some(path)) => read_secret_file(&path)?,
+                (None, None) => continue,
+            };
+            match *value_key {
+                "seal.keys" => self.seal.keys = secret,
+                "auth.hs256_secret" => self.auth.hs256_secret = secret,
+                _ => self.redis.password = secret,
+            }
         }
-        if let Some(secret) = read_secret_file(&self.auth.hs256_secret_file)? {
-            self.auth.hs256_secret = secret;
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(SettingsError::Invalid(problems))
         }
-        // An empty file is "no password" (a passwordless Redis refuses AUTH with an empty one).
-        self.redis.password = read_secret_file(&self.redis.password_file)?
-            .filter(|password| !password.expose_secret().is_empty());
+    }
+
+    /// Organization ids as keys of `[orgs]` in lower case, looked up in lower case: the
+    /// environment can only give them so (config-rs lowercases its keys), and an override
+    /// set as TESSERA__ORGS__ACME__… must apply to the organization "ACME".
+    fn normalize_org_keys(&mut self) -> Result<(), SettingsError> {
+        let mut normalized = HashMap::with_capacity(self.orgs.len());
+        for (org, overrides) in std::mem::take(&mut self.orgs) {
+            if normalized.insert(org.to_lowercase(), overrides).is_some() {
+                return Err(SettingsError::Invalid(vec![format!(
+                    "orgs: {org:?} appears twice when case is ignored"
+                )]));
+            }
+        }
+        self.orgs = normalized;
         Ok(())
     }
 
     /// The instance's policy, with an organization's overrides when `org` names one.
     pub fn otp_policy(&self, org: Option<&str>) -> OtpPolicy {
         let none = OrgOverrides::default();
-        let o = org.and_then(|org| self.orgs.get(org)).unwrap_or(&none);
+        let o = org
+            .and_then(|org| self.orgs.get(&org.to_lowercase()))
+            .unwrap_or(&none);
         OtpPolicy {
             params: TotpParams {
                 algorithm: o.algorithm.unwrap_or(self.totp.algorithm),
@@ -400,6 +555,9 @@ impl Settings {
         }
         if self.http.max_connections == 0 || self.grpc.max_connections == 0 {
             problems.push("http.max_connections and grpc.max_connections must be positive".into());
+        }
+        if self.grpc.threads == 0 {
+            problems.push("grpc.threads must be positive".into());
         }
         if self.grpc.max_concurrent_streams == 0 {
             problems.push("grpc.max_concurrent_streams must be positive".into());
@@ -464,6 +622,9 @@ impl Settings {
                 ));
             }
         }
+        if self.auth.jwks_refresh_secs == 0 {
+            problems.push("auth.jwks_refresh_secs must be positive".into());
+        }
         if self.auth.leeway_secs > 60 {
             problems.push("auth.leeway_secs must be at most 60".into());
         }
@@ -489,6 +650,12 @@ impl Settings {
             );
         } else if let Err(err) = crate::seal::KeyRing::parse(&self.seal.keys) {
             problems.push(format!("seal.keys: {err}"));
+        } else if mode == Mode::Serve && holds_dev_seal_key(&self.seal.keys) {
+            problems.push(
+                "seal.keys holds the development seal key, which is published in tessera's \
+                 repository and protects nothing (`tessera gen-seal-key` makes one)"
+                    .into(),
+            );
         }
         if self.tenants.mailbox_capacity == 0 || self.tenants.cache_capacity == 0 {
             problems.push("tenants.mailbox_capacity and cache_capacity must be positive".into());
@@ -507,16 +674,71 @@ impl Settings {
     }
 }
 
-fn read_secret_file(path: &str) -> Result<Option<SecretString>, SettingsError> {
-    if path.is_empty() {
-        return Ok(None);
-    }
+/// Whether a key ring holds the development key, under any id.
+fn holds_dev_seal_key(ring: &SecretString) -> bool {
+    use base64::Engine;
+    let decode = |text: &str| {
+        base64::engine::general_purpose::STANDARD
+            .decode(text.trim())
+            .ok()
+    };
+    let dev = decode(DEV_SEAL_KEY);
+    ring.expose_secret()
+        .split([',', '\n'])
+        .filter_map(|entry| entry.split_once(':'))
+        .any(|(_, key)| decode(key).is_some() && decode(key) == dev)
+}
+
+fn read_secret_file(path: &str) -> Result<SecretString, SettingsError> {
     let contents =
         std::fs::read_to_string(Path::new(path)).map_err(|source| SettingsError::SecretFile {
             path: PathBuf::from(path),
             source,
         })?;
-    Ok(Some(SecretString::from(contents.trim().to_owned())))
+    Ok(SecretString::from(contents.trim().to_owned()))
+}
+
+/// Every setting of `default.toml`, as `section.key`.
+fn known_settings() -> Vec<String> {
+    let Ok(defaults) = Config::builder()
+        .add_source(File::from_str(DEFAULTS, FileFormat::Toml))
+        .build()
+        .and_then(|config| config.try_deserialize::<HashMap<String, config::Value>>())
+    else {
+        return Vec::new();
+    };
+    let mut keys = Vec::new();
+    for (section, value) in defaults {
+        if let Ok(table) = value.into_table() {
+            keys.extend(table.into_keys().map(|key| format!("{section}.{key}")));
+        }
+    }
+    keys
+}
+
+/// Variables that look like tessera's but set nothing: `TESSERA_` with one underscore where
+/// settings take two (`TESSERA_HTTP_ADDR` for `TESSERA__HTTP__ADDR`); they would be ignored.
+pub fn stray_variables(names: impl Iterator<Item = String>) -> Vec<String> {
+    let known = known_settings();
+    let mut stray: Vec<String> = names
+        .filter(|name| name.starts_with("TESSERA_") && !name.starts_with("TESSERA__"))
+        .filter(|name| !OWN_VARIABLES.contains(&name.as_str()))
+        .map(|name| {
+            // HTTP_ADDR: try each underscore as the one between section and key.
+            let rest = name.trim_start_matches("TESSERA_").to_lowercase();
+            let meant = rest
+                .match_indices('_')
+                .map(|(at, _)| format!("{}.{}", &rest[..at], &rest[at + 1..]))
+                .find(|key| known.contains(key))
+                .map_or_else(String::new, |key| {
+                    let variable = key.replace('.', "__").to_uppercase();
+                    format!(" (did you mean TESSERA__{variable}?)")
+                });
+            format!("{name} sets nothing: settings are TESSERA__SECTION__KEY, with two underscores{meant}")
+        })
+        .collect();
+    stray.sort();
+    stray
 }
 
 #[cfg(test)]
@@ -535,8 +757,8 @@ mod tests {
 
     fn nowhere() -> Source {
         Source {
-            config_dir: PathBuf::from("/nonexistent"),
-            environment: "none".into(),
+            config_dir: None,
+            environment: Some("none".into()),
         }
     }
 
@@ -675,5 +897,195 @@ mod tests {
         );
         assert!(missing.is_err());
         std::fs::remove_dir_all(dir).ok();
+    }
+
+    /// A config folder of the test's own with these files; removed on drop.
+    struct ConfigDir(PathBuf);
+
+    impl ConfigDir {
+        fn with(files: &[(&str, &str)]) -> Self {
+            use std::sync::atomic::{AtomicU32, Ordering};
+            static NEXT: AtomicU32 = AtomicU32::new(0);
+            let dir = std::env::temp_dir().join(format!(
+                "tessera-config-{}-{}",
+                std::process::id(),
+                NEXT.fetch_add(1, Ordering::Relaxed)
+            ));
+            std::fs::create_dir_all(&dir).unwrap();
+            for (name, text) in files {
+                std::fs::write(dir.join(name), text).unwrap();
+            }
+            Self(dir)
+        }
+
+        fn source(&self, environment: Option<&str>) -> Source {
+            Source {
+                config_dir: Some(self.0.clone()),
+                environment: environment.map(str::to_owned),
+            }
+        }
+    }
+
+    impl Drop for ConfigDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    const KEY: &str = "k1:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
+
+    /// What `serve` needs besides the seal key, from the environment.
+    const SERVE: &[(&str, &str)] = &[
+        ("TESSERA__AUTH__JWKS_URL", "https://issuer.example/jwks"),
+        ("TESSERA__AUTH__ISSUER", "https://issuer.example"),
+        ("TESSERA__AUTH__AUDIENCE", "tessera"),
+    ];
+
+    fn with_serve(vars: &[(&'static str, &'static str)]) -> Environment {
+        let all: Vec<(&str, &str)> = SERVE.iter().chain(vars).copied().collect();
+        env(&all)
+    }
+
+    #[test]
+    fn the_environment_beats_a_secret_file_from_a_config_file() {
+        let dir = ConfigDir::with(&[(
+            "production.toml",
+            "[seal]\nkeys_file = \"/nonexistent/keys\"\n",
+        )]);
+        let settings = Settings::load_with(
+            Mode::Serve,
+            &dir.source(None),
+            with_serve(&[("TESSERA__SEAL__KEYS", KEY)]),
+        )
+        .unwrap();
+        assert_eq!(settings.seal.keys.expose_secret(), KEY);
+        // And a file from the environment beats a value from a config file.
+        let keys = dir.0.join("keys");
+        std::fs::write(&keys, format!("{KEY}\n")).unwrap();
+        let dir2 = ConfigDir::with(&[("production.toml", "[seal]\nkeys = \"not:a key\"\n")]);
+        let path = keys.to_string_lossy().into_owned();
+        let vars = [SERVE, &[("TESSERA__SEAL__KEYS_FILE", path.as_str())]].concat();
+        let settings = Settings::load_with(Mode::Serve, &dir2.source(None), env(&vars)).unwrap();
+        assert_eq!(settings.seal.keys.expose_secret(), KEY);
+    }
+
+    #[test]
+    fn a_value_and_its_file_in_one_layer_is_an_error() {
+        for (value, file) in SECRET_TWINS {
+            let upper = |key: &str| format!("TESSERA__{}", key.replace('.', "__").to_uppercase());
+            let (value_var, file_var) = (upper(value), upper(file));
+            let err = Settings::load_with(
+                Mode::Dev,
+                &nowhere(),
+                env(&[
+                    (value_var.as_str(), "x"),
+                    (file_var.as_str(), "/nonexistent"),
+                ]),
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(
+                err.contains(&format!(
+                    "{value} and {file} are both set in the environment"
+                )),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_explicit_environment_must_have_its_file() {
+        let dir = ConfigDir::with(&[("production.toml", "[log]\nformat = \"json\"\n")]);
+        let vars = [SERVE, &[("TESSERA__SEAL__KEYS", KEY)]].concat();
+        let load = |environment: Option<&str>| {
+            Settings::load_with(Mode::Serve, &dir.source(environment), env(&vars))
+        };
+        let err = load(Some("staging")).unwrap_err().to_string();
+        assert!(err.contains("no staging.toml in"), "{err}");
+        assert_eq!(
+            load(Some("production")).unwrap().log.format,
+            LogFormat::Json
+        );
+        assert_eq!(load(None).unwrap().log.format, LogFormat::Json);
+        // `none`: the defaults and the environment only.
+        assert_eq!(load(Some("none")).unwrap().log.format, LogFormat::Pretty);
+        // Without a production.toml, an implicit production is the defaults.
+        let empty = ConfigDir::with(&[]);
+        let settings = Settings::load_with(Mode::Serve, &empty.source(None), env(&vars));
+        assert_eq!(settings.unwrap().log.format, LogFormat::Pretty);
+        // `dev` keeps dev.toml optional whatever the environment says.
+        assert!(Settings::load_with(Mode::Dev, &dir.source(Some("staging")), env(&[])).is_ok());
+        // An explicit config folder must exist.
+        let missing = Source {
+            config_dir: Some(PathBuf::from("/nonexistent/config")),
+            environment: None,
+        };
+        let err = Settings::load_with(Mode::Dev, &missing, env(&[])).unwrap_err();
+        assert!(err.to_string().contains("does not exist"), "{err}");
+    }
+
+    #[test]
+    fn the_start_says_which_files_were_read() {
+        let dir = ConfigDir::with(&[("dev.toml", "")]);
+        let settings = Settings::load_with(Mode::Dev, &dir.source(None), env(&[])).unwrap();
+        let file = dir.0.join("dev.toml").display().to_string();
+        assert_eq!(
+            settings.loaded_from,
+            format!(
+                "the defaults < the dev preset < {file} < the environment (config directory: {})",
+                dir.0.display()
+            )
+        );
+    }
+
+    #[test]
+    fn org_overrides_apply_whatever_the_case_of_the_id() {
+        let settings = Settings::load_with(
+            Mode::Dev,
+            &nowhere(),
+            env(&[("TESSERA__ORGS__ACME__DIGITS", "8")]),
+        )
+        .unwrap();
+        assert_eq!(settings.otp_policy(Some("ACME")).params.digits, 8);
+        assert_eq!(settings.otp_policy(Some("acme")).params.digits, 8);
+        let dir = ConfigDir::with(&[(
+            "dev.toml",
+            "[orgs.Acme]\ndigits = 7\n[orgs.acme]\ndigits = 8\n",
+        )]);
+        let err = Settings::load_with(Mode::Dev, &dir.source(None), env(&[])).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("appears twice when case is ignored"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn stray_variables_are_named_with_what_was_meant() {
+        let names = [
+            "TESSERA_HTTP_ADDR",
+            "TESSERA__HTTP__ADDR",
+            "TESSERA_ENV",
+            "TESSERA_CONFIG_DIR",
+            "PATH",
+        ];
+        let stray = stray_variables(names.iter().map(|n| (*n).to_owned()));
+        assert_eq!(stray.len(), 1, "{stray:?}");
+        assert!(
+            stray[0].contains("did you mean TESSERA__HTTP__ADDR?"),
+            "{stray:?}"
+        );
+        let unknown = stray_variables(["TESSERA_NOTHING_AT_ALL".to_owned()].into_iter());
+        assert!(!unknown[0].contains("did you mean"), "{unknown:?}");
+    }
+
+    #[test]
+    fn serve_refuses_the_development_seal_key() {
+        let dev_key = format!("renamed:{DEV_SEAL_KEY}");
+        let vars = [SERVE, &[("TESSERA__SEAL__KEYS", dev_key.as_str())]].concat();
+        let err = Settings::load_with(Mode::Serve, &nowhere(), env(&vars)).unwrap_err();
+        assert!(err.to_string().contains("development seal key"), "{err}");
+        let vars = [SERVE, &[("TESSERA__SEAL__KEYS", KEY)]].concat();
+        assert!(Settings::load_with(Mode::Serve, &nowhere(), env(&vars)).is_ok());
     }
 }

@@ -1,5 +1,5 @@
-//! The wire: JSON over HTTP (grpc-gateway's rules) now; gRPC next to it later. Both call
-//! the same actor messages, so behaviour is identical by construction.
+//! The wire: JSON over HTTP (grpc-gateway's rules), gRPC and gRPC-web. Both transports call
+//! the same gateway (and so the same actor messages): behaviour is identical by construction.
 
 pub mod gateway;
 pub mod grpc;

@@ -7,6 +7,16 @@ pub(crate) struct VerifyKey {
     pub kid: Option<String>,
     pub algorithms: Vec<Algorithm>,
     pub key: DecodingKey,
+    /// What the key is (SHA-256 of its JWK or PEM), so that the tokens it verified can be
+    /// forgotten when it leaves the set, whatever its `kid`.
+    pub fingerprint: KeyFingerprint,
+}
+
+pub(crate) type KeyFingerprint = [u8; 32];
+
+pub(crate) fn fingerprint(material: &[u8]) -> KeyFingerprint {
+    use sha2::Digest;
+    sha2::Sha256::digest(material).into()
 }
 
 /// The asymmetric algorithms a JWK may verify. A JWKS never yields an HMAC key: HS256 is
@@ -54,6 +64,7 @@ pub(crate) fn parse_jwks(document: &str) -> Result<Vec<VerifyKey>, String> {
                 kid: jwk.common.key_id.clone(),
                 algorithms,
                 key,
+                fingerprint: fingerprint(&serde_json::to_vec(jwk).ok()?),
             })
         })
         .collect();

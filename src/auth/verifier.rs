@@ -3,7 +3,9 @@
 
 use std::collections::{HashMap, HashSet};
 use std::num::NonZeroUsize;
+use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
@@ -15,10 +17,11 @@ use tokio::sync::{Mutex, RwLock};
 
 use super::caller::Caller;
 use super::dev::{DEV_KEY_ID, DEV_PUBLIC_PEM};
-use super::jwks::{VerifyKey, parse_jwks};
+use super::jwks::{KeyFingerprint, VerifyKey, fingerprint, parse_jwks};
 use crate::domain::OtpError;
 use crate::domain::ids::is_valid_id;
 use crate::settings::AuthSettings;
+use crate::tls::{Stamp, stamp};
 
 #[derive(Debug, thiserror::Error)]
 pub enum VerifierError {
@@ -32,11 +35,57 @@ pub enum VerifierError {
     DevKey(String),
 }
 
+/// A JWKS URL: fetched at start, again when its time comes (its `Cache-Control: max-age`,
+/// within `[refetch_min_interval, refresh]`), and for an unknown `kid`, at most once per
+/// `refetch_min_interval` so that tokens with made-up kids cannot hammer the issuer.
 struct Remote {
     url: String,
     client: reqwest::Client,
     min_interval: Duration,
+    max_interval: Duration,
     last_fetch: Mutex<Instant>,
+    next_fetch: std::sync::Mutex<Instant>,
+}
+
+/// A JWKS file: read at start and again when its modification time or size changes (a
+/// Kubernetes Secret mounted as a volume is replaced by a rename).
+struct JwksFile {
+    path: String,
+    stamp: std::sync::Mutex<Stamp>,
+}
+
+/// The verification keys, by where they come from: each part is replaced on its own.
+#[derive(Default, Clone)]
+struct KeySet {
+    dev: Vec<Arc<VerifyKey>>,
+    file: Vec<Arc<VerifyKey>>,
+    remote: Vec<Arc<VerifyKey>>,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum KeySource {
+    File,
+    Remote,
+}
+
+impl KeySet {
+    fn iter(&self) -> impl Iterator<Item = &VerifyKey> {
+        self.dev
+            .iter()
+            .chain(&self.file)
+            .chain(&self.remote)
+            .map(Arc::as_ref)
+    }
+
+    fn with(&self, source: KeySource, keys: Vec<VerifyKey>) -> Self {
+        let keys = keys.into_iter().map(Arc::new).collect();
+        let mut next = self.clone();
+        match source {
+            KeySource::File => next.file = keys,
+            KeySource::Remote => next.remote = keys,
+        }
+        next
+    }
 }
 
 struct ClaimNames {
@@ -46,14 +95,25 @@ struct ClaimNames {
     login_name: String,
 }
 
-/// Verified tokens, keyed by the SHA-256 of the token, each kept until its `exp`: a
-/// signature check costs tens of microseconds, a login page sends the same token all day.
-type VerifiedCache = std::sync::Mutex<LruCache<[u8; 32], (Arc<Caller>, i64)>>;
+/// What a cached token stands for: its caller, its `exp`, and the key that verified it.
+type CachedToken = (Arc<Caller>, i64, KeyFingerprint);
+
+/// Verified tokens, keyed by the SHA-256 of the token, each kept until its `exp` or until the
+/// key that verified it leaves the set: a signature check costs tens of microseconds, a
+/// login page sends the same token all day.
+type VerifiedCache = std::sync::Mutex<LruCache<[u8; 32], CachedToken>>;
+
+/// The shared HS256 secret never changes while the process runs: tokens it verified stay.
+const HS256_FINGERPRINT: KeyFingerprint = [0; 32];
 
 pub struct TokenVerifier {
-    keys: RwLock<Arc<Vec<VerifyKey>>>,
+    keys: RwLock<Arc<KeySet>>,
+    /// Counts key set changes, so that a token verified under keys that changed meanwhile is
+    /// not cached after the cache was purged of those keys' tokens.
+    generation: AtomicU64,
     verified: Option<VerifiedCache>,
     remote: Option<Remote>,
+    file: Option<JwksFile>,
     hs256: Option<DecodingKey>,
     issuer: String,
     audience: String,
@@ -63,20 +123,34 @@ pub struct TokenVerifier {
 
 impl TokenVerifier {
     pub async fn from_settings(auth: &AuthSettings) -> Result<Self, VerifierError> {
-        let mut keys = Vec::new();
+        let mut keys = KeySet::default();
         if auth.dev_key {
-            keys.push(VerifyKey {
+            keys.dev.push(Arc::new(VerifyKey {
                 kid: Some(DEV_KEY_ID.into()),
                 algorithms: vec![Algorithm::EdDSA],
                 key: DecodingKey::from_ed_pem(DEV_PUBLIC_PEM.as_bytes())
                     .map_err(|e| VerifierError::DevKey(e.to_string()))?,
-            });
+                fingerprint: fingerprint(DEV_PUBLIC_PEM.as_bytes()),
+            }));
         }
-        if !auth.jwks_file.is_empty() {
+        let file = if auth.jwks_file.is_empty() {
+            None
+        } else {
+            let stamp = stamp(Path::new(&auth.jwks_file));
             let document = std::fs::read_to_string(&auth.jwks_file)
                 .map_err(|e| VerifierError::File(auth.jwks_file.clone(), e))?;
-            keys.extend(parse_jwks(&document).map_err(VerifierError::Jwks)?);
-        }
+            keys.file = parse_jwks(&document)
+                .map_err(VerifierError::Jwks)?
+                .into_iter()
+                .map(Arc::new)
+                .collect();
+            Some(JwksFile {
+                path: auth.jwks_file.clone(),
+                stamp: std::sync::Mutex::new(stamp),
+            })
+        };
+        let min_interval = Duration::from_secs(auth.jwks_refetch_min_interval_secs);
+        let max_interval = Duration::from_secs(auth.jwks_refresh_secs).max(min_interval);
         let remote = if auth.jwks_url.is_empty() {
             None
         } else {
@@ -84,22 +158,29 @@ impl TokenVerifier {
                 .timeout(Duration::from_secs(5))
                 .build()
                 .map_err(|e| VerifierError::Fetch(auth.jwks_url.clone(), e.to_string()))?;
-            let fetched = fetch(&client, &auth.jwks_url).await?;
-            keys.extend(fetched);
+            let (fetched, max_age) = fetch(&client, &auth.jwks_url).await?;
+            keys.remote = fetched.into_iter().map(Arc::new).collect();
+            let now = Instant::now();
             Some(Remote {
                 url: auth.jwks_url.clone(),
                 client,
-                min_interval: Duration::from_secs(auth.jwks_refetch_min_interval_secs),
-                last_fetch: Mutex::new(Instant::now()),
+                min_interval,
+                max_interval,
+                last_fetch: Mutex::new(now),
+                next_fetch: std::sync::Mutex::new(
+                    now + next_interval(max_age, min_interval, max_interval),
+                ),
             })
         };
         let secret = auth.hs256_secret.expose_secret();
         let hs256 = (!secret.is_empty()).then(|| DecodingKey::from_secret(secret.as_bytes()));
         Ok(Self {
             keys: RwLock::new(Arc::new(keys)),
+            generation: AtomicU64::new(0),
             verified: NonZeroUsize::new(auth.token_cache_capacity)
                 .map(|n| std::sync::Mutex::new(LruCache::new(n))),
             remote,
+            file,
             hs256,
             issuer: auth.issuer.clone(),
             audience: auth.audience.clone(),
@@ -111,6 +192,102 @@ impl TokenVerifier {
                 login_name: auth.login_name_claim.clone(),
             },
         })
+    }
+
+    /// How often `refresh` should run: the file is looked at, and the URL fetched when due.
+    pub fn refresh_every(&self) -> Option<Duration> {
+        let min_interval = self.remote.as_ref().map(|remote| remote.min_interval);
+        (self.file.is_some() || self.remote.is_some()).then(|| {
+            min_interval
+                .unwrap_or(Duration::from_secs(5))
+                .max(Duration::from_secs(1))
+        })
+    }
+
+    /// Reads the JWKS file again if it changed, and fetches the JWKS URL if its time has
+    /// come. A source that fails keeps its keys (a half-written file, an issuer that is
+    /// down): the next round retries.
+    pub async fn refresh(&self) {
+        if let Some(file) = &self.file {
+            let now = stamp(Path::new(&file.path));
+            let changed = file.stamp.lock().is_ok_and(|seen| *seen != now);
+            if changed {
+                let read = std::fs::read_to_string(&file.path)
+                    .map_err(|e| e.to_string())
+                    .and_then(|document| parse_jwks(&document));
+                match read {
+                    Ok(keys) => {
+                        self.replace(KeySource::File, keys).await;
+                        if let Ok(mut seen) = file.stamp.lock() {
+                            *seen = now;
+                        }
+                    }
+                    Err(err) => tracing::error!(
+                        file = %file.path, error = %err,
+                        "the JWKS file changed but does not load; keeping its keys"
+                    ),
+                }
+            }
+        }
+        if let Some(remote) = &self.remote {
+            let due = remote
+                .next_fetch
+                .lock()
+                .is_ok_and(|next| Instant::now() >= *next);
+            if due {
+                self.refetch().await;
+            }
+        }
+    }
+
+    /// Puts `keys` in place of `source`'s and forgets the tokens that keys no longer in the
+    /// set verified, whether or not a token with a new `kid` ever arrives.
+    async fn replace(&self, source: KeySource, keys: Vec<VerifyKey>) -> Arc<KeySet> {
+        let mut current = self.keys.write().await;
+        let next = Arc::new(current.with(source, keys));
+        let kept: HashSet<KeyFingerprint> = next.iter().map(|key| key.fingerprint).collect();
+        let removed: HashSet<KeyFingerprint> = current
+            .iter()
+            .map(|key| key.fingerprint)
+            .filter(|fingerprint| !kept.contains(fingerprint))
+            .collect();
+        let added = next
+            .iter()
+            .filter(|key| !current.iter().any(|k| k.fingerprint == key.fingerprint))
+            .count();
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        *current = next.clone();
+        drop(current);
+        let dropped = self.forget_tokens_of(&removed);
+        if !removed.is_empty() || added > 0 {
+            tracing::info!(
+                source = ?source,
+                keys = next.iter().count(),
+                added,
+                removed = removed.len(),
+                cached_tokens_dropped = dropped,
+                "verification keys changed"
+            );
+        }
+        next
+    }
+
+    fn forget_tokens_of(&self, removed: &HashSet<KeyFingerprint>) -> usize {
+        if removed.is_empty() {
+            return 0;
+        }
+        let Some(Ok(mut cache)) = self.verified.as_ref().map(|cache| cache.lock()) else {
+            return 0;
+        };
+        let stale: Vec<[u8; 32]> = cache
+            .iter()
+            .filter(|(_, (_, _, key))| removed.contains(key))
+            .map(|(digest, _)| *digest)
+            .collect();
+        for digest in &stale {
+            cache.pop(digest);
+        }
+        stale.len()
     }
 
     /// The caller behind an `Authorization` header value (`None`: no header).
@@ -127,13 +304,16 @@ impl TokenVerifier {
         if let Some(caller) = self.cached(&digest, now) {
             return Ok(caller);
         }
-        let claims = self.verify(token).await?;
+        let generation = self.generation.load(Ordering::SeqCst);
+        let (claims, key) = self.verify(token).await?;
         let expires = claims.get("exp").and_then(Value::as_i64).unwrap_or(now);
         let caller = Arc::new(self.caller_from(claims).ok_or(OtpError::TokenInvalid)?);
         if let Some(cache) = &self.verified
             && let Ok(mut cache) = cache.lock()
+            // Keys that changed during the check may have taken this token's key away.
+            && self.generation.load(Ordering::SeqCst) == generation
         {
-            cache.put(digest, (caller.clone(), expires));
+            cache.put(digest, (caller.clone(), expires, key));
         }
         Ok(caller)
     }
@@ -143,7 +323,7 @@ impl TokenVerifier {
     fn cached(&self, digest: &[u8; 32], now: i64) -> Option<Arc<Caller>> {
         let mut cache = self.verified.as_ref()?.lock().ok()?;
         match cache.get(digest) {
-            Some((caller, expires)) if *expires > now => Some(caller.clone()),
+            Some((caller, expires, _)) if *expires > now => Some(caller.clone()),
             Some(_) => {
                 cache.pop(digest);
                 None
@@ -152,7 +332,8 @@ impl TokenVerifier {
         }
     }
 
-    async fn verify(&self, token: &str) -> Result<Map<String, Value>, OtpError> {
+    /// The token's claims and the fingerprint of the key that verified them.
+    async fn verify(&self, token: &str) -> Result<(Map<String, Value>, KeyFingerprint), OtpError> {
         if names_critical_extensions(token) {
             return Err(OtpError::TokenInvalid);
         }
@@ -160,15 +341,17 @@ impl TokenVerifier {
         let validation = self.validation(header.alg);
         if header.alg == Algorithm::HS256 {
             let key = self.hs256.as_ref().ok_or(OtpError::TokenInvalid)?;
-            return decode(token, key, &validation).ok_or(OtpError::TokenInvalid);
+            return decode(token, key, &validation)
+                .map(|claims| (claims, HS256_FINGERPRINT))
+                .ok_or(OtpError::TokenInvalid);
         }
         let keys = self.keys.read().await.clone();
         let kid_known = header
             .kid
             .as_deref()
             .is_none_or(|kid| keys.iter().any(|k| k.kid.as_deref() == Some(kid)));
-        if let Some(claims) = try_keys(&keys, token, &header, &validation) {
-            return Ok(claims);
+        if let Some(verified) = try_keys(&keys, token, &header, &validation) {
+            return Ok(verified);
         }
         if !kid_known && let Some(keys) = self.refetch().await {
             return try_keys(&keys, token, &header, &validation).ok_or(OtpError::TokenInvalid);
@@ -176,23 +359,23 @@ impl TokenVerifier {
         Err(OtpError::TokenInvalid)
     }
 
-    /// Fetches the JWKS again for an unknown `kid` (key rotation at the issuer), at most once
-    /// per `min_interval` so that tokens with made-up kids cannot hammer the issuer.
-    async fn refetch(&self) -> Option<Arc<Vec<VerifyKey>>> {
+    /// Fetches the JWKS URL again, unless it was fetched less than `min_interval` ago.
+    async fn refetch(&self) -> Option<Arc<KeySet>> {
         let remote = self.remote.as_ref()?;
         let mut last = remote.last_fetch.lock().await;
         if last.elapsed() < remote.min_interval {
             return None;
         }
         *last = Instant::now();
-        match fetch(&remote.client, &remote.url).await {
-            Ok(fetched) => {
-                let fetched = Arc::new(fetched);
-                *self.keys.write().await = fetched.clone();
-                Some(fetched)
-            }
+        let fetched = fetch(&remote.client, &remote.url).await;
+        let max_age = fetched.as_ref().ok().and_then(|(_, max_age)| *max_age);
+        if let Ok(mut next) = remote.next_fetch.lock() {
+            *next = *last + next_interval(max_age, remote.min_interval, remote.max_interval);
+        }
+        match fetched {
+            Ok((keys, _)) => Some(self.replace(KeySource::Remote, keys).await),
             Err(err) => {
-                tracing::warn!(error = %err, "JWKS refetch failed; keeping the current keys");
+                tracing::warn!(error = %err, "JWKS fetch failed; keeping the current keys");
                 None
             }
         }
@@ -210,6 +393,7 @@ impl TokenVerifier {
 
     /// A token's claims, as JSON, mapped to a caller. (The claims fuzz target's entry: past
     /// the signature, where a fuzzer's mutated tokens never get.)
+    #[cfg(feature = "test-kit")]
     pub(crate) fn caller_from_json(&self, json: &[u8]) -> Option<Caller> {
         self.caller_from(serde_json::from_slice(json).ok()?)
     }
@@ -259,18 +443,18 @@ fn names_critical_extensions(token: &str) -> bool {
 }
 
 fn try_keys(
-    keys: &[VerifyKey],
+    keys: &KeySet,
     token: &str,
     header: &jsonwebtoken::Header,
     validation: &Validation,
-) -> Option<Map<String, Value>> {
+) -> Option<(Map<String, Value>, KeyFingerprint)> {
     keys.iter()
         .filter(|k| k.algorithms.contains(&header.alg))
         .filter(|k| match (&header.kid, &k.kid) {
             (Some(wanted), Some(have)) => wanted == have,
             _ => true,
         })
-        .find_map(|k| decode(token, &k.key, validation))
+        .find_map(|k| decode(token, &k.key, validation).map(|claims| (claims, k.fingerprint)))
 }
 
 fn decode(token: &str, key: &DecodingKey, validation: &Validation) -> Option<Map<String, Value>> {
@@ -279,7 +463,11 @@ fn decode(token: &str, key: &DecodingKey, validation: &Validation) -> Option<Map
         .map(|data| data.claims)
 }
 
-async fn fetch(client: &reqwest::Client, url: &str) -> Result<Vec<VerifyKey>, VerifierError> {
+/// The keys of the JWKS at `url`, and the `max-age` its response allows caching it for.
+async fn fetch(
+    client: &reqwest::Client,
+    url: &str,
+) -> Result<(Vec<VerifyKey>, Option<Duration>), VerifierError> {
     let failed = |e: String| VerifierError::Fetch(url.to_owned(), e);
     let response = client
         .get(url)
@@ -287,6 +475,66 @@ async fn fetch(client: &reqwest::Client, url: &str) -> Result<Vec<VerifyKey>, Ve
         .await
         .and_then(reqwest::Response::error_for_status)
         .map_err(|e| failed(e.to_string()))?;
+    let max_age = response
+        .headers()
+        .get(reqwest::header::CACHE_CONTROL)
+        .and_then(|value| value.to_str().ok())
+        .and_then(max_age);
     let body = response.text().await.map_err(|e| failed(e.to_string()))?;
-    parse_jwks(&body).map_err(failed)
+    Ok((parse_jwks(&body).map_err(failed)?, max_age))
+}
+
+/// `max-age` of a `Cache-Control` value (RFC 9111 5.2.2.1); `no-store` and `no-cache` count
+/// as zero, which the caller raises to its minimum interval. Only this one directive is
+/// read, which is why no HTTP caching crate is pulled in for it.
+fn max_age(cache_control: &str) -> Option<Duration> {
+    cache_control
+        .split(',')
+        .map(str::trim)
+        .find_map(|directive| {
+            let lower = directive.to_ascii_lowercase();
+            if lower == "no-store" || lower == "no-cache" {
+                return Some(Duration::ZERO);
+            }
+            let seconds = lower.strip_prefix("max-age=")?.trim_matches('"');
+            seconds.parse::<u64>().ok().map(Duration::from_secs)
+        })
+}
+
+/// When to fetch the JWKS URL next: after its `max-age`, kept within `[min, max]`, or after
+/// `max` when the response said nothing.
+fn next_interval(max_age: Option<Duration>, min: Duration, max: Duration) -> Duration {
+    max_age.unwrap_or(max).clamp(min, max)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn max_age_is_read_from_cache_control() {
+        assert_eq!(
+            max_age("public, max-age=300"),
+            Some(Duration::from_secs(300))
+        );
+        assert_eq!(max_age("Max-Age=\"60\""), Some(Duration::from_secs(60)));
+        assert_eq!(max_age("no-store"), Some(Duration::ZERO));
+        assert_eq!(max_age("public"), None);
+        assert_eq!(max_age("max-age=soon"), None);
+    }
+
+    #[test]
+    fn the_next_fetch_stays_within_the_bounds() {
+        let (min, max) = (Duration::from_secs(5), Duration::from_secs(300));
+        assert_eq!(next_interval(None, min, max), max);
+        assert_eq!(next_interval(Some(Duration::ZERO), min, max), min);
+        assert_eq!(
+            next_interval(Some(Duration::from_secs(60)), min, max),
+            Duration::from_secs(60)
+        );
+        assert_eq!(
+            next_interval(Some(Duration::from_secs(86_400)), min, max),
+            max
+        );
+    }
 }

@@ -1,5 +1,7 @@
-//! The factor's record and its rules: which state admits which attempt, and the lockout policy.
-//! The store (Lua scripts, memory store) applies exactly these rules atomically.
+//! The factor's record, its states, which state admits which attempt, the lock and the
+//! lockout policy. The rules of committing an attempt (replay, a lock's expiry, counting
+//! failures, the lock at the maximum) are written in the store, twice: in `lua/attempt.lua`
+//! and in the memory store, which one conformance suite holds equal.
 
 use super::error::{FailedAttempts, OtpError};
 use super::time::UnixMicros;

@@ -207,8 +207,4 @@ impl FactorStore for MemoryStore {
             }
         })
     }
-
-    async fn ping(&self) -> Result<(), StoreError> {
-        Ok(())
-    }
 }

@@ -95,8 +95,4 @@ impl FactorStore for MeteredStore {
     async fn server_time(&self) -> Result<Option<UnixMicros>, StoreError> {
         self.measure("time", self.inner.server_time()).await
     }
-
-    async fn ping(&self) -> Result<(), StoreError> {
-        self.measure("ping", self.inner.ping()).await
-    }
 }

@@ -132,8 +132,6 @@ pub trait FactorStore: Send + Sync + 'static {
         now: UnixMicros,
         deadline: Instant,
     ) -> Result<ChangeOutcome, StoreError>;
-    /// Reachability, for readiness.
-    async fn ping(&self) -> Result<(), StoreError>;
     /// The store's own clock, when it has one (Redis `TIME`): replicas take time steps from
     /// their own clocks, so readiness compares them with a common one.
     async fn server_time(&self) -> Result<Option<UnixMicros>, StoreError> {

@@ -1,4 +1,5 @@
-//! The typed messages HTTP (and later gRPC) handlers send to an organization's actor. Each
+//! The typed messages the HTTP handlers and gRPC services (through the gateway) send to an
+//! organization's actor. Each
 //! carries its request's deadline: the actor call and every store call end by it.
 
 use std::sync::Arc;

@@ -372,8 +372,8 @@ pub fn settings_with_env(vars: &[(&str, &str)]) -> Settings {
         .collect();
     let environment = config::Environment::with_prefix("TESSERA").source(Some(map));
     let nowhere = tessera::settings::Source {
-        config_dir: "/nonexistent".into(),
-        environment: "none".into(),
+        config_dir: None,
+        environment: Some("none".into()),
     };
     for_tests(Settings::load_with(tessera::settings::Mode::Dev, &nowhere, environment).unwrap())
 }
@@ -872,6 +872,44 @@ impl DevBinary {
             .unwrap();
         assert!(output.status.success());
         String::from_utf8(output.stdout).unwrap().trim().to_owned()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// POSTs `body` as JSON to `path` with `token`; the status and the JSON answer.
+    pub async fn post(
+        &self,
+        path: &str,
+        token: &str,
+        request_id: Option<&str>,
+        body: serde_json::Value,
+    ) -> (u16, serde_json::Value) {
+        let mut request = reqwest::Client::new()
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(token)
+            .json(&body);
+        if let Some(id) = request_id {
+            request = request.header("x-request-id", id);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or_default())
+    }
+
+    /// Enrolls the owner of `token`; the secret, base32.
+    pub async fn enroll(&self, token: &str) -> String {
+        let (status, added) = self
+            .post(
+                "/auth/v1/users/me/auth_factors/otp",
+                token,
+                None,
+                serde_json::json!({}),
+            )
+            .await;
+        assert_eq!(status, 200, "{added}");
+        added["secret"].as_str().unwrap().to_owned()
     }
 
     /// Stops it; returns everything it logged.

@@ -170,3 +170,34 @@ async fn a_replica_whose_clock_is_off_the_stores_is_not_ready() {
     }
     assert_eq!(status, ServingStatus::NotServing as i32);
 }
+
+/// `tessera_redis_connections` goes down as soon as Redis closes a connection, not only when
+/// tessera next tries to use it.
+#[actix_web::test]
+async fn the_connection_gauge_goes_down_when_redis_closes_a_connection() {
+    let redis = std::sync::Arc::new(RedisServer::start());
+    let app = Spawn::new(Backend::Redis)
+        // No background readiness check reconnects meanwhile.
+        .with(|s| s.health.check_interval_secs = 3600)
+        .redis(redis.clone())
+        .start()
+        .await;
+    let alice = Token::user("acme", "alice").sign();
+    app.list(&alice).await.assert_ok();
+    let connections = |text: &str| crate::metrics::sample(text, "tessera_redis_connections", &[]);
+    let before = connections(&app.metrics_text().await);
+    assert!(before >= 1.0, "{before}");
+    redis.cli(&["CLIENT", "KILL", "TYPE", "normal"]).unwrap();
+    let mut now = before;
+    for _ in 0..100 {
+        now = connections(&app.metrics_text().await);
+        if now == 0.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(now, 0.0, "{before} connections before the kill");
+    // The next call connects afresh, and counts it.
+    app.list(&alice).await.assert_ok();
+    assert!(connections(&app.metrics_text().await) >= 1.0);
+}

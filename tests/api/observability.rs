@@ -137,3 +137,40 @@ async fn the_request_id_is_on_every_log_line_the_request_causes() {
         said("request failed");
     }
 }
+
+/// A replayed code is refused, counted as a failure and logged as what it is (ASVS V2.8.5),
+/// with the request's id and tenant.
+#[actix_web::test]
+async fn a_replayed_code_is_logged_with_its_request() {
+    let dev = DevBinary::start(&[]).await;
+    let alice = dev.token("acme", "alice", &["otp.check"]);
+    let secret = dev.enroll(&alice).await;
+    let now = chrono::Utc::now().timestamp() as u64;
+    let code = crate::helpers::code_with(&tessera::domain::TotpParams::default(), &secret, now, 0);
+    let code = serde_json::json!({ "code": code });
+    let (status, _) = dev
+        .post(
+            "/auth/v1/users/me/auth_factors/otp/_verify",
+            &alice,
+            None,
+            code.clone(),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let check = "/management/v1/users/alice/auth_factors/otp/_check";
+    let (status, body) = dev.post(check, &alice, Some("replay-1"), code).await;
+    assert_eq!(status, 400);
+    assert_eq!(body["details"][1]["failedAttempts"], 1, "{body}");
+    let logs = dev.stop();
+    let line = logs
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .find(|line| line["message"] == "a code that was already used came again")
+        .unwrap_or_else(|| panic!("no replay line in\n{logs}"));
+    let spans = line["spans"].as_array().cloned().unwrap_or_default();
+    assert!(
+        spans.iter().any(|span| span["request_id"] == "replay-1"),
+        "{line}"
+    );
+    assert!(spans.iter().any(|span| span["tenant"] == "acme"), "{line}");
+}

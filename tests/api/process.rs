@@ -135,7 +135,7 @@ async fn dev_server_walkthrough_and_no_secret_in_any_log_line() {
 
 #[test]
 fn check_config_reports_problems_and_accepts_a_good_config() {
-    let missing = tessera(&["check-config", "--env", "nonexistent"], &[]);
+    let missing = tessera(&["check-config", "--env", "none"], &[]);
     assert!(!missing.status.success());
     let stderr = String::from_utf8_lossy(&missing.stderr);
     assert!(stderr.contains("seal: no key"), "{stderr}");
@@ -147,7 +147,7 @@ fn check_config_reports_problems_and_accepts_a_good_config() {
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("max_attempts_typo"));
     let jwks = crate::helpers::fixture("jwks.json");
     let good = tessera(
-        &["check-config", "--env", "nonexistent"],
+        &["check-config", "--env", "none"],
         &[
             ("TESSERA__AUTH__JWKS_FILE", jwks.to_str().unwrap()),
             ("TESSERA__AUTH__ISSUER", "https://issuer.test"),
@@ -165,11 +165,123 @@ fn check_config_reports_problems_and_accepts_a_good_config() {
     );
 }
 
+/// A good configuration for `check-config --env none`, with one setting replaced or added.
+fn good_config_with(name: &'static str, value: &str) -> Vec<(&'static str, String)> {
+    let jwks = crate::helpers::fixture("jwks.json");
+    let mut vars = vec![
+        (
+            "TESSERA__AUTH__JWKS_FILE",
+            jwks.to_string_lossy().into_owned(),
+        ),
+        ("TESSERA__AUTH__ISSUER", "https://issuer.test".to_owned()),
+        ("TESSERA__AUTH__AUDIENCE", "tessera".to_owned()),
+        (
+            "TESSERA__SEAL__KEYS",
+            "k1:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=".to_owned(),
+        ),
+    ];
+    vars.retain(|(existing, _)| *existing != name);
+    vars.push((name, value.to_owned()));
+    vars
+}
+
+fn check_config(args: &[&str], vars: &[(&'static str, String)]) -> (bool, String) {
+    let env: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let output = tessera(args, &env);
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// `check-config` reads every file `serve` reads, and fails where `serve` would.
+#[test]
+fn check_config_reads_every_file_serve_reads() {
+    let dir = crate::helpers::TempDir::new("check-config");
+    let not_a_jwks = dir.0.join("object.json");
+    std::fs::write(&not_a_jwks, "{}").unwrap();
+    let no_keys = dir.0.join("empty.json");
+    std::fs::write(&no_keys, r#"{"keys": []}"#).unwrap();
+    let cases = [
+        (
+            "TESSERA__AUTH__JWKS_FILE",
+            not_a_jwks.to_str().unwrap(),
+            "not a JWKS",
+        ),
+        (
+            "TESSERA__AUTH__JWKS_FILE",
+            no_keys.to_str().unwrap(),
+            "JWKS",
+        ),
+        (
+            "TESSERA__AUTH__JWKS_FILE",
+            "/nonexistent/jwks.json",
+            "/nonexistent/jwks.json",
+        ),
+        (
+            "TESSERA__SEAL__KEYS_FILE",
+            "/nonexistent/seal",
+            "/nonexistent/seal",
+        ),
+        (
+            "TESSERA__REDIS__TLS_CA_FILE",
+            "/nonexistent/ca.pem",
+            "/nonexistent/ca.pem",
+        ),
+        (
+            "TESSERA__REDIS__PASSWORD_FILE",
+            "/nonexistent/pw",
+            "/nonexistent/pw",
+        ),
+        ("TESSERA__TLS__CERT_FILE", "/nonexistent/cert.pem", "tls"),
+    ];
+    for (name, value, expected) in cases {
+        let mut vars = good_config_with(name, value);
+        if name == "TESSERA__SEAL__KEYS_FILE" {
+            vars.retain(|(existing, _)| *existing != "TESSERA__SEAL__KEYS");
+        }
+        let (ok, stderr) = check_config(&["check-config", "--env", "none"], &vars);
+        assert!(!ok, "{name}={value} passed check-config");
+        assert!(stderr.contains(expected), "{name}={value}: {stderr}");
+    }
+}
+
+/// An environment named explicitly must have its file; `none` means no file; a
+/// single-underscore variable is named in a warning.
+#[test]
+fn check_config_holds_to_the_environment_rules() {
+    let vars = good_config_with("TESSERA__LOG__FORMAT", "json");
+    let (ok, stderr) = check_config(&["check-config", "--env", "staging"], &vars);
+    assert!(!ok);
+    assert!(stderr.contains("staging.toml"), "{stderr}");
+    let mut from_variable = vars.clone();
+    from_variable.push(("TESSERA_ENV", "staging".to_owned()));
+    let (ok, stderr) = check_config(&["check-config"], &from_variable);
+    assert!(!ok);
+    assert!(stderr.contains("staging.toml"), "{stderr}");
+    let mut stray = vars.clone();
+    stray.push(("TESSERA_HTTP_ADDR", "0.0.0.0:9".to_owned()));
+    let (ok, stderr) = check_config(&["check-config", "--env", "none"], &stray);
+    assert!(ok, "{stderr}");
+    assert!(stderr.contains("TESSERA_HTTP_ADDR"), "{stderr}");
+    assert!(stderr.contains("TESSERA__HTTP__ADDR"), "{stderr}");
+}
+
+/// The environment is the top layer: production.toml's `seal.keys_file` loses to
+/// `TESSERA__SEAL__KEYS`, so the production environment checks out from the checkout.
+#[test]
+fn the_environment_beats_production_toml_files() {
+    let jwks = crate::helpers::fixture("jwks.json");
+    let vars = good_config_with("TESSERA__AUTH__JWKS_FILE", jwks.to_str().unwrap());
+    let (ok, stderr) = check_config(&["check-config", "--env", "production"], &vars);
+    assert!(ok, "{stderr}");
+}
+
 #[test]
 fn serve_refuses_to_start_without_a_seal_key() {
     let jwks = crate::helpers::fixture("jwks.json");
     let output = tessera(
-        &["serve", "--env", "nonexistent"],
+        &["serve", "--env", "none"],
         &[
             ("TESSERA__AUTH__JWKS_FILE", jwks.to_str().unwrap()),
             ("TESSERA__AUTH__ISSUER", "https://issuer.test"),
@@ -217,4 +329,113 @@ fn contains_token(text: &str, needle: &str) -> bool {
             || (!is_digit(text[..at].chars().next_back())
                 && !is_digit(text[at + needle.len()..].chars().next()))
     })
+}
+
+/// The process holds no opened OTP secret once its checks are done: the organization actors
+/// cache sealed bytes and open them per check, and the plain copy is wiped. The test reads
+/// every writable mapping of the real binary (dumps allowed, so that it may) and looks for
+/// the 20 raw bytes of each user's secret.
+#[actix_web::test]
+async fn no_opened_secret_stays_in_memory_after_the_checks() {
+    let dev = DevBinary::start(&[("TESSERA__PROCESS__ALLOW_CORE_DUMPS", "true".into())]).await;
+    let checker = dev.token("acme", "checker", &["otp.check"]);
+    let params = TotpParams::default();
+    let mut secrets = Vec::new();
+    for i in 0..20 {
+        let user = format!("u{i}");
+        let token = dev.token("acme", &user, &[]);
+        let secret = dev.enroll(&token).await;
+        let now = chrono::Utc::now().timestamp() as u64;
+        let verify = json!({ "code": code_with(&params, &secret, now, -1) });
+        let (status, _) = dev
+            .post(
+                "/auth/v1/users/me/auth_factors/otp/_verify",
+                &token,
+                None,
+                verify,
+            )
+            .await;
+        assert_eq!(status, 200);
+        let check = format!("/management/v1/users/{user}/auth_factors/otp/_check");
+        for code in [code_with(&params, &secret, now, 1), "000000".to_owned()] {
+            let (status, _) = dev
+                .post(&check, &checker, None, json!({ "code": code }))
+                .await;
+            assert!(status < 500);
+        }
+        secrets.push(
+            data_encoding::BASE32_NOPAD
+                .decode(secret.as_bytes())
+                .unwrap(),
+        );
+    }
+    let memory = writable_memory(dev.pid());
+    drop(dev.stop());
+    let read: usize = memory.iter().map(|(_, bytes)| bytes.len()).sum();
+    assert!(read > 1 << 20, "read {read} bytes only");
+    let found: Vec<String> = secrets
+        .iter()
+        .enumerate()
+        .filter_map(|(user, secret)| {
+            let (mapping, _) = memory
+                .iter()
+                .find(|(_, bytes)| memchr::memmem::find(bytes, secret).is_some())?;
+            Some(format!("u{user} in {mapping}"))
+        })
+        .collect();
+    assert!(found.is_empty(), "secrets in memory: {found:?}");
+}
+
+/// Every readable, writable mapping of `pid` (heap, stacks, data): its line in
+/// `/proc/<pid>/maps` and its bytes.
+fn writable_memory(pid: u32) -> Vec<(String, Vec<u8>)> {
+    use std::io::{Read, Seek, SeekFrom};
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+    let mut mem = std::fs::File::open(format!("/proc/{pid}/mem")).unwrap();
+    let mut mappings = Vec::new();
+    for line in maps.lines() {
+        let mut fields = line.split_whitespace();
+        let (Some(range), Some(perms)) = (fields.next(), fields.next()) else {
+            continue;
+        };
+        if !perms.starts_with("rw") {
+            continue;
+        }
+        let (start, end) = range.split_once('-').unwrap();
+        let start = u64::from_str_radix(start, 16).unwrap();
+        let end = u64::from_str_radix(end, 16).unwrap();
+        let mut region = vec![0; usize::try_from(end - start).unwrap()];
+        // A mapping can vanish or be unreadable (guard pages): skip what does not read.
+        if mem.seek(SeekFrom::Start(start)).is_ok() && mem.read_exact(&mut region).is_ok() {
+            mappings.push((line.to_owned(), region));
+        }
+    }
+    mappings
+}
+
+/// The real binary runs with no core dumps (`RLIMIT_CORE` 0) unless dumps are allowed, in
+/// which case it keeps the limit it inherited.
+#[actix_web::test]
+async fn the_binary_runs_without_core_dumps() {
+    let core_limit = |pid: &str| {
+        let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+        let line = limits
+            .lines()
+            .find(|line| line.starts_with("Max core file size"))
+            .unwrap()
+            .to_owned();
+        line.split_whitespace()
+            .skip(4)
+            .take(2)
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let dev = DevBinary::start(&[]).await;
+    let protected = core_limit(&dev.pid().to_string());
+    drop(dev.stop());
+    assert_eq!(protected, "0 0");
+    let allowed = DevBinary::start(&[("TESSERA__PROCESS__ALLOW_CORE_DUMPS", "true".into())]).await;
+    let inherited = core_limit(&allowed.pid().to_string());
+    drop(allowed.stop());
+    assert_eq!(inherited, core_limit("self"));
 }

@@ -146,3 +146,32 @@ async fn sigterm_during_load_drops_no_accepted_request() {
         );
     }
 }
+
+/// The gRPC server stopping by itself (its thread panicked, its runtime died) stops the whole
+/// process with an error, HTTP drained first: half an API is not served.
+#[actix_web::test]
+async fn the_process_stops_with_an_error_when_the_grpc_server_dies() {
+    let mut settings = crate::helpers::base_settings();
+    settings.store.kind = tessera::settings::StoreKind::Memory;
+    let mut app = tessera::app::Application::build(settings).await.unwrap();
+    let base = format!("http://127.0.0.1:{}", app.port());
+    let kill_grpc = app.grpc_kill_switch();
+    let running = actix_rt::spawn(app.run_until_stopped());
+    let client = reqwest::Client::new();
+    let healthy = client.get(format!("{base}/debug/healthz")).send().await;
+    assert!(healthy.unwrap().status().is_success());
+    kill_grpc();
+    let stopped = tokio::time::timeout(Duration::from_secs(60), running)
+        .await
+        .expect("the process stops")
+        .unwrap();
+    let error = stopped.unwrap_err().to_string();
+    assert!(error.contains("the gRPC server stopped"), "{error}");
+    assert!(
+        client
+            .get(format!("{base}/debug/healthz"))
+            .send()
+            .await
+            .is_err()
+    );
+}

@@ -232,6 +232,105 @@ async fn jwks_url_is_fetched_again_for_an_unknown_kid() {
         .assert_ok();
 }
 
+/// Sends `token` until it is refused (the key set changed in the background), for at most
+/// 30 s; returns whether it was.
+async fn refused_in_time(app: &crate::helpers::TestApp, token: &str) -> bool {
+    for _ in 0..150 {
+        let answer = search_with(app, Some(&format!("Bearer {token}"))).await;
+        if answer.status == 401 {
+            return true;
+        }
+        assert_eq!(answer.status, 200, "{:?}", answer.body);
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    false
+}
+
+fn fixture_jwks() -> (Value, Value) {
+    let full: Value = serde_json::from_str(
+        &std::fs::read_to_string(crate::helpers::fixture("jwks.json")).unwrap(),
+    )
+    .unwrap();
+    let only_ed = json!({ "keys": [full["keys"][0].clone()] });
+    (full, only_ed)
+}
+
+/// The issuer drops a key from its JWKS: the tokens that key verified, cached until their
+/// `exp`, are refused once the URL has been fetched again, though no token with a new `kid`
+/// ever asks for a fetch. The key that stays keeps its tokens.
+#[actix_web::test]
+async fn a_key_that_leaves_the_jwks_url_takes_its_cached_tokens_along() {
+    let (full, only_ed) = fixture_jwks();
+    let document = Arc::new(Mutex::new(full.to_string()));
+    let url = jwks_server(document.clone()).await;
+    let app = Spawn::new(Backend::Memory)
+        .with(|s| {
+            s.auth.jwks_file = String::new();
+            s.auth.jwks_url = url;
+            s.auth.jwks_refetch_min_interval_secs = 1;
+            s.auth.jwks_refresh_secs = 1;
+        })
+        .start()
+        .await;
+    let ed = Token::user("acme", "alice").sign();
+    let es = Token::user("acme", "alice").alg(Algorithm::ES256).sign();
+    for token in [&ed, &es] {
+        search_with(&app, Some(&format!("Bearer {token}")))
+            .await
+            .assert_ok();
+    }
+    *document.lock().unwrap() = only_ed.to_string();
+    assert!(
+        refused_in_time(&app, &es).await,
+        "the ES256 token outlived its key"
+    );
+    search_with(&app, Some(&format!("Bearer {ed}")))
+        .await
+        .assert_ok();
+}
+
+/// The same for a JWKS file, rewritten in place (as an operator edits it) and replaced by a
+/// rename (as Kubernetes updates a mounted Secret).
+#[actix_web::test]
+async fn a_key_that_leaves_the_jwks_file_takes_its_cached_tokens_along() {
+    let (full, only_ed) = fixture_jwks();
+    let dir = crate::helpers::TempDir::new("jwks");
+    let file = dir.0.join("jwks.json");
+    std::fs::write(&file, full.to_string()).unwrap();
+    let path = file.to_string_lossy().into_owned();
+    let app = Spawn::new(Backend::Memory)
+        .with(|s| {
+            s.auth.jwks_file = path;
+            s.auth.jwks_refetch_min_interval_secs = 1;
+        })
+        .start()
+        .await;
+    let ed = Token::user("acme", "alice").sign();
+    let es = Token::user("acme", "alice").alg(Algorithm::ES256).sign();
+    let rsa = Token::user("acme", "alice").alg(Algorithm::RS256).sign();
+    for token in [&ed, &es, &rsa] {
+        search_with(&app, Some(&format!("Bearer {token}")))
+            .await
+            .assert_ok();
+    }
+    let without_es = json!({ "keys": [full["keys"][0].clone(), full["keys"][2].clone()] });
+    std::fs::write(&file, without_es.to_string()).unwrap();
+    assert!(
+        refused_in_time(&app, &es).await,
+        "the ES256 token outlived its key"
+    );
+    let staged = dir.0.join("staged.json");
+    std::fs::write(&staged, only_ed.to_string()).unwrap();
+    std::fs::rename(&staged, &file).unwrap();
+    assert!(
+        refused_in_time(&app, &rsa).await,
+        "the RS256 token outlived its key"
+    );
+    search_with(&app, Some(&format!("Bearer {ed}")))
+        .await
+        .assert_ok();
+}
+
 #[actix_web::test]
 async fn a_cached_token_still_expires() {
     let app = Spawn::new(Backend::Memory)

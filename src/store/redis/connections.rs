@@ -159,16 +159,18 @@ impl Connection {
 impl Connector {
     /// A new connection, on this thread. To one server it is connected here, so a failure
     /// means nothing was sent; a cluster connection connects to its nodes on first use.
-    async fn connect(&self) -> Result<Connection, StoreError> {
+    async fn connect(&self, opened: &Arc<Opened>) -> Result<Connection, StoreError> {
         match self {
             Self::Standalone { client, config } => {
                 let closed = Arc::new(AtomicBool::new(false));
                 let notice = closed.clone();
+                let opened = opened.clone();
                 let config = config
                     .clone()
                     .set_push_sender(move |push: redis::PushInfo| {
                         if push.kind == PushKind::Disconnection {
                             notice.store(true, Ordering::Relaxed);
+                            opened.release();
                         }
                         Ok::<(), std::convert::Infallible>(())
                     });
@@ -188,30 +190,47 @@ impl Connector {
     }
 }
 
-/// Counts a connection in `tessera_redis_connections` while it exists.
-struct Opened(Option<prometheus::IntGauge>);
+/// Counts a connection in `tessera_redis_connections` from its connecting until Redis closes
+/// it (the disconnect notice) or tessera drops it, whichever comes first.
+struct Opened {
+    gauge: Option<prometheus::IntGauge>,
+    counted: AtomicBool,
+}
 
 impl Opened {
-    fn new(gauge: Option<&prometheus::IntGauge>) -> Self {
+    fn new(gauge: Option<&prometheus::IntGauge>) -> Arc<Self> {
         if let Some(gauge) = gauge {
             gauge.inc();
         }
-        Self(gauge.cloned())
+        Arc::new(Self {
+            gauge: gauge.cloned(),
+            counted: AtomicBool::new(true),
+        })
+    }
+
+    /// Takes the connection out of the count, once.
+    fn release(&self) {
+        if self.counted.swap(false, Ordering::Relaxed)
+            && let Some(gauge) = &self.gauge
+        {
+            gauge.dec();
+        }
     }
 }
 
-impl Drop for Opened {
+/// Releases the count when the connection is dropped.
+struct Counted(Arc<Opened>);
+
+impl Drop for Counted {
     fn drop(&mut self) {
-        if let Some(gauge) = &self.0 {
-            gauge.dec();
-        }
+        self.0.release();
     }
 }
 
 /// A connection as a thread or a pool slot keeps it.
 struct Held {
     connection: Connection,
-    _opened: Opened,
+    _counted: Counted,
 }
 
 /// A slot of the pool for writes that wait: empty until first used, emptied when Redis
@@ -279,12 +298,14 @@ impl Connections {
 
     /// A new connection, connected by `until`.
     async fn connect(&self, until: Instant) -> Result<Held, StoreError> {
-        let connection = tokio::time::timeout_at(until.into(), self.connector.connect())
+        // Counted from here: a failed connect drops it, which takes it out again.
+        let counted = Counted(Opened::new(self.opened.as_ref()));
+        let connection = tokio::time::timeout_at(until.into(), self.connector.connect(&counted.0))
             .await
             .map_err(|_| StoreError::Timeout)??;
         Ok(Held {
             connection,
-            _opened: Opened::new(self.opened.as_ref()),
+            _counted: counted,
         })
     }
 

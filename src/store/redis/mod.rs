@@ -576,13 +576,6 @@ impl FactorStore for RedisStore {
             .await
             .map(|micros| Some(UnixMicros(micros)))
     }
-
-    async fn ping(&self) -> Result<(), StoreError> {
-        let until = Instant::now() + self.timeout;
-        self.query_any_node::<String>(redis::cmd("PING"), until)
-            .await
-            .map(|_| ())
-    }
 }
 
 #[cfg(test)]

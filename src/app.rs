@@ -403,22 +403,46 @@ fn open_store(
 ) -> Result<SharedStore, StartError> {
     Ok(match settings.store.kind {
         StoreKind::Memory => Arc::new(MemoryStore::new()),
-        StoreKind::Redis => Arc::new(RedisStore::connect(
+        StoreKind::Redis => Arc::new(redis_store(
+            settings,
             Some(metrics.redis_connections.clone()),
-            RedisOptions {
-                mode: settings.redis.mode,
-                urls: &settings.redis.url,
-                // Empty: none (a passwordless Redis refuses AUTH with an empty one).
-                password: Some(&settings.redis.password)
-                    .filter(|password| !password.expose_secret().is_empty()),
-                tls_ca_pem: redis_ca,
-                prefix: &settings.redis.key_prefix,
-                timeout: Duration::from_millis(settings.store.timeout_ms),
-                wait_replicas: settings.redis.wait_replicas,
-                wait_connections: settings.redis.wait_connections,
-            },
+            redis_ca,
         )?),
     })
+}
+
+fn redis_store(
+    settings: &Settings,
+    connections_gauge: Option<prometheus::IntGauge>,
+    redis_ca: Option<Vec<u8>>,
+) -> Result<RedisStore, StartError> {
+    Ok(RedisStore::connect(
+        connections_gauge,
+        RedisOptions {
+            mode: settings.redis.mode,
+            urls: &settings.redis.url,
+            // Empty: none (a passwordless Redis refuses AUTH with an empty one).
+            password: Some(&settings.redis.password)
+                .filter(|password| !password.expose_secret().is_empty()),
+            tls_ca_pem: redis_ca,
+            prefix: &settings.redis.key_prefix,
+            timeout: Duration::from_millis(settings.store.timeout_ms),
+            wait_replicas: settings.redis.wait_replicas,
+            wait_connections: settings.redis.wait_connections,
+        },
+    )?)
+}
+
+/// The Redis store and the key ring `serve` would use, for `tessera rekey`.
+pub fn store_for_rekey(settings: &Settings) -> Result<(RedisStore, KeyRing), StartError> {
+    if settings.store.kind != StoreKind::Redis {
+        return Err(StartError::Store(StoreError::Unavailable(
+            "rekey works on the Redis store (store.kind = \"redis\")".into(),
+        )));
+    }
+    let keys = KeyRing::parse(&settings.seal.keys)?;
+    let store = redis_store(settings, None, tls_ca(&settings.redis.tls_ca_file)?)?;
+    Ok((store, keys))
 }
 
 fn tls_ca(path: &str) -> Result<Option<Vec<u8>>, StartError> {

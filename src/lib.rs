@@ -23,6 +23,7 @@ pub mod fuzzing;
 pub mod health;
 pub mod metrics;
 pub mod process;
+pub mod rekey;
 pub mod seal;
 pub mod settings;
 pub mod store;

@@ -60,6 +60,13 @@ enum Command {
     },
     /// Validate the configuration (defaults < config/<env>.toml < TESSERA__*) and exit.
     CheckConfig,
+    /// Seal every enrollment in Redis anew under the first key of seal.keys, so that older
+    /// keys can leave the ring. Safe while tessera runs; run it again to resume or to confirm.
+    Rekey {
+        /// Keys asked of each primary per SCAN page.
+        #[arg(long, default_value_t = 500)]
+        page: usize,
+    },
     /// Print a new seal key entry `id:base64` for seal.keys.
     GenSealKey {
         #[arg(long, default_value = "k1")]
@@ -127,6 +134,40 @@ async fn run(command: Command, source: Source) -> Result<(), String> {
                 "configuration ok: {}; store {:?}, http {}, grpc {}",
                 settings.loaded_from, settings.store.kind, settings.http.addr, settings.grpc.addr
             );
+            Ok(())
+        }
+        Command::Rekey { page } => {
+            let settings = Settings::load(Mode::Serve, &source).map_err(|e| e.to_string())?;
+            let (store, keys) =
+                tessera::app::store_for_rekey(&settings).map_err(|e| e.to_string())?;
+            eprintln!(
+                "rekey: sealing every enrollment under key {:?} ({})",
+                keys.sealing_key_id(),
+                settings.loaded_from
+            );
+            let report = tessera::rekey::rekey(&store, &keys, page.max(1), |primary, report| {
+                eprintln!("rekey: {primary}: {}", report.summary());
+            })
+            .await
+            .map_err(|e| format!("rekey stopped (run it again to resume): {e}"))?;
+            for (key, found) in &report.found_by_older_key {
+                println!("found under key {key:?}: {found}");
+            }
+            for failure in &report.failures {
+                println!("failed: {failure}");
+            }
+            println!("rekey: {}", report.summary());
+            if report.failed > 0 {
+                return Err(format!(
+                    "{} enrollments do not open with this ring; keep its older keys",
+                    report.failed
+                ));
+            }
+            if report.resealed > 0 || report.changed_meanwhile > 0 {
+                println!("run it once more: when it reseals nothing, the older keys can go");
+            } else {
+                println!("every enrollment is under key {:?}", keys.sealing_key_id());
+            }
             Ok(())
         }
         Command::GenSealKey { id } => {

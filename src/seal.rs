@@ -3,7 +3,8 @@
 //! Sealed form: `version (1) | key id length (1) | key id | nonce (12) | ciphertext+tag`.
 //! The associated data binds the organization and the user, so a sealed secret copied to
 //! another user's record does not open. The first key of the ring seals; every key opens,
-//! which is how keys rotate: add a new key in front, keep the old ones until re-enrollment.
+//! which is how keys rotate: add a new key in front, run `tessera rekey` (which reseals every
+//! enrollment under it), then drop the old key.
 
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
@@ -167,6 +168,36 @@ impl KeyRing {
     }
 }
 
+impl KeyRing {
+    /// The id of the key that sealed `sealed`, as the sealed form names it.
+    pub fn sealed_by(sealed: &[u8]) -> Result<&str, SealError> {
+        let (&version, rest) = sealed.split_first().ok_or(SealError::Malformed)?;
+        let (&id_len, rest) = rest.split_first().ok_or(SealError::Malformed)?;
+        if version != FORMAT_VERSION {
+            return Err(SealError::Malformed);
+        }
+        let id = rest
+            .get(..usize::from(id_len))
+            .ok_or(SealError::Malformed)?;
+        std::str::from_utf8(id).map_err(|_| SealError::Malformed)
+    }
+
+    /// `sealed` sealed again under the first key of the ring (`tessera rekey`), or `None` if
+    /// the first key sealed it already. The plain secret is wiped before this returns.
+    pub fn reseal(
+        &self,
+        sealed: &[u8],
+        org: &str,
+        user: &str,
+    ) -> Result<Option<Vec<u8>>, SealError> {
+        if Self::sealed_by(sealed)? == self.sealing_key_id() {
+            return Ok(None);
+        }
+        let plain = self.open(sealed, org, user)?;
+        self.seal(plain.expose_secret(), org, user).map(Some)
+    }
+}
+
 /// Length-prefixed so that ("ab","c") and ("a","bc") bind differently.
 fn associated_data(org: &str, user: &str) -> Vec<u8> {
     let mut aad = Vec::with_capacity(32 + org.len() + user.len());
@@ -188,6 +219,24 @@ mod tests {
 
     fn entry(id: &str, byte: u8) -> String {
         format!("{id}:{}", STANDARD.encode([byte; 32]))
+    }
+
+    #[test]
+    fn reseal_moves_a_secret_to_the_first_key_once() {
+        let old = ring(&entry("old", 1));
+        let sealed = old.seal(b"secret-bytes-20-long", "org", "user").unwrap();
+        let rotated = ring(&format!("{},{}", entry("new", 2), entry("old", 1)));
+        let resealed = rotated.reseal(&sealed, "org", "user").unwrap().unwrap();
+        assert_eq!(KeyRing::sealed_by(&resealed), Ok("new"));
+        assert_eq!(rotated.reseal(&resealed, "org", "user"), Ok(None));
+        let retired = ring(&entry("new", 2));
+        let opened = retired.open(&resealed, "org", "user").unwrap();
+        assert_eq!(opened.expose_secret().as_slice(), b"secret-bytes-20-long");
+        assert!(matches!(
+            retired.open(&sealed, "org", "user"),
+            Err(SealError::UnknownKey(_))
+        ));
+        assert!(rotated.reseal(&sealed, "org", "other").is_err());
     }
 
     #[test]

@@ -16,7 +16,9 @@ use async_trait::async_trait;
 
 pub use memory::MemoryStore;
 pub use metered::MeteredStore;
-pub use redis::{RedisMode, RedisOptions, RedisStore, parse_seeds};
+pub use redis::{
+    Primary, RedisMode, RedisOptions, RedisStore, Resealed, SealedRecord, parse_seeds,
+};
 
 use crate::domain::factor::AttemptVerdict;
 use crate::domain::{

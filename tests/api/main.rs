@@ -25,6 +25,7 @@ mod metrics;
 mod observability;
 mod process;
 mod python;
+mod rekey;
 mod shutdown;
 mod store_edges;
 mod tenancy;

@@ -107,7 +107,7 @@ impl Connection {
 
     /// Sends a command whose keys do not tell a cluster where it goes: on a cluster, to the
     /// node `routing` names; one server takes it as it is.
-    async fn query_routed<T: redis::FromRedisValue>(
+    pub(super) async fn query_routed<T: redis::FromRedisValue>(
         &mut self,
         command: Cmd,
         routing: SingleNodeRoutingInfo,

@@ -6,9 +6,13 @@
 
 mod clock;
 mod connections;
+mod rekey;
 mod reply;
 
+pub use self::rekey::{Primary, Resealed, SealedRecord};
+
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -40,12 +44,14 @@ const ADD: &str = script_source!("add");
 const ATTEMPT: &str = script_source!("attempt");
 const REMOVE: &str = script_source!("remove");
 const UNLOCK: &str = script_source!("unlock");
+const RESEAL: &str = script_source!("reseal");
 
 struct Scripts {
     add: Script,
     attempt: Script,
     remove: Script,
     unlock: Script,
+    reseal: Script,
 }
 
 /// How Redis is deployed: one server (or a primary behind a stable address), or a Cluster.
@@ -113,6 +119,7 @@ impl RedisStore {
                 attempt: Script::new(ATTEMPT),
                 remove: Script::new(REMOVE),
                 unlock: Script::new(UNLOCK),
+                reseal: Script::new(RESEAL),
             },
         })
     }
@@ -367,6 +374,40 @@ pub(crate) fn redis_key(prefix: &str, key: &UserKey) -> String {
     out
 }
 
+/// The user of a key `redis_key` made with `prefix`; `None` for any other key.
+pub(crate) fn user_of_key(prefix: &str, key: &str) -> Option<UserKey> {
+    let tagged = key
+        .strip_prefix(prefix)?
+        .strip_prefix(":{")?
+        .strip_suffix('}')?;
+    let (org, user) = tagged.split_once(':')?;
+    Some(UserKey {
+        org: Arc::from(unescape(org)?),
+        user: Arc::from(unescape(user)?),
+    })
+}
+
+fn unescape(part: &str) -> Option<String> {
+    if part.contains([':', '{', '}']) {
+        return None;
+    }
+    let mut out = String::with_capacity(part.len());
+    let mut rest = part;
+    while let Some(at) = rest.find('%') {
+        out.push_str(rest.get(..at)?);
+        out.push(match rest.get(at..at + 3)? {
+            "%25" => '%',
+            "%3A" => ':',
+            "%7B" => '{',
+            "%7D" => '}',
+            _ => return None,
+        });
+        rest = rest.get(at + 3..)?;
+    }
+    out.push_str(rest);
+    Some(out)
+}
+
 fn escape_into(out: &mut String, part: &str) {
     for c in part.chars() {
         match c {
@@ -591,7 +632,7 @@ mod tests {
         }
     }
 
-    const SCRIPTS: [&str; 4] = [ADD, ATTEMPT, REMOVE, UNLOCK];
+    const SCRIPTS: [&str; 5] = [ADD, ATTEMPT, REMOVE, UNLOCK, RESEAL];
 
     /// Cluster safety of the scripts: each declares one key, reads it from KEYS[1] only, and
     /// every call names that key (a key built inside a script would go unrouted). The one
@@ -637,5 +678,16 @@ mod tests {
             redis_key("t", &key("a", "b:c"))
         );
         assert_eq!(redis_key("t", &key("o}", "{u%")), "t:{o%7D:%7Bu%25}");
+    }
+
+    #[test]
+    fn keys_read_back_into_their_user() {
+        for (org, user) in [("o1", "u1"), ("a:b", "c"), ("o}", "{u%"), ("%3A", "x%")] {
+            let read = user_of_key("t", &redis_key("t", &key(org, user))).unwrap();
+            assert_eq!((&*read.org, &*read.user), (org, user));
+        }
+        for other in ["t:{a:b:c}", "u:{a:b}", "t:{ab}", "t:{a:b%zz}", "t:{a:b"] {
+            assert!(user_of_key("t", other).is_none(), "{other}");
+        }
     }
 }

@@ -114,6 +114,7 @@ pub struct TokenVerifier {
     verified: Option<VerifiedCache>,
     remote: Option<Remote>,
     file: Option<JwksFile>,
+    refresh_every: Duration,
     hs256: Option<DecodingKey>,
     issuer: String,
     audience: String,
@@ -181,6 +182,7 @@ impl TokenVerifier {
                 .map(|n| std::sync::Mutex::new(LruCache::new(n))),
             remote,
             file,
+            refresh_every: min_interval.max(Duration::from_secs(1)),
             hs256,
             issuer: auth.issuer.clone(),
             audience: auth.audience.clone(),
@@ -194,14 +196,10 @@ impl TokenVerifier {
         })
     }
 
-    /// How often `refresh` should run: the file is looked at, and the URL fetched when due.
+    /// How often `refresh` should run (`jwks_refetch_min_interval_secs`, at least a second):
+    /// the file is looked at, and the URL fetched when due.
     pub fn refresh_every(&self) -> Option<Duration> {
-        let min_interval = self.remote.as_ref().map(|remote| remote.min_interval);
-        (self.file.is_some() || self.remote.is_some()).then(|| {
-            min_interval
-                .unwrap_or(Duration::from_secs(5))
-                .max(Duration::from_secs(1))
-        })
+        (self.file.is_some() || self.remote.is_some()).then_some(self.refresh_every)
     }
 
     /// Reads the JWKS file again if it changed, and fetches the JWKS URL if its time has
@@ -255,7 +253,10 @@ impl TokenVerifier {
             .iter()
             .filter(|key| !current.iter().any(|k| k.fingerprint == key.fingerprint))
             .count();
-        self.generation.fetch_add(1, Ordering::SeqCst);
+        if !removed.is_empty() {
+            // Before the swap: a check that read the old keys caches nothing after this.
+            self.generation.fetch_add(1, Ordering::SeqCst);
+        }
         *current = next.clone();
         drop(current);
         let dropped = self.forget_tokens_of(&removed);

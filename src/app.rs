@@ -43,6 +43,7 @@ pub enum StartError {
 }
 
 /// Test hooks: another clock, or a store shared between two instances.
+#[cfg(feature = "test-kit")]
 #[derive(Default)]
 pub struct Overrides {
     pub clock: Option<SharedClock>,
@@ -82,16 +83,21 @@ impl Dependencies {
 
 impl Application {
     pub async fn build(settings: Settings) -> Result<Self, StartError> {
-        Self::assemble(settings, Overrides::default()).await
+        Self::assemble(settings, None, None).await
     }
 
     /// `build`, with a clock or a store given from outside (tests).
     #[cfg(feature = "test-kit")]
     pub async fn build_with(settings: Settings, overrides: Overrides) -> Result<Self, StartError> {
-        Self::assemble(settings, overrides).await
+        Self::assemble(settings, overrides.clock, overrides.store).await
     }
 
-    async fn assemble(settings: Settings, overrides: Overrides) -> Result<Self, StartError> {
+    /// `clock` and `store` replace the system clock and the configured store (tests only).
+    async fn assemble(
+        settings: Settings,
+        clock: Option<SharedClock>,
+        store: Option<SharedStore>,
+    ) -> Result<Self, StartError> {
         let Dependencies {
             keys,
             verifier,
@@ -99,11 +105,11 @@ impl Application {
             redis_ca,
         } = Dependencies::load(&settings).await?;
         let metrics = Arc::new(Metrics::new()?);
-        let store = match overrides.store {
+        let store = match store {
             Some(store) => store,
             None => open_store(&settings, &metrics, redis_ca)?,
         };
-        let clock = overrides.clock.unwrap_or_else(|| Arc::new(SystemClock));
+        let clock = clock.unwrap_or_else(|| Arc::new(SystemClock));
         let store: SharedStore = Arc::new(MeteredStore::new(store, metrics.clone()));
         let limits = Limits::from_settings(&settings.limits);
         let deps = Arc::new(TenantDeps {

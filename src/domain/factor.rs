@@ -1,7 +1,8 @@
-//! The factor's record, its states, which state admits which attempt, the lock and the
-//! lockout policy. The rules of committing an attempt (replay, a lock's expiry, counting
-//! failures, the lock at the maximum) are written in the store, twice: in `lua/attempt.lua`
-//! and in the memory store, which one conformance suite holds equal.
+//! The factor's record, its states, which state admits which attempt, the lock, the lockout
+//! policy, and the attempt rule (`decide_attempt`): replay, a lock's expiry that starts a
+//! fresh count, failure counting, the lock at the maximum, the state and factor checks. The
+//! memory store calls it; `store/lua/attempt.lua` is its transcription for Redis, and a
+//! differential property test (`tests/api/differential.rs`) holds the two equal.
 
 use super::error::{FailedAttempts, OtpError};
 use super::time::UnixMicros;
@@ -234,6 +235,128 @@ impl FactorRecord {
     }
 }
 
+/// A code attempt as the store commits it: the code was compared by the caller, against the
+/// enrollment `factor_id`, and matched `matched_step` (`None`: a wrong code).
+#[derive(Debug, Clone, Copy)]
+pub struct Attempt {
+    /// The enrollment the code was checked against (stale caches are caught by it).
+    pub factor_id: FactorId,
+    pub purpose: Purpose,
+    /// The time step the code matched, or `None` for a wrong code.
+    pub matched_step: Option<u64>,
+    pub policy: LockoutPolicy,
+}
+
+/// What the attempt rule decides about a stored factor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttemptDecision {
+    /// No factor: nothing changes.
+    Absent,
+    /// The factor is not in the state the purpose needs: nothing changes.
+    WrongState(FactorState),
+    /// The factor was re-enrolled since the code was compared: nothing changes.
+    Stale,
+    /// Locked: nothing compared, nothing consumed.
+    Locked(Lock),
+    /// Accepted: READY, the replay marker at `step`, no failures, no lock.
+    Accept { step: u64 },
+    /// A wrong, replayed or old code: `failures` in a row now, and the lock they set.
+    Reject {
+        failures: u32,
+        lock: Option<Lock>,
+        replayed: bool,
+    },
+}
+
+impl AttemptDecision {
+    /// The verdict of a committed decision at `sequence` and `now`; `None` if it commits
+    /// nothing.
+    pub fn verdict(&self, sequence: u64, now: UnixMicros) -> Option<AttemptVerdict> {
+        match *self {
+            Self::Accept { .. } => Some(AttemptVerdict::Accepted {
+                sequence,
+                changed_at: now,
+            }),
+            Self::Reject {
+                failures,
+                lock,
+                replayed,
+            } => Some(AttemptVerdict::Rejected {
+                failures,
+                lock,
+                replayed,
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// The attempt rule, `(stored factor, attempt, now) -> decision`; `FactorRecord::apply` makes
+/// the new state from it. In order: a factor must exist, be in the purpose's state and be
+/// the enrollment the code was compared against; an active lock refuses without counting;
+/// an expired lock starts a fresh count; a code is accepted only for a step above the last
+/// accepted one (RFC 6238 5.2), and anything else, a replay included (ASVS V2.8.5), is a
+/// failure, which locks at the policy's maximum.
+pub fn decide_attempt(
+    stored: Option<&FactorRecord>,
+    attempt: &Attempt,
+    now: UnixMicros,
+) -> AttemptDecision {
+    let Some(factor) = stored else {
+        return AttemptDecision::Absent;
+    };
+    if factor.state != attempt.purpose.required_state() {
+        return AttemptDecision::WrongState(factor.state);
+    }
+    if factor.factor_id != attempt.factor_id {
+        return AttemptDecision::Stale;
+    }
+    if let Some(lock) = factor.active_lock(now) {
+        return AttemptDecision::Locked(lock);
+    }
+    // An expired lock starts a fresh count.
+    let failures = if factor.lock.is_some() {
+        0
+    } else {
+        factor.failures
+    };
+    match attempt.matched_step {
+        Some(step) if factor.last_step.is_none_or(|last| step > last) => {
+            AttemptDecision::Accept { step }
+        }
+        matched => {
+            let failures = failures.saturating_add(1);
+            AttemptDecision::Reject {
+                failures,
+                lock: attempt.policy.lock_after(failures, now),
+                replayed: matched.is_some(),
+            }
+        }
+    }
+}
+
+impl FactorRecord {
+    /// The factor after a committed decision, at `sequence` and `now`. Decisions that do not
+    /// commit leave it as it is.
+    pub fn apply(&mut self, decision: &AttemptDecision, sequence: u64, now: UnixMicros) {
+        match *decision {
+            AttemptDecision::Accept { step } => {
+                self.state = FactorState::Ready;
+                self.last_step = Some(step);
+                self.failures = 0;
+                self.lock = None;
+            }
+            AttemptDecision::Reject { failures, lock, .. } => {
+                self.failures = failures;
+                self.lock = lock;
+            }
+            _ => return,
+        }
+        self.sequence = sequence;
+        self.changed_at = now;
+    }
+}
+
 /// The outcome of an attempt once committed by the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AttemptVerdict {
@@ -286,6 +409,79 @@ mod tests {
             Err(OtpError::FactorNotReady)
         );
         assert_eq!(not_ready.admit(Purpose::Enrollment, NOW), Ok(()));
+    }
+
+    fn login(matched_step: Option<u64>, max_attempts: u32) -> Attempt {
+        Attempt {
+            factor_id: FactorId::from_random([7; 16]),
+            purpose: Purpose::Login,
+            matched_step,
+            policy: LockoutPolicy {
+                max_attempts,
+                lock_duration_micros: 60_000_000,
+                show_failures: true,
+            },
+        }
+    }
+
+    #[test]
+    fn a_code_is_accepted_once_and_a_replay_is_a_failure() {
+        let mut factor = record(FactorState::Ready, None);
+        let accepted = decide_attempt(Some(&factor), &login(Some(10), 3), NOW);
+        assert_eq!(accepted, AttemptDecision::Accept { step: 10 });
+        factor.apply(&accepted, 2, NOW);
+        assert_eq!((factor.last_step, factor.sequence), (Some(10), 2));
+        for step in [10, 9] {
+            assert_eq!(
+                decide_attempt(Some(&factor), &login(Some(step), 3), NOW),
+                AttemptDecision::Reject {
+                    failures: 1,
+                    lock: None,
+                    replayed: true
+                }
+            );
+        }
+        assert_eq!(
+            decide_attempt(Some(&factor), &login(Some(11), 3), NOW),
+            AttemptDecision::Accept { step: 11 }
+        );
+    }
+
+    #[test]
+    fn failures_lock_at_the_maximum_and_an_expired_lock_starts_afresh() {
+        let mut factor = record(FactorState::Ready, None);
+        factor.failures = 1;
+        let until = Lock::Until(NOW.saturating_add_micros(60_000_000));
+        let locking = decide_attempt(Some(&factor), &login(None, 2), NOW);
+        assert_eq!(
+            locking,
+            AttemptDecision::Reject {
+                failures: 2,
+                lock: Some(until),
+                replayed: false
+            }
+        );
+        factor.apply(&locking, 3, NOW);
+        assert_eq!(
+            decide_attempt(Some(&factor), &login(Some(10), 2), NOW),
+            AttemptDecision::Locked(until)
+        );
+        let later = NOW.saturating_add_micros(60_000_000);
+        assert_eq!(
+            decide_attempt(Some(&factor), &login(None, 2), later),
+            AttemptDecision::Reject {
+                failures: 1,
+                lock: None,
+                replayed: false
+            }
+        );
+        let mut other = login(Some(10), 2);
+        other.factor_id = FactorId::from_random([8; 16]);
+        assert_eq!(
+            decide_attempt(Some(&factor), &other, later),
+            AttemptDecision::Stale
+        );
+        assert_eq!(decide_attempt(None, &other, later), AttemptDecision::Absent);
     }
 
     #[test]

@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use super::{
     AddOutcome, Attempt, AttemptOutcome, ChangeOutcome, FactorStore, NewFactor, StoreError, UserKey,
 };
-use crate::domain::factor::AttemptVerdict;
+use crate::domain::factor::{AttemptDecision, decide_attempt};
 use crate::domain::{FactorRecord, FactorState, UnixMicros};
 
 /// Per user: the factor if any, and the sequence, which outlives removal (never goes back).
@@ -116,47 +116,20 @@ impl FactorStore for MemoryStore {
         deadline: Instant,
     ) -> Result<AttemptOutcome, StoreError> {
         self.with_slot(key, deadline, |slot| {
-            let sequence = match slot.factor.as_ref() {
-                None => return AttemptOutcome::Absent,
-                Some(factor) if factor.state != attempt.purpose.required_state() => {
-                    return AttemptOutcome::WrongState(factor.state);
-                }
-                Some(factor) if factor.factor_id != attempt.factor_id => {
-                    return AttemptOutcome::Stale;
-                }
-                Some(factor) => match factor.lock {
-                    Some(lock) if lock.is_active(now) => return AttemptOutcome::Locked(lock),
-                    _ => slot.next_sequence(),
-                },
-            };
-            let Some(factor) = slot.factor.as_mut() else {
-                return AttemptOutcome::Absent;
-            };
-            if factor.lock.is_some() {
-                // An expired lock starts a fresh count.
-                factor.lock = None;
-                factor.failures = 0;
-            }
-            factor.sequence = sequence;
-            factor.changed_at = now;
-            match attempt.matched_step {
-                Some(step) if factor.last_step.is_none_or(|last| step > last) => {
-                    factor.state = FactorState::Ready;
-                    factor.last_step = Some(step);
-                    factor.failures = 0;
-                    AttemptOutcome::Committed(AttemptVerdict::Accepted {
-                        sequence,
-                        changed_at: now,
-                    })
-                }
-                matched => {
-                    factor.failures = factor.failures.saturating_add(1);
-                    factor.lock = attempt.policy.lock_after(factor.failures, now);
-                    AttemptOutcome::Committed(AttemptVerdict::Rejected {
-                        failures: factor.failures,
-                        lock: factor.lock,
-                        replayed: matched.is_some(),
-                    })
+            let decision = decide_attempt(slot.factor.as_ref(), &attempt, now);
+            match decision {
+                AttemptDecision::Absent => AttemptOutcome::Absent,
+                AttemptDecision::WrongState(state) => AttemptOutcome::WrongState(state),
+                AttemptDecision::Stale => AttemptOutcome::Stale,
+                AttemptDecision::Locked(lock) => AttemptOutcome::Locked(lock),
+                committed => {
+                    let sequence = slot.next_sequence();
+                    if let Some(factor) = slot.factor.as_mut() {
+                        factor.apply(&committed, sequence, now);
+                    }
+                    committed
+                        .verdict(sequence, now)
+                        .map_or(AttemptOutcome::Absent, AttemptOutcome::Committed)
                 }
             }
         })

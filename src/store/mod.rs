@@ -21,9 +21,7 @@ pub use redis::{
 };
 
 use crate::domain::factor::AttemptVerdict;
-use crate::domain::{
-    FactorId, FactorRecord, FactorState, Lock, LockoutPolicy, Purpose, TotpParams, UnixMicros,
-};
+use crate::domain::{FactorId, FactorRecord, FactorState, Lock, TotpParams, UnixMicros};
 
 /// One user of one organization: the unit of atomicity.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -49,16 +47,8 @@ pub enum AddOutcome {
     AlreadyReady,
 }
 
-/// A code attempt as decided by the domain, to be committed atomically.
-#[derive(Debug, Clone, Copy)]
-pub struct Attempt {
-    /// The enrollment the code was checked against (stale caches are caught by it).
-    pub factor_id: FactorId,
-    pub purpose: Purpose,
-    /// The time step the code matched, or `None` for a wrong code.
-    pub matched_step: Option<u64>,
-    pub policy: LockoutPolicy,
-}
+/// A code attempt, committed atomically by the store with the domain's attempt rule.
+pub use crate::domain::factor::Attempt;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AttemptOutcome {

@@ -12,6 +12,7 @@ mod cluster;
 mod concurrency;
 mod conformance;
 mod deploy;
+mod differential;
 mod fail_closed;
 mod faults;
 mod fuzz_corpus;

@@ -1,5 +1,8 @@
 -- Commits one code attempt (enrollment verify or login check) atomically: state, lock,
 -- replay marker and failure count are all checked and changed here, never from the client.
+-- The rule is the domain's: this is a transcription of `decide_attempt` and
+-- `FactorRecord::apply` (src/domain/factor.rs), step for step, and tests/api/differential.rs
+-- replays random histories on both and demands the same verdicts and the same records.
 -- (After prelude.lua: key, clock; ARGV[1] is the deadline.)
 -- ARGV[2]  factor id the code was checked against
 -- ARGV[3]  required state: 1 (verify an enrollment) or 2 (login check)

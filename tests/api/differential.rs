@@ -1,0 +1,297 @@
+//! The attempt rule lives once, in the domain (`decide_attempt`); the memory store calls it
+//! and `attempt.lua` transcribes it. This model check replays the same random histories on
+//! the memory store and on a real redis-server, and demands the same answer to every call
+//! and the same stored record after it. The caller gives the factor ids, the times and the
+//! deadlines, so both stores see exactly the same history; only the sequences (each store's
+//! clock) are left out of the comparison.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use proptest::prelude::{Just, Strategy, prop_oneof};
+use proptest::test_runner::{Config, TestCaseError, TestRunner};
+use secrecy::SecretString;
+use tessera::domain::factor::AttemptVerdict;
+use tessera::domain::{FactorId, FactorRecord, LockoutPolicy, Purpose, TotpParams, UnixMicros};
+use tessera::store::{
+    AddOutcome, Attempt, AttemptOutcome, ChangeOutcome, FactorStore, MemoryStore, NewFactor,
+    RedisMode, RedisOptions, RedisStore, UserKey,
+};
+
+use crate::helpers::{PINNED_SECS, RedisServer};
+
+/// Which code an attempt carries, as the step it matched.
+#[derive(Debug, Clone, Copy)]
+enum Code {
+    /// The current step's code.
+    Right,
+    /// No match.
+    Wrong,
+    /// The step of the last accepted code again.
+    Replayed,
+    /// The step before the current one (inside the window, maybe already used).
+    Old,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Op {
+    Enroll,
+    Verify(Code),
+    Check(Code),
+    /// A check against an enrollment that is no longer the user's (a stale cache).
+    StaleCheck,
+    Remove,
+    Unlock,
+    /// The clock moves on by this many seconds (a lock expires, new steps come).
+    Advance(i64),
+}
+
+fn code() -> impl Strategy<Value = Code> {
+    prop_oneof![
+        Just(Code::Right),
+        Just(Code::Wrong),
+        Just(Code::Replayed),
+        Just(Code::Old)
+    ]
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        2 => Just(Op::Enroll),
+        3 => code().prop_map(Op::Verify),
+        6 => code().prop_map(Op::Check),
+        1 => Just(Op::StaleCheck),
+        1 => Just(Op::Remove),
+        1 => Just(Op::Unlock),
+        2 => prop_oneof![Just(0i64), Just(30), Just(59), Just(61), Just(600)].prop_map(Op::Advance),
+    ]
+}
+
+/// A history: the lockout policy (maximum 1 to 4, locked for a minute or until unlocked)
+/// and up to 40 calls.
+fn history() -> impl Strategy<Value = (u32, bool, Vec<Op>)> {
+    (
+        1u32..5,
+        proptest::bool::ANY,
+        proptest::collection::vec(op(), 1..40),
+    )
+}
+
+/// An answer with the store's own clock (the sequence) left out.
+#[derive(Debug, PartialEq)]
+enum Answer {
+    Added(UnixMicros),
+    AlreadyReady,
+    Attempt(AttemptOutcome),
+    Change(Option<UnixMicros>, bool),
+}
+
+fn attempt_answer(outcome: AttemptOutcome) -> Answer {
+    Answer::Attempt(match outcome {
+        AttemptOutcome::Committed(AttemptVerdict::Accepted { changed_at, .. }) => {
+            AttemptOutcome::Committed(AttemptVerdict::Accepted {
+                sequence: 0,
+                changed_at,
+            })
+        }
+        other => other,
+    })
+}
+
+fn change_answer(outcome: ChangeOutcome) -> Answer {
+    match outcome {
+        ChangeOutcome::Changed { changed_at, .. } => Answer::Change(Some(changed_at), false),
+        ChangeOutcome::Absent => Answer::Change(None, false),
+        ChangeOutcome::NotLocked => Answer::Change(None, true),
+    }
+}
+
+/// The record with the sequence left out.
+fn comparable(record: Option<FactorRecord>) -> Option<FactorRecord> {
+    record.map(|mut record| {
+        record.sequence = 0;
+        record
+    })
+}
+
+struct Replay<'a> {
+    stores: [&'a dyn FactorStore; 2],
+    key: UserKey,
+    policy: LockoutPolicy,
+    params: TotpParams,
+    now: UnixMicros,
+    enrollments: u8,
+}
+
+impl Replay<'_> {
+    fn deadline() -> Instant {
+        Instant::now() + Duration::from_secs(5)
+    }
+
+    /// The step `code` matches, from what the stores hold now.
+    fn matched_step(&self, code: Code, stored: Option<&FactorRecord>) -> Option<u64> {
+        let current = self.params.step_at(self.now.unsigned_secs());
+        match code {
+            Code::Right => Some(current),
+            Code::Wrong => None,
+            Code::Replayed => Some(stored.and_then(|r| r.last_step).unwrap_or(current)),
+            Code::Old => Some(current.saturating_sub(1)),
+        }
+    }
+
+    async fn run(&mut self, op: Op) -> Result<(), TestCaseError> {
+        if let Op::Advance(secs) = op {
+            self.now = self.now.saturating_add_micros(secs * 1_000_000);
+            return Ok(());
+        }
+        let stored = self.stores[0]
+            .load(&self.key, Self::deadline())
+            .await
+            .map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let mut answers = Vec::new();
+        let factor_id = stored
+            .as_ref()
+            .map_or(FactorId::from_random([0; 16]), |r| r.factor_id);
+        let attempt = |purpose, matched_step, factor_id| Attempt {
+            factor_id,
+            purpose,
+            matched_step,
+            policy: self.policy,
+        };
+        let planned = match op {
+            Op::Verify(code) => Some(attempt(
+                Purpose::Enrollment,
+                self.matched_step(code, stored.as_ref()),
+                factor_id,
+            )),
+            Op::Check(code) => Some(attempt(
+                Purpose::Login,
+                self.matched_step(code, stored.as_ref()),
+                factor_id,
+            )),
+            Op::StaleCheck => Some(attempt(
+                Purpose::Login,
+                Some(self.params.step_at(self.now.unsigned_secs())),
+                FactorId::from_random([0xee; 16]),
+            )),
+            _ => None,
+        };
+        if let Op::Enroll = op {
+            self.enrollments = self.enrollments.wrapping_add(1);
+        }
+        for store in self.stores {
+            let answer = match op {
+                Op::Enroll => {
+                    let factor = NewFactor {
+                        factor_id: FactorId::from_random([self.enrollments; 16]),
+                        params: self.params,
+                        sealed_secret: vec![self.enrollments; 8],
+                    };
+                    match store
+                        .add(&self.key, factor, self.now, Self::deadline())
+                        .await
+                    {
+                        Ok(AddOutcome::Added { created_at, .. }) => Answer::Added(created_at),
+                        Ok(AddOutcome::AlreadyReady) => Answer::AlreadyReady,
+                        Err(e) => return Err(TestCaseError::fail(e.to_string())),
+                    }
+                }
+                Op::Verify(_) | Op::Check(_) | Op::StaleCheck => {
+                    let attempt = planned.ok_or_else(|| TestCaseError::fail("no attempt"))?;
+                    attempt_answer(
+                        store
+                            .attempt(&self.key, attempt, self.now, Self::deadline())
+                            .await
+                            .map_err(|e| TestCaseError::fail(e.to_string()))?,
+                    )
+                }
+                Op::Remove => change_answer(
+                    store
+                        .remove(&self.key, self.now, Self::deadline())
+                        .await
+                        .map_err(|e| TestCaseError::fail(e.to_string()))?,
+                ),
+                Op::Unlock => change_answer(
+                    store
+                        .unlock(&self.key, self.now, Self::deadline())
+                        .await
+                        .map_err(|e| TestCaseError::fail(e.to_string()))?,
+                ),
+                Op::Advance(_) => return Ok(()),
+            };
+            let record = store
+                .load(&self.key, Self::deadline())
+                .await
+                .map_err(|e| TestCaseError::fail(e.to_string()))?;
+            answers.push((answer, comparable(record)));
+        }
+        proptest::prop_assert_eq!(
+            &answers[0],
+            &answers[1],
+            "{:?}: memory (left) and Redis (right) differ",
+            op
+        );
+        Ok(())
+    }
+}
+
+/// Random histories of enrollments, verifies, checks (right, wrong, replayed and old codes,
+/// against the current enrollment or a stale one), removals, unlocks and clock jumps:
+/// the memory store and Redis answer alike and keep alike.
+#[test]
+fn the_memory_store_and_redis_agree_on_every_history() {
+    let redis = RedisServer::start();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let url = SecretString::from(redis.url());
+    let redis_store = RedisStore::connect(
+        None,
+        RedisOptions {
+            mode: RedisMode::Standalone,
+            urls: &url,
+            password: None,
+            tls_ca_pem: None,
+            prefix: "differential",
+            timeout: Duration::from_secs(5),
+            wait_replicas: 0,
+            wait_connections: 1,
+        },
+    )
+    .unwrap();
+    let memory = MemoryStore::new();
+    let case = std::sync::atomic::AtomicU32::new(0);
+    let mut runner = TestRunner::new(Config {
+        cases: 128,
+        failure_persistence: None,
+        ..Config::default()
+    });
+    let result = runner.run(&history(), |(max_attempts, until_unlocked, ops)| {
+        let n = case.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut replay = Replay {
+            stores: [&memory, &redis_store],
+            key: UserKey {
+                org: Arc::from("acme"),
+                user: Arc::from(format!("u{n}")),
+            },
+            policy: LockoutPolicy {
+                max_attempts,
+                lock_duration_micros: if until_unlocked { 0 } else { 60_000_000 },
+                show_failures: true,
+            },
+            params: TotpParams::default(),
+            now: UnixMicros::from_secs(PINNED_SECS),
+            enrollments: 0,
+        };
+        runtime.block_on(async {
+            for op in ops {
+                replay.run(op).await?;
+            }
+            Ok(())
+        })
+    });
+    if let Err(failure) = result {
+        panic!("{failure}");
+    }
+}

@@ -40,7 +40,9 @@ fn render(overlay: &str) -> String {
         &["kustomize", &format!("deploy/k8s/overlays/{overlay}")],
         None,
     );
-    let file = std::env::temp_dir().join(format!("tessera-{overlay}-{}.yaml", std::process::id()));
+    // Removed on drop, also when a check below panics.
+    let dir = crate::helpers::TempDir::new("kustomize");
+    let file = dir.0.join(format!("{overlay}.yaml"));
     std::fs::write(&file, &rendered).unwrap();
     run(
         "kubernetes-validate",
@@ -53,7 +55,6 @@ fn render(overlay: &str) -> String {
         ],
         None,
     );
-    std::fs::remove_file(file).ok();
     rendered
 }
 
@@ -109,14 +110,14 @@ fn alert_rules_pass_promtool() {
         ],
         None,
     );
-    let file = std::env::temp_dir().join(format!("tessera-rules-{}.yaml", std::process::id()));
+    let dir = crate::helpers::TempDir::new("rules");
+    let file = dir.0.join("rules.yaml");
     std::fs::write(&file, groups).unwrap();
     let checked = run(
         "promtool",
         &["check", "rules", file.to_str().unwrap()],
         None,
     );
-    std::fs::remove_file(file).ok();
     assert!(checked.contains("SUCCESS"), "{checked}");
 }
 

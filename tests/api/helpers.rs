@@ -916,8 +916,15 @@ impl DevBinary {
     pub fn stop(mut self) -> String {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let logs = std::fs::read_to_string(&self.log).unwrap_or_default();
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+/// A test that panics before `stop` leaves neither the process nor its log behind.
+impl Drop for DevBinary {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
         let _ = std::fs::remove_file(&self.log);
-        logs
     }
 }

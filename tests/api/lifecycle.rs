@@ -45,7 +45,8 @@ async fn redis_password_from_a_file() {
         .await
         .assert_error(503, 14, "TESSERA-unav1");
 
-    let file = std::env::temp_dir().join(format!("tessera-redis-pass-{port}"));
+    let dir = crate::helpers::TempDir::new("redis-pass");
+    let file = dir.0.join("password");
     std::fs::write(&file, "s3cret-pass\n").unwrap();
     let settings = settings_with_env(&[("TESSERA__REDIS__PASSWORD_FILE", file.to_str().unwrap())]);
     let with = Spawn::new(Backend::Redis)
@@ -54,7 +55,6 @@ async fn redis_password_from_a_file() {
         .start()
         .await;
     with.enroll_ready(&alice).await;
-    std::fs::remove_file(file).ok();
 }
 
 #[actix_web::test]

@@ -11,7 +11,6 @@ use actix_web::{App, HttpServer, web};
 use secrecy::ExposeSecret;
 use tracing_actix_web::TracingLogger;
 
-use crate::api::gateway::Gateway;
 use crate::api::grpc::listener::ConnectionLimits;
 use crate::api::grpc::{self, GrpcOptions};
 use crate::api::http::{HttpState, routes};
@@ -20,6 +19,7 @@ use crate::clock::{SharedClock, SystemClock};
 use crate::health::Readiness;
 use crate::metrics::Metrics;
 use crate::seal::{KeyRing, SealError};
+use crate::service::OtpService;
 use crate::settings::{Settings, StoreKind};
 use crate::store::{MemoryStore, MeteredStore, RedisOptions, RedisStore, SharedStore, StoreError};
 use crate::telemetry::RequestSpans;
@@ -143,7 +143,7 @@ impl Application {
         ));
         // Once before serving, so probes and gRPC health are right from the first call.
         readiness.check().await;
-        let gateway = Arc::new(Gateway {
+        let service = Arc::new(OtpService {
             registry: registry.clone(),
             verifier,
             clock,
@@ -157,7 +157,7 @@ impl Application {
             readiness: readiness.clone(),
         });
         let state = web::Data::new(HttpState {
-            gateway: gateway.clone(),
+            service: service.clone(),
             body_limit: settings.http.body_limit_bytes,
             body_timeout: Duration::from_secs(settings.http.body_timeout_secs),
         });
@@ -194,8 +194,8 @@ impl Application {
         }
         .map_err(|e| StartError::Bind(settings.http.addr.clone(), e))?
         .run();
-        spawn_key_refreshes(gateway.verifier.clone());
-        let grpc = GrpcServer::start(gateway, &settings, tls.as_deref())?;
+        spawn_key_refreshes(service.verifier.clone());
+        let grpc = GrpcServer::start(service, &settings, tls.as_deref())?;
         if let Some(tls) = tls {
             spawn_tls_reloads(tls, Duration::from_secs(settings.tls.reload_interval_secs));
         }
@@ -295,7 +295,7 @@ struct GrpcServer {
 
 impl GrpcServer {
     fn start(
-        gateway: Arc<Gateway>,
+        service: Arc<OtpService>,
         settings: &Settings,
         tls: Option<&Tls>,
     ) -> Result<Self, StartError> {
@@ -344,7 +344,7 @@ impl GrpcServer {
                 };
                 let served = runtime.block_on(async move {
                     let listener = tokio::net::TcpListener::from_std(listener)?;
-                    grpc::serve(gateway, listener, options, async {
+                    grpc::serve(service, listener, options, async {
                         // A dropped sender stops the server too.
                         let _ = stopped.await;
                     })

@@ -25,6 +25,7 @@ pub mod metrics;
 pub mod process;
 pub mod rekey;
 pub mod seal;
+pub mod service;
 pub mod settings;
 pub mod store;
 pub mod telemetry;

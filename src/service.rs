@@ -1,7 +1,15 @@
-//! What every transport does the same way: the client address, the gates (address limit,
-//! token), tenant and role rules, code validation, and the one actor message per call.
-//! HTTP and gRPC handlers only translate their wire to these calls and back.
+//! The application's service: what every transport does the same way. The client address,
+//! the gates (address limit, token), the tenant and role rules, code validation, and the
+//! one actor message per call. HTTP and gRPC handlers only translate their wire to these
+//! calls and back.
+//!
+//! Authorization is carried by types: every operation takes the scope it acts in, and
+//! only the checks here build scopes. A `me` call takes an `OwnScope` (the token's own
+//! user); a management call an `OrgScope<Check>` or `OrgScope<Admin>`, which
+//! `OtpService::org_scope` builds only after the role check (and, over mTLS, the client
+//! certificate). A new operation that skips the check does not compile.
 
+use std::marker::PhantomData;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,7 +25,7 @@ use crate::tenant::{
     SubmitCode, UnlockFactor,
 };
 
-pub struct Gateway {
+pub struct OtpService {
     pub registry: Arc<OrgRegistry>,
     pub verifier: Arc<TokenVerifier>,
     pub clock: SharedClock,
@@ -50,7 +58,54 @@ pub struct Authenticated {
     pub client_certified: bool,
 }
 
-impl Gateway {
+impl Authenticated {
+    /// The scope of a `me` call: the token's own organization and user.
+    pub fn own(&self) -> OwnScope {
+        OwnScope {
+            org: self.caller.org.clone(),
+            user: self.caller.user.clone(),
+        }
+    }
+}
+
+/// The user a `me` call acts on: the verified token's own. Built only by
+/// `Authenticated::own`.
+pub struct OwnScope {
+    org: Arc<str>,
+    user: Arc<str>,
+}
+
+/// The role a management call needs in the organization it acts on.
+pub trait Role {
+    fn name(service: &OtpService) -> &str;
+}
+
+/// The login check (`auth.check_role`).
+pub struct Check;
+/// Removal and unlock (`auth.admin_role`).
+pub struct Admin;
+
+impl Role for Check {
+    fn name(service: &OtpService) -> &str {
+        &service.check_role
+    }
+}
+
+impl Role for Admin {
+    fn name(service: &OtpService) -> &str {
+        &service.admin_role
+    }
+}
+
+/// A user of an organization that a management call may act on with role `R`. Built only by
+/// `OtpService::org_scope`, once the caller was found to hold `R` there.
+pub struct OrgScope<R: Role> {
+    org: Arc<str>,
+    user: Arc<str>,
+    role: PhantomData<R>,
+}
+
+impl OtpService {
     /// The client: the connection's peer, or, when the peer is a trusted proxy, the nearest
     /// `X-Forwarded-For` entry that is not itself a trusted proxy. An outsider cannot set it.
     pub fn client_address(&self, origin: &Origin<'_>) -> Option<IpAddr> {
@@ -122,24 +177,28 @@ impl Gateway {
         Instant::now() + self.request_timeout
     }
 
-    /// The organization and user a management call acts on: the `x-zitadel-orgid` header
-    /// (raw, as received) or the caller's own organization, for which the caller must hold
-    /// `role`; the user id from the path or message. Over mTLS, a client certificate too.
-    fn management_target(
+    /// The organization and user a management call acts on, for role `R`: the
+    /// `x-zitadel-orgid` header (raw, as received) or the caller's own organization, in which
+    /// the caller must hold `R`; the user id from the path or message. Over mTLS, a client
+    /// certificate too.
+    pub fn org_scope<R: Role>(
         &self,
         auth: &Authenticated,
         org_header_value: Option<&[u8]>,
-        role: &str,
         user: &str,
-    ) -> Result<(Arc<str>, Arc<str>), OtpError> {
+    ) -> Result<OrgScope<R>, OtpError> {
         if self.management_needs_client_cert && !auth.client_certified {
             return Err(OtpError::ClientCertificateRequired);
         }
         let org = auth
             .caller
-            .management_org(org_header(org_header_value)?, role)?;
+            .management_org(org_header(org_header_value)?, R::name(self))?;
         tracing::Span::current().record("tenant", org.as_ref());
-        Ok((org, user_id(user)?))
+        Ok(OrgScope {
+            org,
+            user: user_id(user)?,
+            role: PhantomData,
+        })
     }
 
     pub async fn add_my(&self, auth: &Authenticated) -> Result<Enrollment, OtpError> {
@@ -148,95 +207,78 @@ impl Gateway {
             .login_name
             .clone()
             .unwrap_or_else(|| caller.user.to_string());
+        let OwnScope { org, user } = auth.own();
         let deadline = self.deadline();
         let msg = Enroll {
-            user: caller.user.clone(),
+            user,
             account,
             now: self.clock.now(),
             deadline,
         };
-        self.call(&caller.org, msg, deadline).await?
-    }
-
-    pub async fn verify_my(&self, auth: &Authenticated, code: String) -> Result<Details, OtpError> {
-        let caller = &auth.caller;
-        let deadline = self.deadline();
-        let msg = SubmitCode {
-            user: caller.user.clone(),
-            code: validated(code)?,
-            purpose: Purpose::Enrollment,
-            now: self.clock.now(),
-            deadline,
-        };
-        self.call(&caller.org, msg, deadline).await?
-    }
-
-    pub async fn remove_my(&self, auth: &Authenticated) -> Result<Details, OtpError> {
-        let caller = &auth.caller;
-        let deadline = self.deadline();
-        let msg = RemoveFactor {
-            user: caller.user.clone(),
-            now: self.clock.now(),
-            deadline,
-        };
-        self.call(&caller.org, msg, deadline).await?
-    }
-
-    pub async fn list_my(&self, auth: &Authenticated) -> Result<Vec<FactorView>, OtpError> {
-        let caller = &auth.caller;
-        let deadline = self.deadline();
-        let msg = ListFactors {
-            user: caller.user.clone(),
-            deadline,
-        };
-        self.call(&caller.org, msg, deadline).await?
-    }
-
-    /// The login check; `org_header` is `x-zitadel-orgid` as received.
-    pub async fn check(
-        &self,
-        auth: &Authenticated,
-        org_header: Option<&[u8]>,
-        user: &str,
-        code: String,
-    ) -> Result<Details, OtpError> {
-        let (org, user) = self.management_target(auth, org_header, &self.check_role, user)?;
-        let deadline = self.deadline();
-        let msg = SubmitCode {
-            user,
-            code: validated(code)?,
-            purpose: Purpose::Login,
-            now: self.clock.now(),
-            deadline,
-        };
         self.call(&org, msg, deadline).await?
     }
 
-    pub async fn remove_user(
-        &self,
-        auth: &Authenticated,
-        org_header: Option<&[u8]>,
-        user: &str,
-    ) -> Result<Details, OtpError> {
-        let (org, user) = self.management_target(auth, org_header, &self.admin_role, user)?;
+    pub async fn verify_my(&self, scope: OwnScope, code: String) -> Result<Details, OtpError> {
+        self.submit_code(scope.org, scope.user, code, Purpose::Enrollment)
+            .await
+    }
+
+    pub async fn remove_my(&self, scope: OwnScope) -> Result<Details, OtpError> {
+        self.remove(scope.org, scope.user).await
+    }
+
+    pub async fn list_my(&self, scope: OwnScope) -> Result<Vec<FactorView>, OtpError> {
+        let deadline = self.deadline();
+        let msg = ListFactors {
+            user: scope.user,
+            deadline,
+        };
+        self.call(&scope.org, msg, deadline).await?
+    }
+
+    /// The login check.
+    pub async fn check(&self, scope: OrgScope<Check>, code: String) -> Result<Details, OtpError> {
+        self.submit_code(scope.org, scope.user, code, Purpose::Login)
+            .await
+    }
+
+    pub async fn remove_user(&self, scope: OrgScope<Admin>) -> Result<Details, OtpError> {
+        self.remove(scope.org, scope.user).await
+    }
+
+    pub async fn unlock_user(&self, scope: OrgScope<Admin>) -> Result<Details, OtpError> {
         let (now, deadline) = (self.clock.now(), self.deadline());
-        let msg = RemoveFactor {
-            user,
+        let msg = UnlockFactor {
+            user: scope.user,
             now,
             deadline,
         };
+        self.call(&scope.org, msg, deadline).await?
+    }
+
+    // The steps below take an organization and a user that a scope gave: they stay private.
+
+    async fn submit_code(
+        &self,
+        org: Arc<str>,
+        user: Arc<str>,
+        code: String,
+        purpose: Purpose,
+    ) -> Result<Details, OtpError> {
+        let deadline = self.deadline();
+        let msg = SubmitCode {
+            user,
+            code: validated(code)?,
+            purpose,
+            now: self.clock.now(),
+            deadline,
+        };
         self.call(&org, msg, deadline).await?
     }
 
-    pub async fn unlock_user(
-        &self,
-        auth: &Authenticated,
-        org_header: Option<&[u8]>,
-        user: &str,
-    ) -> Result<Details, OtpError> {
-        let (org, user) = self.management_target(auth, org_header, &self.admin_role, user)?;
+    async fn remove(&self, org: Arc<str>, user: Arc<str>) -> Result<Details, OtpError> {
         let (now, deadline) = (self.clock.now(), self.deadline());
-        let msg = UnlockFactor {
+        let msg = RemoveFactor {
             user,
             now,
             deadline,

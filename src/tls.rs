@@ -6,7 +6,7 @@
 //!
 //! With a client CA, a client may present a certificate; rustls verifies one that is
 //! presented against the CA and refuses the handshake if it does not verify. Whether the
-//! management calls then require one is the gateway's rule (`Gateway::management_target`).
+//! management calls then require one is the service's rule (`OtpService::org_scope`).
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};

@@ -1,4 +1,4 @@
-//! The typed messages the HTTP handlers and gRPC services (through the gateway) send to an
+//! The typed messages the HTTP handlers and gRPC services (through the service) send to an
 //! organization's actor. Each
 //! carries its request's deadline: the actor call and every store call end by it.
 

@@ -2,7 +2,7 @@
 //!
 //! 1. its request id (the caller's `x-request-id` or a fresh one) and its span, which every
 //!    log line it causes carries, down to the store;
-//! 2. the gates (client address limit, token; `Gateway::authenticate`), from the headers
+//! 2. the gates (client address limit, token; `OtpService::authenticate`), from the headers
 //!    alone: a refused call is answered before its body is read, so an unauthenticated body
 //!    that trickles in holds nothing;
 //! 3. its one message, read within the body timeout and up to the size limit, its frame
@@ -30,9 +30,9 @@ use tracing::Instrument;
 
 use super::listener::ConnInfo;
 use super::status::status;
-use crate::api::gateway::{Gateway, Origin};
 use crate::domain::OtpError;
 use crate::metrics::code_name;
+use crate::service::{Origin, OtpService};
 use crate::telemetry::RequestId;
 
 /// The unary calls of tessera's API, by path: the RPC name metrics and logs use.
@@ -82,7 +82,7 @@ fn declared_length(received: &[u8]) -> Option<usize> {
 }
 
 struct Shared {
-    gateway: Arc<Gateway>,
+    service: Arc<OtpService>,
     max_message_bytes: usize,
     body_timeout: Duration,
 }
@@ -91,9 +91,9 @@ struct Shared {
 pub struct GateLayer(Arc<Shared>);
 
 impl GateLayer {
-    pub fn new(gateway: Arc<Gateway>, max_message_bytes: usize, body_timeout: Duration) -> Self {
+    pub fn new(service: Arc<OtpService>, max_message_bytes: usize, body_timeout: Duration) -> Self {
         Self(Arc::new(Shared {
-            gateway,
+            service,
             max_message_bytes,
             body_timeout,
         }))
@@ -215,7 +215,7 @@ async fn admit(shared: &Shared, request: Request<Body>) -> Result<Request<Body>,
         authorization: parts.headers.get("authorization").map(|v| v.as_bytes()),
         client_certified: conn.is_some_and(|c| c.client_certified),
     };
-    let authenticated = shared.gateway.authenticate(&origin).await?;
+    let authenticated = shared.service.authenticate(&origin).await?;
     let compression_declared = parts
         .headers
         .get("grpc-encoding")
@@ -293,7 +293,7 @@ impl Drop for Call {
         self.span.record("grpc.code", code);
         let elapsed = self.started.elapsed().as_secs_f64();
         self.shared
-            .gateway
+            .service
             .metrics
             .observe_request("grpc", self.rpc, code_name(code), elapsed);
         let server_side = matches!(

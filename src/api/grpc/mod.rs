@@ -22,7 +22,7 @@ use self::pb::zitadel::auth::v1::auth_service_server::AuthServiceServer;
 use self::pb::zitadel::management::v1::management_service_server::ManagementServiceServer;
 pub use self::services::Services;
 pub use self::status::status;
-use crate::api::gateway::Gateway;
+use crate::service::OtpService;
 
 #[derive(Debug, thiserror::Error)]
 pub enum GrpcError {
@@ -79,14 +79,14 @@ fn cors(origins: &[String]) -> CorsLayer {
 
 /// Serves until `shutdown` completes.
 pub async fn serve(
-    gateway: Arc<Gateway>,
+    service: Arc<OtpService>,
     listener: tokio::net::TcpListener,
     options: GrpcOptions,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), GrpcError> {
-    let gateway_readiness = gateway.readiness.clone();
-    let gateway_for_gate = gateway.clone();
-    let services = Services::new(gateway);
+    let gateway_readiness = service.readiness.clone();
+    let gateway_for_gate = service.clone();
+    let services = Services::new(service);
     let limit = options.max_message_bytes;
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<AuthServiceServer<Services>>().await;

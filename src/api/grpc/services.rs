@@ -1,4 +1,4 @@
-//! The gRPC services: thin, like the HTTP handlers, and calling the same gateway. The gate
+//! The gRPC services: thin, like the HTTP handlers, and calling the same service. The gate
 //! (`gate.rs`) has authenticated the caller, read the message and opened the call's span.
 
 use std::sync::Arc;
@@ -11,17 +11,17 @@ use super::pb::zitadel::auth::v1 as auth;
 use super::pb::zitadel::management::v1 as management;
 use super::pb::zitadel::user::v1 as user;
 use super::status::{details, status};
-use crate::api::gateway::{Authenticated, Gateway};
 use crate::domain::{FactorState, OtpError};
+use crate::service::{Authenticated, OtpService};
 
 #[derive(Clone)]
 pub struct Services {
-    gateway: Arc<Gateway>,
+    service: Arc<OtpService>,
 }
 
 impl Services {
-    pub fn new(gateway: Arc<Gateway>) -> Self {
-        Self { gateway }
+    pub fn new(service: Arc<OtpService>) -> Self {
+        Self { service }
     }
 }
 
@@ -36,7 +36,7 @@ fn take<T>(request: Request<T>) -> Result<(Arc<Authenticated>, T), Status> {
     Ok((auth, request.into_inner()))
 }
 
-/// `x-zitadel-orgid` as received; the gateway parses it.
+/// `x-zitadel-orgid` as received; the service parses it.
 fn org_header<T>(request: &Request<T>) -> Option<Vec<u8>> {
     request
         .metadata()
@@ -62,7 +62,7 @@ impl auth::auth_service_server::AuthService for Services {
         request: Request<auth::ListMyAuthFactorsRequest>,
     ) -> Result<Response<auth::ListMyAuthFactorsResponse>, Status> {
         let (caller, _) = take(request)?;
-        let factors = self.gateway.list_my(&caller).await.map_err(fail)?;
+        let factors = self.service.list_my(caller.own()).await.map_err(fail)?;
         let result = factors
             .into_iter()
             .map(|factor| user::AuthFactor {
@@ -78,7 +78,7 @@ impl auth::auth_service_server::AuthService for Services {
         request: Request<auth::AddMyAuthFactorOtpRequest>,
     ) -> Result<Response<auth::AddMyAuthFactorOtpResponse>, Status> {
         let (caller, _) = take(request)?;
-        let enrollment = self.gateway.add_my(&caller).await.map_err(fail)?;
+        let enrollment = self.service.add_my(&caller).await.map_err(fail)?;
         Ok(Response::new(auth::AddMyAuthFactorOtpResponse {
             url: enrollment.uri.expose_secret().to_owned(),
             secret: enrollment.secret.expose_secret().to_owned(),
@@ -92,8 +92,8 @@ impl auth::auth_service_server::AuthService for Services {
     ) -> Result<Response<auth::VerifyMyAuthFactorOtpResponse>, Status> {
         let (caller, message) = take(request)?;
         let verified = self
-            .gateway
-            .verify_my(&caller, message.code)
+            .service
+            .verify_my(caller.own(), message.code)
             .await
             .map_err(fail)?;
         Ok(Response::new(auth::VerifyMyAuthFactorOtpResponse {
@@ -106,7 +106,7 @@ impl auth::auth_service_server::AuthService for Services {
         request: Request<auth::RemoveMyAuthFactorOtpRequest>,
     ) -> Result<Response<auth::RemoveMyAuthFactorOtpResponse>, Status> {
         let (caller, _) = take(request)?;
-        let removed = self.gateway.remove_my(&caller).await.map_err(fail)?;
+        let removed = self.service.remove_my(caller.own()).await.map_err(fail)?;
         Ok(Response::new(auth::RemoveMyAuthFactorOtpResponse {
             details: Some(details(&removed)),
         }))
@@ -121,11 +121,11 @@ impl management::management_service_server::ManagementService for Services {
     ) -> Result<Response<management::RemoveHumanAuthFactorOtpResponse>, Status> {
         let org = org_header(&request);
         let (caller, message) = take(request)?;
-        let removed = self
-            .gateway
-            .remove_user(&caller, org.as_deref(), &message.user_id)
-            .await
+        let scope = self
+            .service
+            .org_scope(&caller, org.as_deref(), &message.user_id)
             .map_err(fail)?;
+        let removed = self.service.remove_user(scope).await.map_err(fail)?;
         Ok(Response::new(
             management::RemoveHumanAuthFactorOtpResponse {
                 details: Some(details(&removed)),
@@ -139,11 +139,11 @@ impl management::management_service_server::ManagementService for Services {
     ) -> Result<Response<management::UnlockUserResponse>, Status> {
         let org = org_header(&request);
         let (caller, message) = take(request)?;
-        let unlocked = self
-            .gateway
-            .unlock_user(&caller, org.as_deref(), &message.id)
-            .await
+        let scope = self
+            .service
+            .org_scope(&caller, org.as_deref(), &message.id)
             .map_err(fail)?;
+        let unlocked = self.service.unlock_user(scope).await.map_err(fail)?;
         Ok(Response::new(management::UnlockUserResponse {
             details: Some(details(&unlocked)),
         }))
@@ -158,9 +158,13 @@ impl check::otp_check_service_server::OtpCheckService for Services {
     ) -> Result<Response<check::CheckOtpResponse>, Status> {
         let org = org_header(&request);
         let (caller, message) = take(request)?;
+        let scope = self
+            .service
+            .org_scope(&caller, org.as_deref(), &message.user_id)
+            .map_err(fail)?;
         let checked = self
-            .gateway
-            .check(&caller, org.as_deref(), &message.user_id, message.code)
+            .service
+            .check(scope, message.code)
             .await
             .map_err(fail)?;
         Ok(Response::new(check::CheckOtpResponse {

@@ -1,5 +1,5 @@
 //! What every HTTP call takes from its request before any work, in one place: the gates
-//! (client address limit, token; see `Gateway::authenticate`) as an extractor, so that a
+//! (client address limit, token; see `OtpService::authenticate`) as an extractor, so that a
 //! handler that needs a caller cannot forget them, and they run before the body is read.
 
 use std::future::Future;
@@ -10,8 +10,8 @@ use actix_web::http::header;
 use actix_web::{FromRequest, HttpRequest, web};
 
 use super::{ApiError, HttpState};
-use crate::api::gateway::{Authenticated, Origin};
 use crate::domain::OtpError;
+use crate::service::{Authenticated, Origin};
 
 /// Set on a TLS connection whose client presented a certificate that the configured CA
 /// signed (`tls.client_ca_file`; rustls has verified it by the time a request arrives).
@@ -44,7 +44,7 @@ impl FromRequest for Authenticated {
             let state = req
                 .app_data::<web::Data<HttpState>>()
                 .ok_or(OtpError::Internal)?;
-            Ok(state.gateway.authenticate(&origin(&req)).await?)
+            Ok(state.service.authenticate(&origin(&req)).await?)
         })
     }
 }
@@ -60,7 +60,7 @@ pub fn on_connect(connection: &dyn std::any::Any, data: &mut actix_web::dev::Ext
     }
 }
 
-/// `x-zitadel-orgid` as received; the gateway parses it.
+/// `x-zitadel-orgid` as received; the service parses it.
 pub fn org_header(req: &HttpRequest) -> Option<&[u8]> {
     req.headers().get("x-zitadel-orgid").map(|v| v.as_bytes())
 }

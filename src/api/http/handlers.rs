@@ -1,4 +1,4 @@
-//! Thin handlers: the wire in, one gateway call, the wire out. The gates ran in the
+//! Thin handlers: the wire in, one service call, the wire out. The gates ran in the
 //! `Authenticated` extractor before any of them.
 
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -7,12 +7,12 @@ use serde::Deserialize;
 
 use super::extract::org_header;
 use super::{ApiError, HttpState, json_body};
-use crate::api::gateway::Authenticated;
 use crate::api::wire::{
     AddOtpResponse, AuthFactorJson, DetailsJson, DetailsResponse, Empty, ListAuthFactorsResponse,
     auth_factor_state,
 };
 use crate::domain::Details;
+use crate::service::Authenticated;
 
 type State = web::Data<HttpState>;
 
@@ -39,7 +39,7 @@ pub async fn add_my_otp(
     body: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     json_body::<NoFields>(&req, body, &state).await?;
-    let enrollment = state.gateway.add_my(&auth).await?;
+    let enrollment = state.service.add_my(&auth).await?;
     Ok(HttpResponse::Ok().json(AddOtpResponse {
         url: enrollment.uri.expose_secret().to_owned(),
         secret: enrollment.secret.expose_secret().to_owned(),
@@ -55,11 +55,11 @@ pub async fn verify_my_otp(
 ) -> Result<HttpResponse, ApiError> {
     let body = json_body::<CodeRequest>(&req, body, &state).await?;
     let code = body.code.unwrap_or_default();
-    Ok(details(&state.gateway.verify_my(&auth, code).await?))
+    Ok(details(&state.service.verify_my(auth.own(), code).await?))
 }
 
 pub async fn remove_my_otp(state: State, auth: Authenticated) -> Result<HttpResponse, ApiError> {
-    Ok(details(&state.gateway.remove_my(&auth).await?))
+    Ok(details(&state.service.remove_my(auth.own()).await?))
 }
 
 pub async fn list_my_factors(
@@ -70,8 +70,8 @@ pub async fn list_my_factors(
 ) -> Result<HttpResponse, ApiError> {
     json_body::<NoFields>(&req, body, &state).await?;
     let result = state
-        .gateway
-        .list_my(&auth)
+        .service
+        .list_my(auth.own())
         .await?
         .into_iter()
         .map(|factor| AuthFactorJson {
@@ -91,10 +91,8 @@ pub async fn check_otp(
 ) -> Result<HttpResponse, ApiError> {
     let body = json_body::<CodeRequest>(&req, body, &state).await?;
     let code = body.code.unwrap_or_default();
-    let checked = state
-        .gateway
-        .check(&auth, org_header(&req), &path, code)
-        .await?;
+    let scope = state.service.org_scope(&auth, org_header(&req), &path)?;
+    let checked = state.service.check(scope, code).await?;
     Ok(details(&checked))
 }
 
@@ -104,10 +102,8 @@ pub async fn remove_user_otp(
     auth: Authenticated,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let removed = state
-        .gateway
-        .remove_user(&auth, org_header(&req), &path)
-        .await?;
+    let scope = state.service.org_scope(&auth, org_header(&req), &path)?;
+    let removed = state.service.remove_user(scope).await?;
     Ok(details(&removed))
 }
 
@@ -119,10 +115,8 @@ pub async fn unlock_user(
     body: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     json_body::<NoFields>(&req, body, &state).await?;
-    let unlocked = state
-        .gateway
-        .unlock_user(&auth, org_header(&req), &path)
-        .await?;
+    let scope = state.service.org_scope(&auth, org_header(&req), &path)?;
+    let unlocked = state.service.unlock_user(scope).await?;
     Ok(details(&unlocked))
 }
 
@@ -134,13 +128,13 @@ pub async fn healthz() -> HttpResponse {
 pub async fn metrics(state: State) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
-        .body(state.gateway.metrics.render())
+        .body(state.service.metrics.render())
 }
 
 /// Ready when the store answers now and this replica's clock agrees with the store's (keys
 /// are loaded before the listener exists).
 pub async fn ready(state: State) -> HttpResponse {
-    let readiness = &state.gateway.readiness;
+    let readiness = &state.service.readiness;
     let ready = readiness.check().await;
     let body = serde_json::json!({
         "status": if ready { "ready" } else { "not ready" },

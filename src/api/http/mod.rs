@@ -15,14 +15,14 @@ use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
 
-use super::gateway::Gateway;
 use super::wire::StatusJson;
 use crate::domain::{GrpcCode, OtpError};
 use crate::metrics::code_name;
+use crate::service::OtpService;
 
 /// Shared by every worker.
 pub struct HttpState {
-    pub gateway: Arc<Gateway>,
+    pub service: Arc<OtpService>,
     pub body_limit: usize,
     /// How long a request's body may take to arrive once its handler reads it.
     pub body_timeout: std::time::Duration,
@@ -177,7 +177,7 @@ fn observed(
             tracing::Span::current().record("rpc", rpc);
             let metrics = req
                 .app_data::<web::Data<HttpState>>()
-                .map(|state| state.gateway.metrics.clone());
+                .map(|state| state.service.metrics.clone());
             let call = service.call(req);
             async move {
                 let response = call.await?;

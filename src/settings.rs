@@ -14,6 +14,11 @@ use serde::Deserialize;
 use crate::domain::{HashAlgorithm, LockoutPolicy, OtpPolicy, TotpParams};
 use crate::store::RedisMode;
 
+// Each part owns the type of its own settings; this entry only assembles them.
+pub use crate::auth::AuthSettings;
+pub use crate::telemetry::LogFormat;
+pub use crate::tenant::LimitSettings;
+
 const DEFAULTS: &str = include_str!("../config/default.toml");
 
 /// What `tessera dev` layers over the defaults: everything needed to run with no setup.
@@ -161,28 +166,6 @@ pub struct RedisSettings {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct AuthSettings {
-    pub jwks_file: String,
-    pub jwks_url: String,
-    pub jwks_refetch_min_interval_secs: u64,
-    pub jwks_refresh_secs: u64,
-    pub issuer: String,
-    pub audience: String,
-    pub leeway_secs: u64,
-    pub token_cache_capacity: usize,
-    pub hs256_secret: SecretString,
-    pub hs256_secret_file: String,
-    pub dev_key: bool,
-    pub user_claim: String,
-    pub org_claim: String,
-    pub roles_claim: String,
-    pub login_name_claim: String,
-    pub check_role: String,
-    pub admin_role: String,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct TotpSettings {
     pub issuer: String,
     pub algorithm: HashAlgorithm,
@@ -217,14 +200,6 @@ fn secs_to_micros(secs: u64) -> i64 {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct LimitSettings {
-    pub per_user_per_minute: u32,
-    pub per_org_per_second: u32,
-    pub per_address_per_second: u32,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct SealSettings {
     pub keys: SecretString,
     pub keys_file: String,
@@ -254,13 +229,6 @@ pub struct HealthSettings {
 #[serde(deny_unknown_fields)]
 pub struct ProcessSettings {
     pub allow_core_dumps: bool,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    Pretty,
-    Json,
 }
 
 #[derive(Debug, Deserialize)]

@@ -1,9 +1,16 @@
 //! The tracing subscriber: readable in dev, JSON in production. `RUST_LOG` wins over settings.
 
+use serde::Deserialize;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::MakeWriter;
 
-use crate::settings::LogFormat;
+/// How log lines are written (`log.format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
 
 /// Installs the global subscriber once; later calls (tests) are no-ops.
 pub fn init<W>(format: LogFormat, level: &str, writer: W)

@@ -4,7 +4,7 @@
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Map, Value, json};
 
-use crate::settings::AuthSettings;
+use super::AuthSettings;
 
 pub const DEV_KEY_ID: &str = "tessera-dev";
 

@@ -3,8 +3,10 @@
 mod caller;
 mod dev;
 mod jwks;
+mod settings;
 mod verifier;
 
 pub use caller::{Caller, org_header, user_id};
 pub use dev::{DEV_KEY_ID, mint_dev_token};
+pub use settings::AuthSettings;
 pub use verifier::{TokenVerifier, VerifierError};

@@ -15,12 +15,12 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 use tokio::sync::{Mutex, RwLock};
 
+use super::AuthSettings;
 use super::caller::Caller;
 use super::dev::{DEV_KEY_ID, DEV_PUBLIC_PEM};
 use super::jwks::{KeyFingerprint, VerifyKey, fingerprint, parse_jwks};
 use crate::domain::OtpError;
 use crate::domain::ids::is_valid_id;
-use crate::settings::AuthSettings;
 use crate::tls::{Stamp, stamp};
 
 #[derive(Debug, thiserror::Error)]

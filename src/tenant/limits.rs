@@ -9,7 +9,16 @@ use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
 
 use crate::domain::OtpError;
-use crate::settings::LimitSettings;
+use serde::Deserialize;
+
+/// The rate limits (`[limits]`); `settings.rs` loads them.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitSettings {
+    pub per_user_per_minute: u32,
+    pub per_org_per_second: u32,
+    pub per_address_per_second: u32,
+}
 
 /// Quotas from settings; `None` is a limit switched off (0).
 #[derive(Debug, Clone, Copy)]

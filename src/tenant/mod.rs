@@ -11,7 +11,7 @@ mod usecases;
 use std::sync::Arc;
 
 pub use actor::{OrgActor, Traced};
-pub use limits::{AddressLimiter, Limits};
+pub use limits::{AddressLimiter, LimitSettings, Limits};
 pub use messages::{
     Enroll, Enrollment, FactorView, ListFactors, RemoveFactor, SubmitCode, UnlockFactor,
 };

@@ -138,6 +138,8 @@ async fn run(command: Command, source: Source) -> Result<(), String> {
         }
         Command::Rekey { page } => {
             let settings = Settings::load(Mode::Serve, &source).map_err(|e| e.to_string())?;
+            // It opens every secret: no core dump or debugger may read them.
+            tessera::process::protect_memory(settings.process.allow_core_dumps);
             let (store, keys) =
                 tessera::app::store_for_rekey(&settings).map_err(|e| e.to_string())?;
             eprintln!(

@@ -1,7 +1,7 @@
 //! The attempt rule lives once, in the domain (`decide_attempt`); the memory store calls it
 //! and `attempt.lua` transcribes it. This model check replays the same random histories on
-//! the memory store and on a real redis-server, and demands the same answer to every call
-//! and the same stored record after it. The caller gives the factor ids, the times and the
+//! the memory store, on a real redis-server and on a 3-master Redis Cluster, and demands the
+//! same answer to every call and the same stored record after it. The caller gives the factor ids, the times and the
 //! deadlines, so both stores see exactly the same history; only the sequences (each store's
 //! clock) are left out of the comparison.
 
@@ -18,7 +18,7 @@ use tessera::store::{
     RedisMode, RedisOptions, RedisStore, UserKey,
 };
 
-use crate::helpers::{PINNED_SECS, RedisServer};
+use crate::helpers::{PINNED_SECS, RedisCluster, RedisServer};
 
 /// Which code an attempt carries, as the step it matched.
 #[derive(Debug, Clone, Copy)]
@@ -115,7 +115,8 @@ fn comparable(record: Option<FactorRecord>) -> Option<FactorRecord> {
 }
 
 struct Replay<'a> {
-    stores: [&'a dyn FactorStore; 2],
+    /// The memory store first: the others are compared with it.
+    stores: [&'a dyn FactorStore; 3],
     key: UserKey,
     policy: LockoutPolicy,
     params: TotpParams,
@@ -225,41 +226,48 @@ impl Replay<'_> {
                 .map_err(|e| TestCaseError::fail(e.to_string()))?;
             answers.push((answer, comparable(record)));
         }
-        proptest::prop_assert_eq!(
-            &answers[0],
-            &answers[1],
-            "{:?}: memory (left) and Redis (right) differ",
-            op
-        );
+        for (answer, store) in answers.iter().zip(["memory", "redis", "cluster"]).skip(1) {
+            proptest::prop_assert_eq!(
+                &answers[0],
+                answer,
+                "{:?}: memory (left) and {} (right) differ",
+                op,
+                store
+            );
+        }
         Ok(())
     }
 }
 
 /// Random histories of enrollments, verifies, checks (right, wrong, replayed and old codes,
 /// against the current enrollment or a stale one), removals, unlocks and clock jumps:
-/// the memory store and Redis answer alike and keep alike.
+/// the memory store, Redis and a Redis Cluster answer alike and keep alike.
 #[test]
 fn the_memory_store_and_redis_agree_on_every_history() {
     let redis = RedisServer::start();
+    let cluster = RedisCluster::start(3, 0);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    let url = SecretString::from(redis.url());
-    let redis_store = RedisStore::connect(
-        None,
-        RedisOptions {
-            mode: RedisMode::Standalone,
-            urls: &url,
-            password: None,
-            tls_ca_pem: None,
-            prefix: "differential",
-            timeout: Duration::from_secs(5),
-            wait_replicas: 0,
-            wait_connections: 1,
-        },
-    )
-    .unwrap();
+    let connect = |mode, urls: String| {
+        RedisStore::connect(
+            None,
+            RedisOptions {
+                mode,
+                urls: &SecretString::from(urls),
+                password: None,
+                tls_ca_pem: None,
+                prefix: "differential",
+                timeout: Duration::from_secs(5),
+                wait_replicas: 0,
+                wait_connections: 1,
+            },
+        )
+        .unwrap()
+    };
+    let redis_store = connect(RedisMode::Standalone, redis.url());
+    let cluster_store = connect(RedisMode::Cluster, cluster.seeds());
     let memory = MemoryStore::new();
     let case = std::sync::atomic::AtomicU32::new(0);
     let mut runner = TestRunner::new(Config {
@@ -270,7 +278,7 @@ fn the_memory_store_and_redis_agree_on_every_history() {
     let result = runner.run(&history(), |(max_attempts, until_unlocked, ops)| {
         let n = case.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut replay = Replay {
-            stores: [&memory, &redis_store],
+            stores: [&memory, &redis_store, &cluster_store],
             key: UserKey {
                 org: Arc::from("acme"),
                 user: Arc::from(format!("u{n}")),

@@ -716,7 +716,11 @@ fn redis_benchmark(port: u16, o: &Options) -> f64 {
         &[
             "SCRIPT",
             "LOAD",
-            include_str!("../src/store/lua/attempt.lua"),
+            // The script as tessera sends it: the prelude (deadline, format) and the body.
+            concat!(
+                include_str!("../src/store/lua/prelude.lua"),
+                include_str!("../src/store/lua/attempt.lua")
+            ),
         ],
     );
     let sha = sha.trim();

@@ -136,19 +136,11 @@ impl KeyRing {
     }
 
     pub fn open(&self, sealed: &[u8], org: &str, user: &str) -> Result<PlainSecret, SealError> {
-        let (&version, rest) = sealed.split_first().ok_or(SealError::Malformed)?;
-        let (&id_len, rest) = rest.split_first().ok_or(SealError::Malformed)?;
-        if version != FORMAT_VERSION {
-            return Err(SealError::Malformed);
-        }
-        let (id, rest) = rest
-            .split_at_checked(usize::from(id_len))
-            .ok_or(SealError::Malformed)?;
-        let (nonce, ciphertext) = rest
-            .split_at_checked(NONCE_LEN)
-            .ok_or(SealError::Malformed)?;
-        let id = std::str::from_utf8(id).map_err(|_| SealError::Malformed)?;
-        let nonce: [u8; NONCE_LEN] = nonce.try_into().map_err(|_| SealError::Malformed)?;
+        let Sealed {
+            key_id: id,
+            nonce,
+            ciphertext,
+        } = Sealed::parse(sealed)?;
         let key = self
             .keys
             .iter()
@@ -171,15 +163,7 @@ impl KeyRing {
 impl KeyRing {
     /// The id of the key that sealed `sealed`, as the sealed form names it.
     pub fn sealed_by(sealed: &[u8]) -> Result<&str, SealError> {
-        let (&version, rest) = sealed.split_first().ok_or(SealError::Malformed)?;
-        let (&id_len, rest) = rest.split_first().ok_or(SealError::Malformed)?;
-        if version != FORMAT_VERSION {
-            return Err(SealError::Malformed);
-        }
-        let id = rest
-            .get(..usize::from(id_len))
-            .ok_or(SealError::Malformed)?;
-        std::str::from_utf8(id).map_err(|_| SealError::Malformed)
+        Sealed::parse(sealed).map(|parts| parts.key_id)
     }
 
     /// `sealed` sealed again under the first key of the ring (`tessera rekey`), or `None` if
@@ -195,6 +179,34 @@ impl KeyRing {
         }
         let plain = self.open(sealed, org, user)?;
         self.seal(plain.expose_secret(), org, user).map(Some)
+    }
+}
+
+/// The parts of the sealed form: `version | key id length | key id | nonce | ciphertext+tag`.
+struct Sealed<'a> {
+    key_id: &'a str,
+    nonce: [u8; NONCE_LEN],
+    ciphertext: &'a [u8],
+}
+
+impl<'a> Sealed<'a> {
+    fn parse(sealed: &'a [u8]) -> Result<Self, SealError> {
+        let (&version, rest) = sealed.split_first().ok_or(SealError::Malformed)?;
+        let (&id_len, rest) = rest.split_first().ok_or(SealError::Malformed)?;
+        if version != FORMAT_VERSION {
+            return Err(SealError::Malformed);
+        }
+        let (id, rest) = rest
+            .split_at_checked(usize::from(id_len))
+            .ok_or(SealError::Malformed)?;
+        let (nonce, ciphertext) = rest
+            .split_at_checked(NONCE_LEN)
+            .ok_or(SealError::Malformed)?;
+        Ok(Self {
+            key_id: std::str::from_utf8(id).map_err(|_| SealError::Malformed)?,
+            nonce: nonce.try_into().map_err(|_| SealError::Malformed)?,
+            ciphertext,
+        })
     }
 }
 

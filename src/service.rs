@@ -21,8 +21,8 @@ use crate::auth::{Caller, TokenVerifier, org_header, user_id};
 use crate::clock::SharedClock;
 use crate::domain::{Details, OtpError, Purpose};
 use crate::tenant::{
-    AddressLimiter, Enroll, Enrollment, FactorView, ListFactors, OrgRegistry, RemoveFactor,
-    SubmitCode, UnlockFactor,
+    AddressLimiter, Enroll, Enrollment, FactorView, ListFactors, Operation, OrgRegistry,
+    RemoveFactor, SubmitCode, UnlockFactor,
 };
 
 pub struct OtpService {
@@ -159,20 +159,6 @@ impl OtpService {
             })
     }
 
-    async fn call<M>(
-        &self,
-        org: &Arc<str>,
-        msg: M,
-        deadline: Instant,
-    ) -> Result<M::Result, OtpError>
-    where
-        M: actix::Message + Send + 'static,
-        M::Result: Send,
-        crate::tenant::OrgActor: actix::Handler<crate::tenant::Traced<M>>,
-    {
-        self.registry.org(org)?.call(msg, deadline).await
-    }
-
     fn deadline(&self) -> Instant {
         Instant::now() + self.request_timeout
     }
@@ -207,83 +193,70 @@ impl OtpService {
             .login_name
             .clone()
             .unwrap_or_else(|| caller.user.to_string());
-        let OwnScope { org, user } = auth.own();
-        let deadline = self.deadline();
-        let msg = Enroll {
-            user,
-            account,
-            now: self.clock.now(),
-            deadline,
-        };
-        self.call(&org, msg, deadline).await?
+        self.run(auth.own(), Enroll { account }).await
     }
 
     pub async fn verify_my(&self, scope: OwnScope, code: String) -> Result<Details, OtpError> {
-        self.submit_code(scope.org, scope.user, code, Purpose::Enrollment)
-            .await
+        let code = validated(code)?;
+        let purpose = Purpose::Enrollment;
+        self.run(scope, SubmitCode { code, purpose }).await
     }
 
     pub async fn remove_my(&self, scope: OwnScope) -> Result<Details, OtpError> {
-        self.remove(scope.org, scope.user).await
+        self.run(scope, RemoveFactor).await
     }
 
     pub async fn list_my(&self, scope: OwnScope) -> Result<Vec<FactorView>, OtpError> {
-        let deadline = self.deadline();
-        let msg = ListFactors {
-            user: scope.user,
-            deadline,
-        };
-        self.call(&scope.org, msg, deadline).await?
+        self.run(scope, ListFactors).await
     }
 
     /// The login check.
     pub async fn check(&self, scope: OrgScope<Check>, code: String) -> Result<Details, OtpError> {
-        self.submit_code(scope.org, scope.user, code, Purpose::Login)
-            .await
+        let code = validated(code)?;
+        let purpose = Purpose::Login;
+        self.run(scope, SubmitCode { code, purpose }).await
     }
 
     pub async fn remove_user(&self, scope: OrgScope<Admin>) -> Result<Details, OtpError> {
-        self.remove(scope.org, scope.user).await
+        self.run(scope, RemoveFactor).await
     }
 
     pub async fn unlock_user(&self, scope: OrgScope<Admin>) -> Result<Details, OtpError> {
-        let (now, deadline) = (self.clock.now(), self.deadline());
-        let msg = UnlockFactor {
-            user: scope.user,
-            now,
-            deadline,
-        };
-        self.call(&scope.org, msg, deadline).await?
+        self.run(scope, UnlockFactor).await
     }
 
-    // The steps below take an organization and a user that a scope gave: they stay private.
-
-    async fn submit_code(
+    /// Runs `op` on the scope's user in its organization's actor, stamped with the clock's
+    /// time and the request's deadline. Private: only the methods above, each of which
+    /// names the scope its operation needs, reach it.
+    async fn run<Op: Operation>(
         &self,
-        org: Arc<str>,
-        user: Arc<str>,
-        code: String,
-        purpose: Purpose,
-    ) -> Result<Details, OtpError> {
-        let deadline = self.deadline();
-        let msg = SubmitCode {
-            user,
-            code: validated(code)?,
-            purpose,
-            now: self.clock.now(),
-            deadline,
-        };
-        self.call(&org, msg, deadline).await?
-    }
-
-    async fn remove(&self, org: Arc<str>, user: Arc<str>) -> Result<Details, OtpError> {
+        scope: impl Into<Target>,
+        op: Op,
+    ) -> Result<Op::Output, OtpError> {
+        let Target { org, user } = scope.into();
         let (now, deadline) = (self.clock.now(), self.deadline());
-        let msg = RemoveFactor {
-            user,
-            now,
-            deadline,
-        };
-        self.call(&org, msg, deadline).await?
+        self.registry.org(&org)?.run(user, op, now, deadline).await
+    }
+}
+
+/// The organization and user of a scope, once the scope is spent on an operation.
+struct Target {
+    org: Arc<str>,
+    user: Arc<str>,
+}
+
+impl From<OwnScope> for Target {
+    fn from(OwnScope { org, user }: OwnScope) -> Self {
+        Self { org, user }
+    }
+}
+
+impl<R: Role> From<OrgScope<R>> for Target {
+    fn from(scope: OrgScope<R>) -> Self {
+        Self {
+            org: scope.org,
+            user: scope.user,
+        }
     }
 }
 

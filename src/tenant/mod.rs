@@ -1,18 +1,20 @@
 //! One actor per organization. The actor is the unit of isolation, caching, rate limiting
 //! and backpressure inside one process; it is not the lock (several replicas run at once):
-//! Redis scripts are. Its I/O runs as futures that do not hold the actor.
+//! Redis scripts are. Each call is an `Operation` (`operation.rs`), run as a future on the
+//! actor's thread that does not hold the actor; `otp_factor.rs` holds the factor's.
 
 mod actor;
 mod limits;
-mod messages;
+mod operation;
+mod otp_factor;
 mod registry;
-mod usecases;
 
 use std::sync::Arc;
 
-pub use actor::{OrgActor, Traced};
+pub use actor::OrgActor;
 pub use limits::{AddressLimiter, LimitSettings, Limits};
-pub use messages::{
+pub use operation::{OnUser, Operation};
+pub use otp_factor::{
     Enroll, Enrollment, FactorView, ListFactors, RemoveFactor, SubmitCode, UnlockFactor,
 };
 pub use registry::{OrgHandle, OrgRegistry};

@@ -12,8 +12,9 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 
 use super::TenantDeps;
-use super::actor::{OrgActor, Stop, Traced};
-use crate::domain::OtpError;
+use super::actor::{OrgActor, Run, Stop};
+use super::operation::Operation;
+use crate::domain::{OtpError, UnixMicros};
 
 struct Entry {
     addr: Addr<OrgActor>,
@@ -35,27 +36,32 @@ impl Drop for OrgHandle {
 }
 
 impl OrgHandle {
-    /// Sends `msg` and waits until the request's `deadline` at most. A full mailbox waits
-    /// too, so a saturated organization answers UNAVAILABLE instead of hanging. The actor
-    /// works on it in the caller's span, so its log lines carry the request id and tenant.
-    pub async fn call<M>(&self, msg: M, deadline: Instant) -> Result<M::Result, OtpError>
-    where
-        M: Message + Send + 'static,
-        M::Result: Send,
-        OrgActor: Handler<Traced<M>>,
-    {
-        let traced = Traced {
-            msg,
+    /// Runs `op` on `user` in the organization's actor and waits until the request's
+    /// `deadline` at most. A full mailbox waits too, so a saturated organization answers
+    /// UNAVAILABLE instead of hanging. The actor works on it in the caller's span, so its
+    /// log lines carry the request id and tenant.
+    pub async fn run<Op: Operation>(
+        &self,
+        user: Arc<str>,
+        op: Op,
+        now: UnixMicros,
+        deadline: Instant,
+    ) -> Result<Op::Output, OtpError> {
+        let run = Run {
+            op,
+            user,
+            now,
+            deadline,
             span: tracing::Span::current(),
         };
         self.addr
-            .send(traced)
+            .send(run)
             .timeout(deadline.saturating_duration_since(Instant::now()))
             .await
             .map_err(|err| {
                 tracing::warn!(error = %err, "organization actor did not answer");
                 OtpError::Unavailable
-            })
+            })?
     }
 }
 

@@ -11,7 +11,7 @@ use tessera::auth::{TokenVerifier, mint_dev_token};
 use tessera::domain::totp::NormalizedCode;
 use tessera::domain::{Details, TotpParams, UnixMicros};
 use tessera::seal::KeyRing;
-use tessera::settings::Settings;
+use tessera::settings::{Mode, Settings};
 
 const NOW: u64 = 1_790_000_025;
 const SECRET: &[u8; 20] = b"12345678901234567890";
@@ -51,18 +51,18 @@ fn token_verification(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()
         .unwrap();
-    let mut settings = Settings::dev_defaults().unwrap();
+    let mut auth = Settings::dev_defaults()
+        .unwrap()
+        .parse(Mode::Dev)
+        .unwrap()
+        .auth;
     let now = chrono::Utc::now().timestamp();
     let roles = ["otp.check".to_owned()];
-    let token = mint_dev_token(&settings.auth, "acme", "alice", &roles, 3_600, now).unwrap();
+    let token = mint_dev_token(&auth, "acme", "alice", &roles, 3_600, now).unwrap();
     let header = format!("Bearer {token}");
-    let cached = runtime
-        .block_on(TokenVerifier::from_settings(&settings.auth))
-        .unwrap();
-    settings.auth.token_cache_capacity = 0;
-    let uncached = runtime
-        .block_on(TokenVerifier::from_settings(&settings.auth))
-        .unwrap();
+    let cached = runtime.block_on(TokenVerifier::from_config(&auth)).unwrap();
+    auth.token_cache_capacity = None;
+    let uncached = runtime.block_on(TokenVerifier::from_config(&auth)).unwrap();
     c.bench_function("token, cache hit", |b| {
         b.iter(|| {
             runtime

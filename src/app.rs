@@ -1,14 +1,16 @@
-//! Builds the application from settings: store, key ring, token verifier, actor registry and
-//! the HTTP server on a bound listener. `port()` and `run_until_stopped()` serve tests.
+//! The entry's wiring, in two steps: `Core::build` makes the parts from the parsed settings
+//! (store, key ring, token verifier, actors, the application service, readiness), and
+//! `Application` starts the servers on them (HTTP, the optional metrics port, gRPC on its
+//! own runtime) with the background tasks, and supervises them until they stop.
+//! `port()` and `run_until_stopped()` serve tests.
 
-use std::net::TcpListener;
+use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix::Arbiter;
 use actix_web::dev::Server;
 use actix_web::{App, HttpServer, web};
-use secrecy::ExposeSecret;
 use tracing_actix_web::TracingLogger;
 
 use crate::api::grpc::listener::ConnectionLimits;
@@ -20,11 +22,11 @@ use crate::health::Readiness;
 use crate::metrics::Metrics;
 use crate::seal::{KeyRing, SealError};
 use crate::service::OtpService;
-use crate::settings::{Settings, StoreKind};
-use crate::store::{MemoryStore, MeteredStore, RedisOptions, RedisStore, SharedStore, StoreError};
+use crate::settings::{Config, GrpcConfig, StoreConfig};
+use crate::store::{MemoryStore, MeteredStore, RedisConfig, RedisStore, SharedStore, StoreError};
 use crate::telemetry::RequestSpans;
-use crate::tenant::{AddressLimiter, Limits, OrgRegistry, Policies, TenantDeps};
-use crate::tls::{Tls, TlsFiles};
+use crate::tenant::{AddressLimiter, OrgRegistry, TenantDeps};
+use crate::tls::Tls;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -37,7 +39,7 @@ pub enum StartError {
     #[error("{0}")]
     Metrics(#[from] crate::metrics::MetricsError),
     #[error("listening on {0}: {1}")]
-    Bind(String, std::io::Error),
+    Bind(SocketAddr, std::io::Error),
     #[error("{0}")]
     Tls(#[from] crate::tls::TlsError),
 }
@@ -50,6 +52,125 @@ pub struct Overrides {
     pub store: Option<SharedStore>,
 }
 
+/// What the servers read from files and the network before any listener exists: the token
+/// keys (a JWKS file or URL), the TLS material, the Redis CA. `tessera check-config` reads
+/// exactly this, so it fails where `serve` would.
+pub struct Dependencies {
+    verifier: Arc<TokenVerifier>,
+    tls: Option<Arc<Tls>>,
+    redis_ca: Option<Vec<u8>>,
+}
+
+impl Dependencies {
+    pub async fn load(config: &Config) -> Result<Self, StartError> {
+        let redis_ca = match &config.store {
+            StoreConfig::Redis(redis) => redis_ca(redis)?,
+            StoreConfig::Memory => None,
+        };
+        Ok(Self {
+            verifier: Arc::new(TokenVerifier::from_config(&config.auth).await?),
+            tls: load_tls(config)?,
+            redis_ca,
+        })
+    }
+}
+
+/// The parts every server shares, built before any listener exists.
+struct Core {
+    service: Arc<OtpService>,
+    registry: Arc<OrgRegistry>,
+    /// The organization actors' threads.
+    arbiters: Vec<Arbiter>,
+    address_limiter: AddressLimiter,
+    readiness: Arc<Readiness>,
+    tls: Option<Arc<Tls>>,
+}
+
+impl Core {
+    /// `clock` and `store` replace the system clock and the configured store (tests only).
+    async fn build(
+        config: &Config,
+        clock: Option<SharedClock>,
+        store: Option<SharedStore>,
+    ) -> Result<Self, StartError> {
+        let Dependencies {
+            verifier,
+            tls,
+            redis_ca,
+        } = Dependencies::load(config).await?;
+        let metrics = Arc::new(Metrics::new()?);
+        let store = match store {
+            Some(store) => store,
+            None => open_store(&config.store, &metrics, redis_ca)?,
+        };
+        let clock = clock.unwrap_or_else(|| Arc::new(SystemClock));
+        let store: SharedStore = Arc::new(MeteredStore::new(store, metrics.clone()));
+        let deps = Arc::new(TenantDeps {
+            store: store.clone(),
+            keys: config.seal_keys.clone(),
+            policies: config.policies.clone(),
+            limits: config.limits,
+            cache_capacity: config.tenants.cache_capacity,
+            metrics: metrics.clone(),
+        });
+        let arbiters: Vec<Arbiter> = (0..cores()).map(|_| Arbiter::new()).collect();
+        let registry = Arc::new(OrgRegistry::new(
+            deps,
+            arbiters.iter().map(Arbiter::handle).collect(),
+            config.tenants.mailbox_capacity,
+        ));
+        let address_limiter = AddressLimiter::new(config.limits.per_address);
+        let readiness = Arc::new(Readiness::new(
+            store,
+            clock.clone(),
+            metrics.clone(),
+            config.health.max_clock_offset,
+        ));
+        // Once before serving, so probes and gRPC health are right from the first call.
+        readiness.check().await;
+        let service = Arc::new(OtpService {
+            registry: registry.clone(),
+            verifier,
+            clock,
+            request_timeout: config.tenants.call_timeout,
+            address_limiter: address_limiter.clone(),
+            trusted_proxies: config.http.trusted_proxies.clone(),
+            check_role: config.auth.check_role.clone(),
+            admin_role: config.auth.admin_role.clone(),
+            management_needs_client_cert: tls.as_ref().is_some_and(|tls| tls.verifies_clients()),
+            metrics,
+            readiness: readiness.clone(),
+        });
+        Ok(Self {
+            service,
+            registry,
+            arbiters,
+            address_limiter,
+            readiness,
+            tls,
+        })
+    }
+
+    /// What keeps the parts current while the servers run: token keys, TLS material, idle
+    /// actors, readiness.
+    fn spawn_background_tasks(&self, config: &Config) {
+        spawn_key_refreshes(self.service.verifier.clone());
+        if let (Some(tls), Some(tls_config)) = (&self.tls, &config.tls) {
+            spawn_tls_reloads(tls.clone(), tls_config.reload_interval);
+        }
+        spawn_housekeeping(
+            self.registry.clone(),
+            self.address_limiter.clone(),
+            config.tenants.idle_evict,
+        );
+        spawn_readiness_checks(self.readiness.clone(), config.health.check_interval);
+    }
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(2, usize::from)
+}
+
 pub struct Application {
     port: u16,
     server: Server,
@@ -60,161 +181,42 @@ pub struct Application {
     arbiters: Vec<Arbiter>,
 }
 
-/// What the servers read from files and the network before any listener exists: the seal
-/// keys, the token keys (a JWKS file or URL), the TLS material, the Redis CA.
-/// `tessera check-config` reads exactly this, so it fails where `serve` would.
-pub struct Dependencies {
-    keys: Arc<KeyRing>,
-    verifier: Arc<TokenVerifier>,
-    tls: Option<Arc<Tls>>,
-    redis_ca: Option<Vec<u8>>,
-}
-
-impl Dependencies {
-    pub async fn load(settings: &Settings) -> Result<Self, StartError> {
-        Ok(Self {
-            keys: Arc::new(KeyRing::parse(&settings.seal.keys)?),
-            verifier: Arc::new(TokenVerifier::from_settings(&settings.auth).await?),
-            tls: load_tls(settings)?,
-            redis_ca: tls_ca(&settings.redis.tls_ca_file)?,
-        })
-    }
-}
-
 impl Application {
-    pub async fn build(settings: Settings) -> Result<Self, StartError> {
-        Self::assemble(settings, None, None).await
+    pub async fn build(config: Config) -> Result<Self, StartError> {
+        Self::assemble(config, None, None).await
     }
 
     /// `build`, with a clock or a store given from outside (tests).
     #[cfg(feature = "test-kit")]
-    pub async fn build_with(settings: Settings, overrides: Overrides) -> Result<Self, StartError> {
-        Self::assemble(settings, overrides.clock, overrides.store).await
+    pub async fn build_with(config: Config, overrides: Overrides) -> Result<Self, StartError> {
+        Self::assemble(config, overrides.clock, overrides.store).await
     }
 
-    /// `clock` and `store` replace the system clock and the configured store (tests only).
     async fn assemble(
-        settings: Settings,
+        config: Config,
         clock: Option<SharedClock>,
         store: Option<SharedStore>,
     ) -> Result<Self, StartError> {
-        let Dependencies {
-            keys,
-            verifier,
-            tls,
-            redis_ca,
-        } = Dependencies::load(&settings).await?;
-        let metrics = Arc::new(Metrics::new()?);
-        let store = match store {
-            Some(store) => store,
-            None => open_store(&settings, &metrics, redis_ca)?,
-        };
-        let clock = clock.unwrap_or_else(|| Arc::new(SystemClock));
-        let store: SharedStore = Arc::new(MeteredStore::new(store, metrics.clone()));
-        let limits = Limits::from_settings(&settings.limits);
-        let deps = Arc::new(TenantDeps {
-            store: store.clone(),
-            keys,
-            policies: Policies {
-                default: Arc::new(settings.otp_policy(None)),
-                by_org: settings
-                    .orgs
-                    .keys()
-                    .map(|org| (org.clone(), Arc::new(settings.otp_policy(Some(org)))))
-                    .collect(),
-            },
-            limits,
-            cache_capacity: settings.tenants.cache_capacity,
-            metrics: metrics.clone(),
-        });
-        let cores = std::thread::available_parallelism().map_or(2, usize::from);
-        let arbiters: Vec<Arbiter> = (0..cores).map(|_| Arbiter::new()).collect();
-        let registry = Arc::new(OrgRegistry::new(
-            deps,
-            arbiters.iter().map(Arbiter::handle).collect(),
-            settings.tenants.mailbox_capacity,
-        ));
-        let address_limiter = AddressLimiter::new(limits.per_address);
-        let readiness = Arc::new(Readiness::new(
-            store.clone(),
-            clock.clone(),
-            metrics.clone(),
-            Duration::from_millis(settings.health.max_clock_offset_ms),
-        ));
-        // Once before serving, so probes and gRPC health are right from the first call.
-        readiness.check().await;
-        let service = Arc::new(OtpService {
-            registry: registry.clone(),
-            verifier,
-            clock,
-            request_timeout: Duration::from_millis(settings.tenants.call_timeout_ms),
-            address_limiter: address_limiter.clone(),
-            trusted_proxies: settings.http.trusted_proxies.clone(),
-            check_role: settings.auth.check_role.clone(),
-            admin_role: settings.auth.admin_role.clone(),
-            management_needs_client_cert: tls.as_ref().is_some_and(|tls| tls.verifies_clients()),
-            metrics,
-            readiness: readiness.clone(),
-        });
+        let core = Core::build(&config, clock, store).await?;
         let state = web::Data::new(HttpState {
-            service: service.clone(),
-            body_limit: settings.http.body_limit_bytes,
-            body_timeout: Duration::from_secs(settings.http.body_timeout_secs),
+            service: core.service.clone(),
+            body_limit: config.http.body_limit_bytes,
+            body_timeout: config.http.timeouts.body,
         });
-        let listener = TcpListener::bind(&settings.http.addr)
-            .map_err(|e| StartError::Bind(settings.http.addr.clone(), e))?;
-        let port = listener
-            .local_addr()
-            .map_err(|e| StartError::Bind(settings.http.addr.clone(), e))?
-            .port();
-        let workers = if settings.http.workers == 0 {
-            cores
-        } else {
-            settings.http.workers
+        let (port, server) = http_server(&config, state.clone(), core.tls.as_deref())?;
+        let metrics_server = match config.http.metrics_addr {
+            Some(addr) => Some(metrics_server(addr, state)?),
+            None => None,
         };
-        let metrics_server = metrics_listener(&settings, &state)?;
-        let server = HttpServer::new(move || {
-            App::new()
-                .wrap(TracingLogger::<RequestSpans>::new())
-                .wrap_fn(crate::api::http::with_request_id)
-                .app_data(state.clone())
-                .configure(routes)
-        })
-        .workers(workers)
-        .client_request_timeout(Duration::from_secs(settings.http.header_timeout_secs))
-        .keep_alive(Duration::from_secs(settings.http.idle_timeout_secs))
-        // actix counts per worker.
-        .max_connections(settings.http.max_connections.div_ceil(workers.max(1)))
-        .on_connect(crate::api::http::on_connect)
-        .shutdown_timeout(settings.http.shutdown_grace_secs);
-        let server = match &tls {
-            // HTTP/1.1 only: actix-web cannot bound HTTP/2 streams per connection.
-            Some(tls) => server.listen_rustls_0_23(listener, tls.server_config(&[b"http/1.1"])?),
-            None => server.listen(listener),
-        }
-        .map_err(|e| StartError::Bind(settings.http.addr.clone(), e))?
-        .run();
-        spawn_key_refreshes(service.verifier.clone());
-        let grpc = GrpcServer::start(service, &settings, tls.as_deref())?;
-        if let Some(tls) = tls {
-            spawn_tls_reloads(tls, Duration::from_secs(settings.tls.reload_interval_secs));
-        }
-        spawn_housekeeping(
-            registry.clone(),
-            address_limiter,
-            Duration::from_secs(settings.tenants.idle_evict_secs),
-        );
-        spawn_readiness_checks(
-            readiness,
-            Duration::from_secs(settings.health.check_interval_secs),
-        );
+        let grpc = GrpcServer::start(core.service.clone(), &config.grpc, core.tls.as_deref())?;
+        core.spawn_background_tasks(&config);
         Ok(Self {
             port,
             server,
             metrics_server,
             grpc,
-            registry,
-            arbiters,
+            registry: core.registry,
+            arbiters: core.arbiters,
         })
     }
 
@@ -296,12 +298,11 @@ struct GrpcServer {
 impl GrpcServer {
     fn start(
         service: Arc<OtpService>,
-        settings: &Settings,
+        grpc: &GrpcConfig,
         tls: Option<&Tls>,
     ) -> Result<Self, StartError> {
-        let addr = settings.grpc.addr.clone();
-        let bind_error = |e| StartError::Bind(addr.clone(), e);
-        let listener = TcpListener::bind(&settings.grpc.addr).map_err(bind_error)?;
+        let bind_error = |e| StartError::Bind(grpc.addr, e);
+        let listener = TcpListener::bind(grpc.addr).map_err(bind_error)?;
         listener.set_nonblocking(true).map_err(bind_error)?;
         let port = listener.local_addr().map_err(bind_error)?.port();
         let tls = match tls {
@@ -311,22 +312,21 @@ impl GrpcServer {
             ))),
             None => None,
         };
-        let grpc = &settings.grpc;
         let options = GrpcOptions {
             max_message_bytes: grpc.max_message_bytes,
             cors_allowed_origins: grpc.cors_allowed_origins.clone(),
-            body_timeout: Duration::from_secs(grpc.body_timeout_secs),
+            body_timeout: grpc.timeouts.body,
             max_concurrent_streams: grpc.max_concurrent_streams,
             limits: ConnectionLimits {
-                max_connections: grpc.max_connections,
-                header_timeout: Duration::from_secs(grpc.header_timeout_secs),
-                idle_timeout: Duration::from_secs(grpc.idle_timeout_secs),
+                max_connections: grpc.max_connections.get(),
+                header_timeout: grpc.timeouts.header,
+                idle_timeout: grpc.timeouts.idle,
             },
             tls,
         };
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let (ended_tx, ended) = tokio::sync::oneshot::channel::<String>();
-        let threads = settings.grpc.threads;
+        let threads = grpc.threads.get();
         let thread = std::thread::Builder::new()
             .name("grpc".into())
             .spawn(move || {
@@ -356,7 +356,7 @@ impl GrpcServer {
                     Err(err) => err.to_string(),
                 });
             })
-            .map_err(|e| StartError::Bind(settings.grpc.addr.clone(), e))?;
+            .map_err(bind_error)?;
         Ok(Self {
             port,
             stop: Some(stop),
@@ -374,19 +374,49 @@ impl GrpcServer {
     }
 }
 
-/// `/metrics` alone on a port of its own, for setups that keep scraping off the API port.
-fn metrics_listener(
-    settings: &Settings,
-    state: &web::Data<HttpState>,
-) -> Result<Option<(u16, actix_web::dev::ServerHandle)>, StartError> {
-    let addr = settings.http.metrics_addr.trim();
-    if addr.is_empty() {
-        return Ok(None);
+/// The HTTP server on its bound listener, and its port.
+fn http_server(
+    config: &Config,
+    state: web::Data<HttpState>,
+    tls: Option<&Tls>,
+) -> Result<(u16, Server), StartError> {
+    let http = &config.http;
+    let bind_error = |e| StartError::Bind(http.addr, e);
+    let listener = TcpListener::bind(http.addr).map_err(bind_error)?;
+    let port = listener.local_addr().map_err(bind_error)?.port();
+    let workers = http.workers.map_or_else(cores, usize::from);
+    let server = HttpServer::new(move || {
+        App::new()
+            .wrap(TracingLogger::<RequestSpans>::new())
+            .wrap_fn(crate::api::http::with_request_id)
+            .app_data(state.clone())
+            .configure(routes)
+    })
+    .workers(workers)
+    .client_request_timeout(http.timeouts.header)
+    .keep_alive(http.timeouts.idle)
+    // actix counts per worker.
+    .max_connections(http.max_connections.get().div_ceil(workers))
+    .on_connect(crate::api::http::on_connect)
+    .shutdown_timeout(http.shutdown_grace.as_secs());
+    let server = match tls {
+        // HTTP/1.1 only: actix-web cannot bound HTTP/2 streams per connection.
+        Some(tls) => server.listen_rustls_0_23(listener, tls.server_config(&[b"http/1.1"])?),
+        None => server.listen(listener),
     }
-    let bind_error = |e| StartError::Bind(addr.to_owned(), e);
+    .map_err(bind_error)?
+    .run();
+    Ok((port, server))
+}
+
+/// `/metrics` alone on a port of its own, for setups that keep scraping off the API port.
+fn metrics_server(
+    addr: SocketAddr,
+    state: web::Data<HttpState>,
+) -> Result<(u16, actix_web::dev::ServerHandle), StartError> {
+    let bind_error = |e| StartError::Bind(addr, e);
     let listener = TcpListener::bind(addr).map_err(bind_error)?;
     let port = listener.local_addr().map_err(bind_error)?.port();
-    let state = state.clone();
     let server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
@@ -399,83 +429,55 @@ fn metrics_listener(
     .run();
     let handle = server.handle();
     actix_rt::spawn(server);
-    Ok(Some((port, handle)))
+    Ok((port, handle))
 }
 
 fn open_store(
-    settings: &Settings,
+    store: &StoreConfig,
     metrics: &Metrics,
     redis_ca: Option<Vec<u8>>,
 ) -> Result<SharedStore, StartError> {
-    Ok(match settings.store.kind {
-        StoreKind::Memory => Arc::new(MemoryStore::new()),
-        StoreKind::Redis => Arc::new(redis_store(
-            settings,
+    Ok(match store {
+        StoreConfig::Memory => Arc::new(MemoryStore::new()),
+        StoreConfig::Redis(redis) => Arc::new(RedisStore::connect(
             Some(metrics.redis_connections.clone()),
+            redis,
             redis_ca,
         )?),
     })
 }
 
-fn redis_store(
-    settings: &Settings,
-    connections_gauge: Option<prometheus::IntGauge>,
-    redis_ca: Option<Vec<u8>>,
-) -> Result<RedisStore, StartError> {
-    Ok(RedisStore::connect(
-        connections_gauge,
-        RedisOptions {
-            mode: settings.redis.mode,
-            urls: &settings.redis.url,
-            // Empty: none (a passwordless Redis refuses AUTH with an empty one).
-            password: Some(&settings.redis.password)
-                .filter(|password| !password.expose_secret().is_empty()),
-            tls_ca_pem: redis_ca,
-            prefix: &settings.redis.key_prefix,
-            timeout: Duration::from_millis(settings.store.timeout_ms),
-            wait_replicas: settings.redis.wait_replicas,
-            wait_connections: settings.redis.wait_connections,
-        },
-    )?)
-}
-
 /// The Redis store and the key ring `serve` would use, for `tessera rekey`.
-pub fn store_for_rekey(settings: &Settings) -> Result<(RedisStore, KeyRing), StartError> {
-    if settings.store.kind != StoreKind::Redis {
+pub fn store_for_rekey(config: &Config) -> Result<(RedisStore, Arc<KeyRing>), StartError> {
+    let StoreConfig::Redis(redis) = &config.store else {
         return Err(StartError::Store(StoreError::Unavailable(
             "rekey works on the Redis store (store.kind = \"redis\")".into(),
         )));
-    }
-    let keys = KeyRing::parse(&settings.seal.keys)?;
-    let store = redis_store(settings, None, tls_ca(&settings.redis.tls_ca_file)?)?;
-    Ok((store, keys))
+    };
+    let store = RedisStore::connect(None, redis, redis_ca(redis)?)?;
+    Ok((store, config.seal_keys.clone()))
 }
 
-fn tls_ca(path: &str) -> Result<Option<Vec<u8>>, StartError> {
-    if path.is_empty() {
+fn redis_ca(redis: &RedisConfig) -> Result<Option<Vec<u8>>, StartError> {
+    let Some(path) = &redis.tls_ca_file else {
         return Ok(None);
-    }
+    };
     std::fs::read(path).map(Some).map_err(|e| {
         StartError::Store(StoreError::Unavailable(format!(
-            "reading redis.tls_ca_file {path}: {e}"
+            "reading redis.tls_ca_file {}: {e}",
+            path.display()
         )))
     })
 }
 
-fn load_tls(settings: &Settings) -> Result<Option<Arc<Tls>>, StartError> {
-    let tls = &settings.tls;
-    if tls.cert_file.is_empty() {
+fn load_tls(config: &Config) -> Result<Option<Arc<Tls>>, StartError> {
+    let Some(tls) = &config.tls else {
         return Ok(None);
-    }
-    let files = TlsFiles {
-        cert: tls.cert_file.clone().into(),
-        key: tls.key_file.clone().into(),
-        client_ca: (!tls.client_ca_file.is_empty()).then(|| tls.client_ca_file.clone().into()),
     };
-    let loaded = Tls::load(files)?;
+    let loaded = Tls::load(tls.files.clone())?;
     tracing::info!(
-        cert = %tls.cert_file,
-        client_ca = %tls.client_ca_file,
+        cert = %tls.files.cert.display(),
+        client_ca = %tls.files.client_ca.as_ref().map_or_else(String::new, |ca| ca.display().to_string()),
         "TLS on the HTTP and gRPC ports"
     );
     Ok(Some(loaded))

@@ -48,8 +48,9 @@ fn verifier() -> Option<&'static TokenVerifier> {
         .get_or_init(|| {
             let mut settings = crate::settings::Settings::dev_defaults().ok()?;
             settings.auth.hs256_secret = SecretString::from("fuzzing-hs256-secret".to_owned());
+            let config = settings.parse(crate::settings::Mode::Dev).ok()?;
             runtime()?
-                .block_on(TokenVerifier::from_settings(&settings.auth))
+                .block_on(TokenVerifier::from_config(&config.auth))
                 .ok()
         })
         .as_ref()
@@ -171,5 +172,5 @@ pub fn protobuf(data: &[u8]) {
 pub fn settings(data: &[u8]) {
     let text = String::from_utf8_lossy(data).into_owned();
     let _ = crate::seal::KeyRing::parse(&SecretString::from(text.clone()));
-    let _ = crate::store::parse_seeds(&text);
+    let _ = crate::store::RedisNodes::parse(crate::store::RedisMode::Cluster, &text.into());
 }

@@ -15,8 +15,7 @@ use secrecy::ExposeSecret;
 use tessera::app::Application;
 use tessera::auth::mint_dev_token;
 use tessera::seal::KeyRing;
-use tessera::settings::{Mode, Settings, Source, StoreKind};
-use tessera::store::RedisMode;
+use tessera::settings::{Config, Mode, Source};
 
 /// mimalloc: glibc malloc showed up as a tenth of the CPU profile of the check path.
 #[global_allocator]
@@ -96,14 +95,14 @@ async fn run(command: Command, source: Source) -> Result<(), String> {
     match command {
         Command::Serve => {
             serve(
-                Settings::load(Mode::Serve, &source).map_err(|e| e.to_string())?,
+                Config::load(Mode::Serve, &source).map_err(|e| e.to_string())?,
                 false,
             )
             .await
         }
         Command::Dev => {
             serve(
-                Settings::load(Mode::Dev, &source).map_err(|e| e.to_string())?,
+                Config::load(Mode::Dev, &source).map_err(|e| e.to_string())?,
                 true,
             )
             .await
@@ -114,38 +113,41 @@ async fn run(command: Command, source: Source) -> Result<(), String> {
             roles,
             ttl_secs,
         } => {
-            let settings = Settings::load(Mode::Dev, &source).map_err(|e| e.to_string())?;
+            let config = Config::load(Mode::Dev, &source).map_err(|e| e.to_string())?;
             let now = chrono::Utc::now().timestamp();
-            let token = mint_dev_token(&settings.auth, &org, &user, &roles, ttl_secs, now)
+            let token = mint_dev_token(&config.auth, &org, &user, &roles, ttl_secs, now)
                 .map_err(|e| e.to_string())?;
             println!("{token}");
             Ok(())
         }
         Command::CheckConfig => {
-            let settings = Settings::load(Mode::Serve, &source).map_err(|e| e.to_string())?;
-            for warning in &settings.warnings {
+            let config = Config::load(Mode::Serve, &source).map_err(|e| e.to_string())?;
+            for warning in &config.warnings {
                 eprintln!("warning: {warning}");
             }
             // Every file `serve` reads, read as `serve` reads it.
-            tessera::app::Dependencies::load(&settings)
+            tessera::app::Dependencies::load(&config)
                 .await
                 .map_err(|e| e.to_string())?;
             println!(
-                "configuration ok: {}; store {:?}, http {}, grpc {}",
-                settings.loaded_from, settings.store.kind, settings.http.addr, settings.grpc.addr
+                "configuration ok: {}; {}, http {}, grpc {}",
+                config.loaded_from,
+                config.store.describe(),
+                config.http.addr,
+                config.grpc.addr
             );
             Ok(())
         }
         Command::Rekey { page } => {
-            let settings = Settings::load(Mode::Serve, &source).map_err(|e| e.to_string())?;
+            let config = Config::load(Mode::Serve, &source).map_err(|e| e.to_string())?;
             // It opens every secret: no core dump or debugger may read them.
-            tessera::process::protect_memory(settings.process.allow_core_dumps);
+            tessera::process::protect_memory(config.process.allow_core_dumps);
             let (store, keys) =
-                tessera::app::store_for_rekey(&settings).map_err(|e| e.to_string())?;
+                tessera::app::store_for_rekey(&config).map_err(|e| e.to_string())?;
             eprintln!(
                 "rekey: sealing every enrollment under key {:?} ({})",
                 keys.sealing_key_id(),
-                settings.loaded_from
+                config.loaded_from
             );
             let report = tessera::rekey::rekey(&store, &keys, page.max(1), |primary, report| {
                 eprintln!("rekey: {primary}: {}", report.summary());
@@ -200,15 +202,15 @@ async fn run(command: Command, source: Source) -> Result<(), String> {
     }
 }
 
-async fn serve(settings: Settings, dev: bool) -> Result<(), String> {
-    tessera::telemetry::init(settings.log.format, &settings.log.level, std::io::stdout);
-    tracing::info!(configuration = %settings.loaded_from, "settings loaded");
-    for warning in &settings.warnings {
+async fn serve(config: Config, dev: bool) -> Result<(), String> {
+    tessera::telemetry::init(config.log.format, &config.log.level, std::io::stdout);
+    tracing::info!(configuration = %config.loaded_from, "settings loaded");
+    for warning in &config.warnings {
         tracing::warn!("{warning}");
     }
-    tessera::process::protect_memory(settings.process.allow_core_dumps);
-    let banner = dev.then(|| dev_banner(&settings));
-    let app = Application::build(settings)
+    tessera::process::protect_memory(config.process.allow_core_dumps);
+    let banner = dev.then(|| dev_banner(&config));
+    let app = Application::build(config)
         .await
         .map_err(|e| e.to_string())?;
     if let Some(banner) = banner {
@@ -218,13 +220,13 @@ async fn serve(settings: Settings, dev: bool) -> Result<(), String> {
     app.run_until_stopped().await.map_err(|e| e.to_string())
 }
 
-fn dev_banner(settings: &Settings) -> Result<String, String> {
+fn dev_banner(config: &Config) -> Result<String, String> {
     let now = chrono::Utc::now().timestamp();
     let roles = [
-        settings.auth.check_role.clone(),
-        settings.auth.admin_role.clone(),
+        config.auth.check_role.clone(),
+        config.auth.admin_role.clone(),
     ];
-    let token = mint_dev_token(&settings.auth, "acme", "alice", &roles, 12 * 3600, now)
+    let token = mint_dev_token(&config.auth, "acme", "alice", &roles, 12 * 3600, now)
         .map_err(|e| e.to_string())?;
     Ok(format!(
         r#"
@@ -247,17 +249,13 @@ Check at login (as the login page's backend):
 More tokens: tessera token --org acme --user bob --role otp.check
 "#,
         // With TLS, curl needs the CA (`--cacert ca.pem`) unless the system trusts it.
-        base = if settings.tls.cert_file.is_empty() {
+        base = if config.tls.is_none() {
             "localhost:{port}"
         } else {
             "--cacert <your CA> https://localhost:{port}"
         },
-        check = settings.auth.check_role,
-        admin = settings.auth.admin_role,
-        store = match (settings.store.kind, settings.redis.mode) {
-            (StoreKind::Memory, _) => "memory store",
-            (StoreKind::Redis, RedisMode::Standalone) => "Redis store",
-            (StoreKind::Redis, RedisMode::Cluster) => "Redis Cluster store",
-        },
+        check = config.auth.check_role,
+        admin = config.auth.admin_role,
+        store = config.store.describe(),
     ))
 }

@@ -4,15 +4,22 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 
-use config::{Config, Environment, File, FileFormat};
+use config::{Config as Layers, Environment, File, FileFormat};
 use ipnet::IpNet;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
+use crate::auth::AuthConfig;
 use crate::domain::{HashAlgorithm, LockoutPolicy, OtpPolicy, TotpParams};
-use crate::store::RedisMode;
+use crate::seal::KeyRing;
+use crate::store::{RedisConfig, RedisMode, RedisNodes};
+use crate::tenant::{Limits, Policies};
+use crate::tls::TlsFiles;
 
 // Each part owns the type of its own settings; this entry only assembles them.
 pub use crate::auth::AuthSettings;
@@ -174,16 +181,6 @@ pub struct TotpSettings {
     pub skew: u8,
 }
 
-impl TotpSettings {
-    pub fn params(&self) -> TotpParams {
-        TotpParams {
-            algorithm: self.algorithm,
-            digits: self.digits,
-            period_secs: self.period_secs,
-        }
-    }
-}
-
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LockoutSettings {
@@ -275,7 +272,7 @@ const OWN_VARIABLES: &[&str] = &["TESSERA_ENV", "TESSERA_CONFIG_DIR"];
 /// One layer of the configuration, kept apart to know which layer set what.
 struct Layer {
     name: String,
-    config: Config,
+    config: Layers,
 }
 
 impl Layer {
@@ -285,7 +282,7 @@ impl Layer {
     ) -> Result<Self, SettingsError> {
         Ok(Self {
             name: name.into(),
-            config: Config::builder().add_source(source).build()?,
+            config: Layers::builder().add_source(source).build()?,
         })
     }
 
@@ -371,7 +368,7 @@ impl Settings {
         let preset = || File::from_str(DEV_PRESET, FileFormat::Toml);
         let file = |path: &PathBuf| File::from(path.clone()).format(FileFormat::Toml);
         let mut layers = vec![Layer::new("the defaults", defaults())?];
-        let mut builder = Config::builder().add_source(defaults());
+        let mut builder = Layers::builder().add_source(defaults());
         if mode == Mode::Dev {
             layers.push(Layer::new("the dev preset", preset())?);
             builder = builder.add_source(preset());
@@ -384,7 +381,6 @@ impl Settings {
         let mut settings: Settings = builder.add_source(environment).build()?.try_deserialize()?;
         settings.resolve_secrets(&layers)?;
         settings.normalize_org_keys()?;
-        settings.validate(mode)?;
         let names: Vec<&str> = layers.iter().map(|l| l.name.as_str()).collect();
         settings.loaded_from = format!(
             "{} (config directory: {})",
@@ -463,182 +459,397 @@ impl Settings {
         Ok(())
     }
 
-    /// The instance's policy, with an organization's overrides when `org` names one.
-    pub fn otp_policy(&self, org: Option<&str>) -> OtpPolicy {
-        let none = OrgOverrides::default();
-        let o = org
-            .and_then(|org| self.orgs.get(&org.to_lowercase()))
-            .unwrap_or(&none);
-        OtpPolicy {
-            params: TotpParams {
-                algorithm: o.algorithm.unwrap_or(self.totp.algorithm),
-                digits: o.digits.unwrap_or(self.totp.digits),
-                period_secs: o.period_secs.unwrap_or(self.totp.period_secs),
+    /// The settings as the program uses them, or every problem at once, so an operator
+    /// fixes a config in one round. Nothing downstream parses or checks them again.
+    pub fn parse(self, mode: Mode) -> Result<Config, SettingsError> {
+        let mut problems = Vec::new();
+        let http = self.http.parse(&mut problems);
+        let grpc = self.grpc.parse(&mut problems);
+        let tls = self.tls.parse(&mut problems);
+        let store = parse_store(self.store, self.redis, &mut problems);
+        let auth = self.auth.parse(mode == Mode::Dev, &mut problems);
+        let policies = parse_policies(&self.totp, &self.lockout, self.orgs, &mut problems);
+        let seal_keys = parse_seal_keys(&self.seal.keys, mode, &mut problems);
+        if self.tenants.mailbox_capacity == 0 || self.tenants.cache_capacity == 0 {
+            problems.push("tenants.mailbox_capacity and cache_capacity must be positive".into());
+        }
+        if self.tenants.call_timeout_ms == 0 {
+            problems.push("tenants.call_timeout_ms must be positive".into());
+        }
+        let (Some(seal_keys), Some(policies), true) = (seal_keys, policies, problems.is_empty())
+        else {
+            return Err(SettingsError::Invalid(problems));
+        };
+        Ok(Config {
+            http,
+            grpc,
+            tls,
+            store,
+            auth,
+            policies,
+            limits: Limits::from_settings(&self.limits),
+            seal_keys,
+            tenants: TenantConfig {
+                mailbox_capacity: self.tenants.mailbox_capacity,
+                call_timeout: Duration::from_millis(self.tenants.call_timeout_ms),
+                idle_evict: Duration::from_secs(self.tenants.idle_evict_secs),
+                cache_capacity: self.tenants.cache_capacity,
             },
-            skew: o.skew.unwrap_or(self.totp.skew),
-            issuer: o.issuer.clone().unwrap_or_else(|| self.totp.issuer.clone()),
-            lockout: LockoutPolicy {
-                max_attempts: o.max_otp_attempts.unwrap_or(self.lockout.max_otp_attempts),
-                lock_duration_micros: secs_to_micros(
-                    o.lock_duration_secs
-                        .unwrap_or(self.lockout.lock_duration_secs),
-                ),
-                show_failures: o.show_failures.unwrap_or(self.lockout.show_failures),
+            health: HealthConfig {
+                max_clock_offset: Duration::from_millis(self.health.max_clock_offset_ms),
+                check_interval: Duration::from_secs(self.health.check_interval_secs),
             },
+            log: self.log,
+            process: self.process,
+            loaded_from: self.loaded_from,
+            warnings: self.warnings,
+        })
+    }
+}
+
+/// The settings parsed: typed, checked, with "not set" as `None` and times as `Duration`.
+/// Each part owns the type of its own (`AuthConfig`, `RedisConfig`, `Limits`, `Policies`,
+/// `KeyRing`); this entry builds them and hands them down.
+pub struct Config {
+    pub http: HttpConfig,
+    pub grpc: GrpcConfig,
+    /// TLS on the HTTP and gRPC listeners; `None`: plain TCP.
+    pub tls: Option<TlsConfig>,
+    pub store: StoreConfig,
+    pub auth: AuthConfig,
+    pub policies: Policies,
+    pub limits: Limits,
+    pub seal_keys: Arc<KeyRing>,
+    pub tenants: TenantConfig,
+    pub health: HealthConfig,
+    pub log: LogSettings,
+    pub process: ProcessSettings,
+    /// The layers read, for the start's log: the files and the config directory.
+    pub loaded_from: String,
+    /// What loading found wrong but not fatal (stray variables), for the start's log.
+    pub warnings: Vec<String>,
+}
+
+impl Config {
+    /// Loads the layers for `mode`, resolves `*_file` secrets and parses.
+    pub fn load(mode: Mode, source: &Source) -> Result<Self, SettingsError> {
+        Settings::load(mode, source)?.parse(mode)
+    }
+}
+
+/// What a slow or silent client may hold on a listener.
+#[derive(Debug, Clone, Copy)]
+pub struct ListenerTimeouts {
+    pub header: Duration,
+    pub body: Duration,
+    pub idle: Duration,
+}
+
+impl ListenerTimeouts {
+    fn parse(name: &str, secs: [u64; 3], problems: &mut Vec<String>) -> Self {
+        if secs.contains(&0) {
+            problems.push(format!(
+                "{name}: header_timeout_secs, body_timeout_secs and idle_timeout_secs must be positive"
+            ));
+        }
+        let [header, body, idle] = secs.map(Duration::from_secs);
+        Self { header, body, idle }
+    }
+}
+
+pub struct HttpConfig {
+    pub addr: SocketAddr,
+    /// Actix workers, one per core unless set.
+    pub workers: Option<NonZeroUsize>,
+    pub body_limit_bytes: usize,
+    pub trusted_proxies: Vec<IpNet>,
+    pub shutdown_grace: Duration,
+    /// A separate listener for `/metrics` alone.
+    pub metrics_addr: Option<SocketAddr>,
+    pub timeouts: ListenerTimeouts,
+    pub max_connections: NonZeroUsize,
+}
+
+pub struct GrpcConfig {
+    pub addr: SocketAddr,
+    pub threads: NonZeroUsize,
+    pub max_message_bytes: usize,
+    pub cors_allowed_origins: Vec<String>,
+    pub timeouts: ListenerTimeouts,
+    pub max_connections: NonZeroUsize,
+    pub max_concurrent_streams: u32,
+}
+
+pub struct TlsConfig {
+    pub files: TlsFiles,
+    pub reload_interval: Duration,
+}
+
+/// Where factors are kept.
+pub enum StoreConfig {
+    /// In this process only, lost on exit: development and tests.
+    Memory,
+    Redis(Box<RedisConfig>),
+}
+
+impl StoreConfig {
+    /// For the start's messages.
+    pub fn describe(&self) -> &'static str {
+        match self {
+            Self::Memory => "memory store",
+            Self::Redis(redis) if redis.nodes.is_cluster() => "Redis Cluster store",
+            Self::Redis(_) => "Redis store",
         }
     }
+}
 
-    /// Every problem at once, so an operator fixes a config in one round.
-    pub fn validate(&self, mode: Mode) -> Result<(), SettingsError> {
-        let mut problems = Vec::new();
-        if self.http.addr.parse::<SocketAddr>().is_err() {
-            problems.push(format!("http.addr {:?} is not host:port", self.http.addr));
-        }
-        if self.grpc.addr.parse::<SocketAddr>().is_err() {
-            problems.push(format!("grpc.addr {:?} is not host:port", self.grpc.addr));
-        }
-        for (name, listener) in [
-            (
-                "http",
-                [
-                    self.http.header_timeout_secs,
-                    self.http.body_timeout_secs,
-                    self.http.idle_timeout_secs,
-                ],
-            ),
-            (
-                "grpc",
-                [
-                    self.grpc.header_timeout_secs,
-                    self.grpc.body_timeout_secs,
-                    self.grpc.idle_timeout_secs,
-                ],
-            ),
-        ] {
-            if listener.contains(&0) {
-                problems.push(format!(
-                    "{name}: header_timeout_secs, body_timeout_secs and idle_timeout_secs must be positive"
-                ));
-            }
-        }
-        if self.http.max_connections == 0 || self.grpc.max_connections == 0 {
-            problems.push("http.max_connections and grpc.max_connections must be positive".into());
-        }
-        if self.grpc.threads == 0 {
-            problems.push("grpc.threads must be positive".into());
-        }
-        if self.grpc.max_concurrent_streams == 0 {
-            problems.push("grpc.max_concurrent_streams must be positive".into());
-        }
-        if self.tls.cert_file.is_empty() != self.tls.key_file.is_empty() {
-            problems.push("tls.cert_file and tls.key_file go together".into());
-        }
-        if !self.tls.client_ca_file.is_empty() && self.tls.cert_file.is_empty() {
-            problems.push("tls.client_ca_file needs tls.cert_file and tls.key_file".into());
-        }
-        if self.tls.reload_interval_secs == 0 {
-            problems.push("tls.reload_interval_secs must be positive".into());
-        }
-        if self.grpc.max_message_bytes < 64 {
-            problems.push("grpc.max_message_bytes must be at least 64".into());
-        }
-        if self.http.body_limit_bytes < 64 {
+pub struct TenantConfig {
+    pub mailbox_capacity: usize,
+    /// The request's deadline once handed to the actors (mailbox and store calls).
+    pub call_timeout: Duration,
+    pub idle_evict: Duration,
+    pub cache_capacity: usize,
+}
+
+pub struct HealthConfig {
+    /// Not ready while this replica's clock is further than this from the store's.
+    pub max_clock_offset: Duration,
+    /// How often readiness (store reachable, clock offset) is checked in the background.
+    pub check_interval: Duration,
+}
+
+/// `host:port`, or a problem named after its key.
+fn socket_addr(key: &str, value: &str, problems: &mut Vec<String>) -> SocketAddr {
+    value.parse().unwrap_or_else(|_| {
+        problems.push(format!("{key} {value:?} is not host:port"));
+        SocketAddr::from(([127, 0, 0, 1], 0))
+    })
+}
+
+/// A count that must be positive.
+fn positive(key: &str, value: usize, problems: &mut Vec<String>) -> NonZeroUsize {
+    NonZeroUsize::new(value).unwrap_or_else(|| {
+        problems.push(format!("{key} must be positive"));
+        NonZeroUsize::MIN
+    })
+}
+
+/// A path, where "" means none.
+fn path(value: &str) -> Option<PathBuf> {
+    (!value.trim().is_empty()).then(|| PathBuf::from(value))
+}
+
+impl HttpSettings {
+    fn parse(self, problems: &mut Vec<String>) -> HttpConfig {
+        if self.body_limit_bytes < 64 {
             problems.push("http.body_limit_bytes must be at least 64".into());
         }
-        if self.store.timeout_ms == 0 {
-            problems.push("store.timeout_ms must be positive".into());
+        let metrics_addr = self.metrics_addr.trim();
+        HttpConfig {
+            addr: socket_addr("http.addr", &self.addr, problems),
+            workers: NonZeroUsize::new(self.workers),
+            body_limit_bytes: self.body_limit_bytes,
+            trusted_proxies: self.trusted_proxies,
+            shutdown_grace: Duration::from_secs(self.shutdown_grace_secs),
+            metrics_addr: (!metrics_addr.is_empty())
+                .then(|| socket_addr("http.metrics_addr", metrics_addr, problems)),
+            timeouts: ListenerTimeouts::parse(
+                "http",
+                [
+                    self.header_timeout_secs,
+                    self.body_timeout_secs,
+                    self.idle_timeout_secs,
+                ],
+                problems,
+            ),
+            max_connections: positive("http.max_connections", self.max_connections, problems),
         }
-        if self.store.kind == StoreKind::Redis {
-            let urls: Vec<&str> = self
-                .redis
-                .url
-                .expose_secret()
-                .split(',')
-                .map(str::trim)
-                .collect();
-            if urls
-                .iter()
-                .any(|url| !(url.starts_with("redis://") || url.starts_with("rediss://")))
-            {
-                problems.push("redis.url must start with redis:// or rediss://".into());
+    }
+}
+
+impl GrpcSettings {
+    fn parse(self, problems: &mut Vec<String>) -> GrpcConfig {
+        if self.max_message_bytes < 64 {
+            problems.push("grpc.max_message_bytes must be at least 64".into());
+        }
+        if self.max_concurrent_streams == 0 {
+            problems.push("grpc.max_concurrent_streams must be positive".into());
+        }
+        GrpcConfig {
+            addr: socket_addr("grpc.addr", &self.addr, problems),
+            threads: positive("grpc.threads", self.threads, problems),
+            max_message_bytes: self.max_message_bytes,
+            cors_allowed_origins: self.cors_allowed_origins,
+            timeouts: ListenerTimeouts::parse(
+                "grpc",
+                [
+                    self.header_timeout_secs,
+                    self.body_timeout_secs,
+                    self.idle_timeout_secs,
+                ],
+                problems,
+            ),
+            max_connections: positive("grpc.max_connections", self.max_connections, problems),
+            max_concurrent_streams: self.max_concurrent_streams,
+        }
+    }
+}
+
+impl TlsSettings {
+    fn parse(self, problems: &mut Vec<String>) -> Option<TlsConfig> {
+        if self.reload_interval_secs == 0 {
+            problems.push("tls.reload_interval_secs must be positive".into());
+        }
+        let client_ca = path(&self.client_ca_file);
+        match (path(&self.cert_file), path(&self.key_file)) {
+            (Some(cert), Some(key)) => Some(TlsConfig {
+                files: TlsFiles {
+                    cert,
+                    key,
+                    client_ca,
+                },
+                reload_interval: Duration::from_secs(self.reload_interval_secs),
+            }),
+            (None, None) => {
+                if client_ca.is_some() {
+                    problems.push("tls.client_ca_file needs tls.cert_file and tls.key_file".into());
+                }
+                None
             }
-            if self.redis.mode == RedisMode::Standalone && urls.len() > 1 {
-                problems.push(
-                    "redis.url holds several URLs: comma-separated seeds need redis.mode = \"cluster\""
-                        .into(),
-                );
+            _ => {
+                problems.push("tls.cert_file and tls.key_file go together".into());
+                None
             }
         }
-        if self.redis.key_prefix.is_empty() || self.redis.key_prefix.contains(['{', '}']) {
-            problems.push("redis.key_prefix must be non-empty and free of braces".into());
+    }
+}
+
+fn parse_store(
+    store: StoreSettings,
+    redis: RedisSettings,
+    problems: &mut Vec<String>,
+) -> StoreConfig {
+    if store.timeout_ms == 0 {
+        problems.push("store.timeout_ms must be positive".into());
+    }
+    if redis.key_prefix.is_empty() || redis.key_prefix.contains(['{', '}']) {
+        problems.push("redis.key_prefix must be non-empty and free of braces".into());
+    }
+    if redis.wait_connections == 0 {
+        problems.push("redis.wait_connections must be positive".into());
+    }
+    if store.kind == StoreKind::Memory {
+        return StoreConfig::Memory;
+    }
+    let nodes = match RedisNodes::parse(redis.mode, &redis.url) {
+        Ok(nodes) => nodes,
+        Err(problem) => {
+            problems.push(problem);
+            return StoreConfig::Memory;
         }
-        let scopes = std::iter::once(None).chain(self.orgs.keys().map(|org| Some(org.as_str())));
-        for org in scopes {
-            let policy = self.otp_policy(org);
-            let scope = org.map_or_else(|| "totp".to_owned(), |org| format!("orgs.{org}"));
-            if let Err(problem) = policy.params.validate() {
-                problems.push(format!("{scope}: {problem}"));
-            }
-            if policy.skew > 2 {
-                problems.push(format!(
-                    "{scope}: skew above 2 widens the guessing window; use 0, 1 or 2"
-                ));
-            }
-            if policy.issuer.is_empty() || policy.issuer.contains(':') {
-                problems.push(format!(
-                    "{scope}: the issuer must be non-empty and free of ':'"
-                ));
-            }
+    };
+    let password = redis.password;
+    StoreConfig::Redis(Box::new(RedisConfig {
+        nodes,
+        // Empty: none (a passwordless Redis refuses AUTH with an empty one).
+        password: (!password.expose_secret().is_empty()).then_some(password),
+        tls_ca_file: path(&redis.tls_ca_file),
+        key_prefix: redis.key_prefix,
+        timeout: Duration::from_millis(store.timeout_ms),
+        wait_replicas: redis.wait_replicas,
+        wait_connections: redis.wait_connections,
+    }))
+}
+
+/// The instance's policy and each organization's, every one checked under its own name.
+fn parse_policies(
+    totp: &TotpSettings,
+    lockout: &LockoutSettings,
+    orgs: HashMap<String, OrgOverrides>,
+    problems: &mut Vec<String>,
+) -> Option<Policies> {
+    let default = policy("totp", &OrgOverrides::default(), totp, lockout, problems)?;
+    let mut by_org = HashMap::with_capacity(orgs.len());
+    for (org, overrides) in orgs {
+        let scope = format!("orgs.{org}");
+        if let Some(policy) = policy(&scope, &overrides, totp, lockout, problems) {
+            by_org.insert(org, Arc::new(policy));
         }
-        if self.auth.jwks_refresh_secs == 0 {
-            problems.push("auth.jwks_refresh_secs must be positive".into());
-        }
-        if self.auth.leeway_secs > 60 {
-            problems.push("auth.leeway_secs must be at most 60".into());
-        }
-        let has_keys = !self.auth.jwks_file.is_empty()
-            || !self.auth.jwks_url.is_empty()
-            || !self.auth.hs256_secret.expose_secret().is_empty()
-            || self.auth.dev_key;
-        if !has_keys {
-            problems.push(
-                "auth: no token verification keys (set auth.jwks_file or auth.jwks_url)".into(),
-            );
-        }
-        if self.auth.dev_key && mode == Mode::Serve {
-            problems.push("auth.dev_key is only for `tessera dev`".into());
-        }
-        if self.auth.issuer.is_empty() || self.auth.audience.is_empty() {
-            problems.push("auth.issuer and auth.audience are required".into());
-        }
-        if self.seal.keys.expose_secret().trim().is_empty() {
-            problems.push(
-                "seal: no key (set seal.keys or seal.keys_file; `tessera gen-seal-key` makes one)"
-                    .into(),
-            );
-        } else if let Err(err) = crate::seal::KeyRing::parse(&self.seal.keys) {
+    }
+    Some(Policies {
+        default: Arc::new(default),
+        by_org,
+    })
+}
+
+/// The instance's policy with one organization's overrides (none for the instance's own).
+fn policy(
+    scope: &str,
+    o: &OrgOverrides,
+    totp: &TotpSettings,
+    lockout: &LockoutSettings,
+    problems: &mut Vec<String>,
+) -> Option<OtpPolicy> {
+    let mut ok = true;
+    let mut problem = |text: String| {
+        problems.push(format!("{scope}: {text}"));
+        ok = false;
+    };
+    let params = TotpParams::new(
+        o.algorithm.unwrap_or(totp.algorithm),
+        o.digits.unwrap_or(totp.digits),
+        o.period_secs.unwrap_or(totp.period_secs),
+    )
+    .map_err(&mut problem)
+    .ok();
+    let skew = o.skew.unwrap_or(totp.skew);
+    if skew > 2 {
+        problem("skew above 2 widens the guessing window; use 0, 1 or 2".into());
+    }
+    let issuer = o.issuer.clone().unwrap_or_else(|| totp.issuer.clone());
+    if issuer.is_empty() || issuer.contains(':') {
+        problem("the issuer must be non-empty and free of ':'".into());
+    }
+    let lock_secs = o.lock_duration_secs.unwrap_or(lockout.lock_duration_secs);
+    let policy = OtpPolicy {
+        params: params?,
+        skew,
+        issuer,
+        lockout: LockoutPolicy {
+            max_attempts: o.max_otp_attempts.unwrap_or(lockout.max_otp_attempts),
+            lock_duration_micros: secs_to_micros(lock_secs),
+            show_failures: o.show_failures.unwrap_or(lockout.show_failures),
+        },
+    };
+    ok.then_some(policy)
+}
+
+fn parse_seal_keys(
+    keys: &SecretString,
+    mode: Mode,
+    problems: &mut Vec<String>,
+) -> Option<Arc<KeyRing>> {
+    if keys.expose_secret().trim().is_empty() {
+        problems.push(
+            "seal: no key (set seal.keys or seal.keys_file; `tessera gen-seal-key` makes one)"
+                .into(),
+        );
+        return None;
+    }
+    match KeyRing::parse(keys) {
+        Err(err) => {
             problems.push(format!("seal.keys: {err}"));
-        } else if mode == Mode::Serve && holds_dev_seal_key(&self.seal.keys) {
+            None
+        }
+        Ok(_) if mode == Mode::Serve && holds_dev_seal_key(keys) => {
             problems.push(
                 "seal.keys holds the development seal key, which is published in tessera's \
                  repository and protects nothing (`tessera gen-seal-key` makes one)"
                     .into(),
             );
+            None
         }
-        if self.tenants.mailbox_capacity == 0 || self.tenants.cache_capacity == 0 {
-            problems.push("tenants.mailbox_capacity and cache_capacity must be positive".into());
-        }
-        if self.redis.wait_connections == 0 {
-            problems.push("redis.wait_connections must be positive".into());
-        }
-        if self.tenants.call_timeout_ms == 0 {
-            problems.push("tenants.call_timeout_ms must be positive".into());
-        }
-        if problems.is_empty() {
-            Ok(())
-        } else {
-            Err(SettingsError::Invalid(problems))
-        }
+        Ok(ring) => Some(Arc::new(ring)),
     }
 }
 
@@ -668,7 +879,7 @@ fn read_secret_file(path: &str) -> Result<SecretString, SettingsError> {
 
 /// Every setting of `default.toml`, as `section.key`.
 fn known_settings() -> Vec<String> {
-    let Ok(defaults) = Config::builder()
+    let Ok(defaults) = Layers::builder()
         .add_source(File::from_str(DEFAULTS, FileFormat::Toml))
         .build()
         .and_then(|config| config.try_deserialize::<HashMap<String, config::Value>>())
@@ -723,6 +934,18 @@ mod tests {
         Environment::with_prefix("TESSERA").source(Some(map))
     }
 
+    /// Loaded as `serve` loads, layered and then parsed; the raw settings are returned for
+    /// the assertions to read.
+    fn checked(mode: Mode, source: &Source, env: Environment) -> Result<Settings, SettingsError> {
+        Settings::load_with(mode, source, env.clone())?.parse(mode)?;
+        Settings::load_with(mode, source, env)
+    }
+
+    /// The policies the organization actors get.
+    fn policies(settings: Settings) -> Policies {
+        settings.parse(Mode::Dev).unwrap().policies
+    }
+
     fn nowhere() -> Source {
         Source {
             config_dir: None,
@@ -739,7 +962,7 @@ mod tests {
 
     #[test]
     fn environment_overrides_and_lists() {
-        let settings = Settings::load_with(
+        let settings = checked(
             Mode::Dev,
             &nowhere(),
             env(&[
@@ -764,7 +987,7 @@ mod tests {
     #[test]
     fn seed_lists_need_cluster_mode() {
         let load = |mode: &str| {
-            Settings::load_with(
+            checked(
                 Mode::Dev,
                 &nowhere(),
                 env(&[
@@ -789,7 +1012,7 @@ mod tests {
 
     #[test]
     fn organizations_override_the_instance_policy() {
-        let settings = Settings::load_with(
+        let settings = checked(
             Mode::Dev,
             &nowhere(),
             env(&[
@@ -798,24 +1021,22 @@ mod tests {
             ]),
         )
         .unwrap();
-        let acme = settings.otp_policy(Some("acme"));
-        assert_eq!(acme.params.digits, 8);
+        let policies = policies(settings);
+        let acme = policies.for_org("acme");
+        assert_eq!(acme.params.digits(), 8);
         assert_eq!(acme.lockout.lock_duration_micros, 0);
         assert_eq!(
             acme.lockout.max_attempts, 5,
             "not overridden: the instance's"
         );
-        assert_eq!(
-            settings.otp_policy(Some("other")),
-            settings.otp_policy(None)
-        );
-        let bad = Settings::load_with(
+        assert_eq!(policies.for_org("other"), policies.default);
+        let bad = checked(
             Mode::Dev,
             &nowhere(),
             env(&[("TESSERA__ORGS__ACME__DIGITS", "12")]),
         );
         assert!(bad.unwrap_err().to_string().contains("orgs.acme: digits"));
-        let typo = Settings::load_with(
+        let typo = checked(
             Mode::Dev,
             &nowhere(),
             env(&[("TESSERA__ORGS__ACME__DIGTS", "8")]),
@@ -825,18 +1046,17 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_refused() {
-        let err = Settings::load_with(Mode::Dev, &nowhere(), env(&[("TESSERA__HTTP__ADRR", "x")]))
-            .unwrap_err();
+        let err = checked(Mode::Dev, &nowhere(), env(&[("TESSERA__HTTP__ADRR", "x")])).unwrap_err();
         assert!(err.to_string().contains("adrr"), "{err}");
     }
 
     #[test]
     fn serve_needs_keys_and_refuses_the_dev_key() {
-        let err = Settings::load_with(Mode::Serve, &nowhere(), env(&[])).unwrap_err();
+        let err = checked(Mode::Serve, &nowhere(), env(&[])).unwrap_err();
         let text = err.to_string();
         assert!(text.contains("seal: no key"), "{text}");
         assert!(text.contains("no token verification keys"), "{text}");
-        let err = Settings::load_with(
+        let err = checked(
             Mode::Serve,
             &nowhere(),
             env(&[("TESSERA__AUTH__DEV_KEY", "true")]),
@@ -851,14 +1071,14 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let keys = dir.join("keys");
         std::fs::write(&keys, "k1:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n").unwrap();
-        let settings = Settings::load_with(
+        let settings = checked(
             Mode::Dev,
             &nowhere(),
             env(&[("TESSERA__SEAL__KEYS_FILE", keys.to_str().unwrap())]),
         )
         .unwrap();
         assert!(settings.seal.keys.expose_secret().starts_with("k1:"));
-        let missing = Settings::load_with(
+        let missing = checked(
             Mode::Dev,
             &nowhere(),
             env(&[("TESSERA__SEAL__KEYS_FILE", "/nonexistent/keys")]),
@@ -920,7 +1140,7 @@ mod tests {
             "production.toml",
             "[seal]\nkeys_file = \"/nonexistent/keys\"\n",
         )]);
-        let settings = Settings::load_with(
+        let settings = checked(
             Mode::Serve,
             &dir.source(None),
             with_serve(&[("TESSERA__SEAL__KEYS", KEY)]),
@@ -933,7 +1153,7 @@ mod tests {
         let dir2 = ConfigDir::with(&[("production.toml", "[seal]\nkeys = \"not:a key\"\n")]);
         let path = keys.to_string_lossy().into_owned();
         let vars = [SERVE, &[("TESSERA__SEAL__KEYS_FILE", path.as_str())]].concat();
-        let settings = Settings::load_with(Mode::Serve, &dir2.source(None), env(&vars)).unwrap();
+        let settings = checked(Mode::Serve, &dir2.source(None), env(&vars)).unwrap();
         assert_eq!(settings.seal.keys.expose_secret(), KEY);
     }
 
@@ -942,7 +1162,7 @@ mod tests {
         for (value, file) in SECRET_TWINS {
             let upper = |key: &str| format!("TESSERA__{}", key.replace('.', "__").to_uppercase());
             let (value_var, file_var) = (upper(value), upper(file));
-            let err = Settings::load_with(
+            let err = checked(
                 Mode::Dev,
                 &nowhere(),
                 env(&[
@@ -965,9 +1185,8 @@ mod tests {
     fn an_explicit_environment_must_have_its_file() {
         let dir = ConfigDir::with(&[("production.toml", "[log]\nformat = \"json\"\n")]);
         let vars = [SERVE, &[("TESSERA__SEAL__KEYS", KEY)]].concat();
-        let load = |environment: Option<&str>| {
-            Settings::load_with(Mode::Serve, &dir.source(environment), env(&vars))
-        };
+        let load =
+            |environment: Option<&str>| checked(Mode::Serve, &dir.source(environment), env(&vars));
         let err = load(Some("staging")).unwrap_err().to_string();
         assert!(err.contains("no staging.toml in"), "{err}");
         assert_eq!(
@@ -979,23 +1198,23 @@ mod tests {
         assert_eq!(load(Some("none")).unwrap().log.format, LogFormat::Pretty);
         // Without a production.toml, an implicit production is the defaults.
         let empty = ConfigDir::with(&[]);
-        let settings = Settings::load_with(Mode::Serve, &empty.source(None), env(&vars));
+        let settings = checked(Mode::Serve, &empty.source(None), env(&vars));
         assert_eq!(settings.unwrap().log.format, LogFormat::Pretty);
         // `dev` keeps dev.toml optional whatever the environment says.
-        assert!(Settings::load_with(Mode::Dev, &dir.source(Some("staging")), env(&[])).is_ok());
+        assert!(checked(Mode::Dev, &dir.source(Some("staging")), env(&[])).is_ok());
         // An explicit config folder must exist.
         let missing = Source {
             config_dir: Some(PathBuf::from("/nonexistent/config")),
             environment: None,
         };
-        let err = Settings::load_with(Mode::Dev, &missing, env(&[])).unwrap_err();
+        let err = checked(Mode::Dev, &missing, env(&[])).unwrap_err();
         assert!(err.to_string().contains("does not exist"), "{err}");
     }
 
     #[test]
     fn the_start_says_which_files_were_read() {
         let dir = ConfigDir::with(&[("dev.toml", "")]);
-        let settings = Settings::load_with(Mode::Dev, &dir.source(None), env(&[])).unwrap();
+        let settings = checked(Mode::Dev, &dir.source(None), env(&[])).unwrap();
         let file = dir.0.join("dev.toml").display().to_string();
         assert_eq!(
             settings.loaded_from,
@@ -1008,19 +1227,20 @@ mod tests {
 
     #[test]
     fn org_overrides_apply_whatever_the_case_of_the_id() {
-        let settings = Settings::load_with(
+        let settings = checked(
             Mode::Dev,
             &nowhere(),
             env(&[("TESSERA__ORGS__ACME__DIGITS", "8")]),
         )
         .unwrap();
-        assert_eq!(settings.otp_policy(Some("ACME")).params.digits, 8);
-        assert_eq!(settings.otp_policy(Some("acme")).params.digits, 8);
+        let policies = policies(settings);
+        assert_eq!(policies.for_org("ACME").params.digits(), 8);
+        assert_eq!(policies.for_org("acme").params.digits(), 8);
         let dir = ConfigDir::with(&[(
             "dev.toml",
             "[orgs.Acme]\ndigits = 7\n[orgs.acme]\ndigits = 8\n",
         )]);
-        let err = Settings::load_with(Mode::Dev, &dir.source(None), env(&[])).unwrap_err();
+        let err = checked(Mode::Dev, &dir.source(None), env(&[])).unwrap_err();
         assert!(
             err.to_string()
                 .contains("appears twice when case is ignored"),
@@ -1051,9 +1271,9 @@ mod tests {
     fn serve_refuses_the_development_seal_key() {
         let dev_key = format!("renamed:{DEV_SEAL_KEY}");
         let vars = [SERVE, &[("TESSERA__SEAL__KEYS", dev_key.as_str())]].concat();
-        let err = Settings::load_with(Mode::Serve, &nowhere(), env(&vars)).unwrap_err();
+        let err = checked(Mode::Serve, &nowhere(), env(&vars)).unwrap_err();
         assert!(err.to_string().contains("development seal key"), "{err}");
         let vars = [SERVE, &[("TESSERA__SEAL__KEYS", KEY)]].concat();
-        assert!(Settings::load_with(Mode::Serve, &nowhere(), env(&vars)).is_ok());
+        assert!(checked(Mode::Serve, &nowhere(), env(&vars)).is_ok());
     }
 }

@@ -4,7 +4,7 @@
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Map, Value, json};
 
-use super::AuthSettings;
+use super::settings::AuthConfig;
 
 pub const DEV_KEY_ID: &str = "tessera-dev";
 
@@ -20,7 +20,7 @@ MCowBQYDK2VwAyEAft4yMfz/dgraBnDIL+K20dQe0juXdPpm/V5J2aB93ss=
 
 /// A token for `user` of `org` holding `roles` for `org`, signed with the development key.
 pub fn mint_dev_token(
-    auth: &AuthSettings,
+    auth: &AuthConfig,
     org: &str,
     user: &str,
     roles: &[String],
@@ -34,9 +34,9 @@ pub fn mint_dev_token(
     let mut claims = Map::new();
     claims.insert("iss".into(), json!(auth.issuer));
     claims.insert("aud".into(), json!(auth.audience));
-    claims.insert(auth.user_claim.clone(), json!(user));
-    claims.insert(auth.org_claim.clone(), json!(org));
-    claims.insert(auth.roles_claim.clone(), Value::Object(role_claim));
+    claims.insert(auth.claims.user.clone(), json!(user));
+    claims.insert(auth.claims.org.clone(), json!(org));
+    claims.insert(auth.claims.roles.clone(), Value::Object(role_claim));
     claims.insert("iat".into(), json!(now_unix_secs));
     claims.insert("nbf".into(), json!(now_unix_secs));
     claims.insert("exp".into(), json!(now_unix_secs.saturating_add(ttl_secs)));

@@ -8,5 +8,5 @@ mod verifier;
 
 pub use caller::{Caller, org_header, user_id};
 pub use dev::{DEV_KEY_ID, mint_dev_token};
-pub use settings::AuthSettings;
+pub use settings::{AuthConfig, AuthSettings, ClaimNames};
 pub use verifier::{TokenVerifier, VerifierError};

@@ -2,8 +2,7 @@
 //! `exp`/`nbf` with a bounded leeway. Unsigned tokens never verify (`alg: none` does not parse).
 
 use std::collections::{HashMap, HashSet};
-use std::num::NonZeroUsize;
-use std::path::Path;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -15,10 +14,10 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 use tokio::sync::{Mutex, RwLock};
 
-use super::AuthSettings;
 use super::caller::Caller;
 use super::dev::{DEV_KEY_ID, DEV_PUBLIC_PEM};
 use super::jwks::{KeyFingerprint, VerifyKey, fingerprint, parse_jwks};
+use super::settings::{AuthConfig, ClaimNames};
 use crate::domain::OtpError;
 use crate::domain::ids::is_valid_id;
 use crate::tls::{Stamp, stamp};
@@ -50,7 +49,7 @@ struct Remote {
 /// A JWKS file: read at start and again when its modification time or size changes (a
 /// Kubernetes Secret mounted as a volume is replaced by a rename).
 struct JwksFile {
-    path: String,
+    path: PathBuf,
     stamp: std::sync::Mutex<Stamp>,
 }
 
@@ -88,13 +87,6 @@ impl KeySet {
     }
 }
 
-struct ClaimNames {
-    user: String,
-    org: String,
-    roles: String,
-    login_name: String,
-}
-
 /// What a cached token stands for: its caller, its `exp`, and the key that verified it.
 type CachedToken = (Arc<Caller>, i64, KeyFingerprint);
 
@@ -123,7 +115,7 @@ pub struct TokenVerifier {
 }
 
 impl TokenVerifier {
-    pub async fn from_settings(auth: &AuthSettings) -> Result<Self, VerifierError> {
+    pub async fn from_config(auth: &AuthConfig) -> Result<Self, VerifierError> {
         let mut keys = KeySet::default();
         if auth.dev_key {
             keys.dev.push(Arc::new(VerifyKey {
@@ -134,36 +126,34 @@ impl TokenVerifier {
                 fingerprint: fingerprint(DEV_PUBLIC_PEM.as_bytes()),
             }));
         }
-        let file = if auth.jwks_file.is_empty() {
-            None
-        } else {
-            let stamp = stamp(Path::new(&auth.jwks_file));
-            let document = std::fs::read_to_string(&auth.jwks_file)
-                .map_err(|e| VerifierError::File(auth.jwks_file.clone(), e))?;
+        let file = if let Some(path) = &auth.jwks_file {
+            let stamp = stamp(path);
+            let document = std::fs::read_to_string(path)
+                .map_err(|e| VerifierError::File(path.display().to_string(), e))?;
             keys.file = parse_jwks(&document)
                 .map_err(VerifierError::Jwks)?
                 .into_iter()
                 .map(Arc::new)
                 .collect();
             Some(JwksFile {
-                path: auth.jwks_file.clone(),
+                path: path.clone(),
                 stamp: std::sync::Mutex::new(stamp),
             })
-        };
-        let min_interval = Duration::from_secs(auth.jwks_refetch_min_interval_secs);
-        let max_interval = Duration::from_secs(auth.jwks_refresh_secs).max(min_interval);
-        let remote = if auth.jwks_url.is_empty() {
-            None
         } else {
+            None
+        };
+        let min_interval = auth.jwks_refetch_min_interval;
+        let max_interval = auth.jwks_refresh.max(min_interval);
+        let remote = if let Some(url) = &auth.jwks_url {
             let client = reqwest::Client::builder()
                 .timeout(Duration::from_secs(5))
                 .build()
-                .map_err(|e| VerifierError::Fetch(auth.jwks_url.clone(), e.to_string()))?;
-            let (fetched, max_age) = fetch(&client, &auth.jwks_url).await?;
+                .map_err(|e| VerifierError::Fetch(url.clone(), e.to_string()))?;
+            let (fetched, max_age) = fetch(&client, url).await?;
             keys.remote = fetched.into_iter().map(Arc::new).collect();
             let now = Instant::now();
             Some(Remote {
-                url: auth.jwks_url.clone(),
+                url: url.clone(),
                 client,
                 min_interval,
                 max_interval,
@@ -172,13 +162,18 @@ impl TokenVerifier {
                     now + next_interval(max_age, min_interval, max_interval),
                 ),
             })
+        } else {
+            None
         };
-        let secret = auth.hs256_secret.expose_secret();
-        let hs256 = (!secret.is_empty()).then(|| DecodingKey::from_secret(secret.as_bytes()));
+        let hs256 = auth
+            .hs256_secret
+            .as_ref()
+            .map(|secret| DecodingKey::from_secret(secret.expose_secret().as_bytes()));
         Ok(Self {
             keys: RwLock::new(Arc::new(keys)),
             generation: AtomicU64::new(0),
-            verified: NonZeroUsize::new(auth.token_cache_capacity)
+            verified: auth
+                .token_cache_capacity
                 .map(|n| std::sync::Mutex::new(LruCache::new(n))),
             remote,
             file,
@@ -187,12 +182,7 @@ impl TokenVerifier {
             issuer: auth.issuer.clone(),
             audience: auth.audience.clone(),
             leeway_secs: auth.leeway_secs.min(60),
-            claims: ClaimNames {
-                user: auth.user_claim.clone(),
-                org: auth.org_claim.clone(),
-                roles: auth.roles_claim.clone(),
-                login_name: auth.login_name_claim.clone(),
-            },
+            claims: auth.claims.clone(),
         })
     }
 
@@ -207,7 +197,7 @@ impl TokenVerifier {
     /// down): the next round retries.
     pub async fn refresh(&self) {
         if let Some(file) = &self.file {
-            let now = stamp(Path::new(&file.path));
+            let now = stamp(&file.path);
             let changed = file.stamp.lock().is_ok_and(|seen| *seen != now);
             if changed {
                 let read = std::fs::read_to_string(&file.path)
@@ -221,7 +211,7 @@ impl TokenVerifier {
                         }
                     }
                     Err(err) => tracing::error!(
-                        file = %file.path, error = %err,
+                        file = %file.path.display(), error = %err,
                         "the JWKS file changed but does not load; keeping its keys"
                     ),
                 }

@@ -51,11 +51,12 @@ impl FromStr for HashAlgorithm {
 }
 
 /// The parameters an authenticator app needs; chosen by policy at enrollment and stored.
+/// Only `new` builds them, so every value in the program is one an app can use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TotpParams {
-    pub algorithm: HashAlgorithm,
-    pub digits: u8,
-    pub period_secs: u32,
+    algorithm: HashAlgorithm,
+    digits: u8,
+    period_secs: u32,
 }
 
 impl Default for TotpParams {
@@ -70,22 +71,38 @@ impl Default for TotpParams {
 }
 
 impl TotpParams {
-    pub fn validate(&self) -> Result<(), String> {
-        if !(6..=8).contains(&self.digits) {
-            return Err(format!("digits must be 6, 7 or 8, not {}", self.digits));
+    /// 6 to 8 digits (RFC 6238's range that apps show), a period of 15 to 300 seconds.
+    pub fn new(algorithm: HashAlgorithm, digits: u8, period_secs: u32) -> Result<Self, String> {
+        if !(6..=8).contains(&digits) {
+            return Err(format!("digits must be 6, 7 or 8, not {digits}"));
         }
-        if !(15..=300).contains(&self.period_secs) {
+        if !(15..=300).contains(&period_secs) {
             return Err(format!(
-                "period must be between 15 and 300 seconds, not {}",
-                self.period_secs
+                "period must be between 15 and 300 seconds, not {period_secs}"
             ));
         }
-        Ok(())
+        Ok(Self {
+            algorithm,
+            digits,
+            period_secs,
+        })
+    }
+
+    pub fn algorithm(&self) -> HashAlgorithm {
+        self.algorithm
+    }
+
+    pub fn digits(&self) -> u8 {
+        self.digits
+    }
+
+    pub fn period_secs(&self) -> u32 {
+        self.period_secs
     }
 
     /// The time step that contains `unix_secs`.
     pub fn step_at(&self, unix_secs: u64) -> u64 {
-        unix_secs / u64::from(self.period_secs.max(1))
+        unix_secs / u64::from(self.period_secs)
     }
 
     fn generator(&self, secret: &[u8]) -> Option<totp_rs::Totp> {
@@ -172,11 +189,7 @@ mod tests {
     const SEED_SHA512: &[u8] = b"1234567890123456789012345678901234567890123456789012345678901234";
 
     fn params(algorithm: HashAlgorithm, digits: u8, period_secs: u32) -> TotpParams {
-        TotpParams {
-            algorithm,
-            digits,
-            period_secs,
-        }
+        TotpParams::new(algorithm, digits, period_secs).unwrap()
     }
 
     #[test]
@@ -270,10 +283,18 @@ mod tests {
     }
 
     #[test]
-    fn validation_of_params() {
-        assert!(TotpParams::default().validate().is_ok());
-        assert!(params(HashAlgorithm::Sha1, 5, 30).validate().is_err());
-        assert!(params(HashAlgorithm::Sha1, 9, 30).validate().is_err());
-        assert!(params(HashAlgorithm::Sha1, 6, 0).validate().is_err());
+    fn only_usable_params_are_built() {
+        let default = TotpParams::default();
+        let rebuilt = TotpParams::new(default.algorithm(), default.digits(), default.period_secs());
+        assert_eq!(rebuilt, Ok(default));
+        for (digits, period) in [(6, 15), (8, 300), (7, 60)] {
+            assert!(TotpParams::new(HashAlgorithm::Sha1, digits, period).is_ok());
+        }
+        for (digits, period) in [(5, 30), (9, 30), (6, 0), (6, 14), (6, 301)] {
+            assert!(
+                TotpParams::new(HashAlgorithm::Sha1, digits, period).is_err(),
+                "{digits} digits, {period} s"
+            );
+        }
     }
 }

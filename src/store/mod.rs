@@ -16,9 +16,7 @@ use async_trait::async_trait;
 
 pub use memory::MemoryStore;
 pub use metered::MeteredStore;
-pub use redis::{
-    Primary, RedisMode, RedisOptions, RedisStore, Resealed, SealedRecord, parse_seeds,
-};
+pub use redis::{Primary, RedisConfig, RedisMode, RedisNodes, RedisStore, Resealed, SealedRecord};
 
 use crate::domain::factor::AttemptVerdict;
 use crate::domain::{FactorId, FactorRecord, FactorState, Lock, TotpParams, UnixMicros};

@@ -29,12 +29,18 @@ use crate::store::SharedStore;
 #[derive(Debug, Clone)]
 pub struct Policies {
     pub default: Arc<OtpPolicy>,
+    /// Keyed by organization id in lower case: the environment can give keys only so
+    /// (`TESSERA__ORGS__ACME__…` must apply to the organization "ACME").
     pub by_org: HashMap<String, Arc<OtpPolicy>>,
 }
 
 impl Policies {
+    /// Once per organization actor, so the lower-casing costs nothing per request.
     pub fn for_org(&self, org: &str) -> Arc<OtpPolicy> {
-        self.by_org.get(org).unwrap_or(&self.default).clone()
+        self.by_org
+            .get(&org.to_lowercase())
+            .unwrap_or(&self.default)
+            .clone()
     }
 }
 

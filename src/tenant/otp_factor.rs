@@ -235,7 +235,7 @@ fn matching_step(
     factor: &CachedFactor,
     code: &SecretString,
 ) -> Result<Option<u64>, OtpError> {
-    let Some(code) = NormalizedCode::parse(code.expose_secret(), factor.params.digits) else {
+    let Some(code) = NormalizedCode::parse(code.expose_secret(), factor.params.digits()) else {
         return Ok(None);
     };
     let key = &on.key;
@@ -347,7 +347,9 @@ pub(crate) fn otpauth_uri(
     let account = utf8_percent_encode(account, ESCAPED);
     format!(
         "otpauth://totp/{issuer}:{account}?algorithm={}&digits={}&issuer={issuer}&period={}&secret={secret_base32}",
-        params.algorithm, params.digits, params.period_secs
+        params.algorithm(),
+        params.digits(),
+        params.period_secs()
     )
 }
 

@@ -15,7 +15,7 @@ use tessera::domain::factor::AttemptVerdict;
 use tessera::domain::{FactorId, FactorRecord, LockoutPolicy, Purpose, TotpParams, UnixMicros};
 use tessera::store::{
     AddOutcome, Attempt, AttemptOutcome, ChangeOutcome, FactorStore, MemoryStore, NewFactor,
-    RedisMode, RedisOptions, RedisStore, UserKey,
+    RedisConfig, RedisMode, RedisNodes, RedisStore, UserKey,
 };
 
 use crate::helpers::{PINNED_SECS, RedisCluster, RedisServer};
@@ -251,20 +251,16 @@ fn the_memory_store_and_redis_agree_on_every_history() {
         .build()
         .unwrap();
     let connect = |mode, urls: String| {
-        RedisStore::connect(
-            None,
-            RedisOptions {
-                mode,
-                urls: &SecretString::from(urls),
-                password: None,
-                tls_ca_pem: None,
-                prefix: "differential",
-                timeout: Duration::from_secs(5),
-                wait_replicas: 0,
-                wait_connections: 1,
-            },
-        )
-        .unwrap()
+        let config = RedisConfig {
+            nodes: RedisNodes::parse(mode, &SecretString::from(urls)).unwrap(),
+            password: None,
+            tls_ca_file: None,
+            key_prefix: "differential".into(),
+            timeout: Duration::from_secs(5),
+            wait_replicas: 0,
+            wait_connections: 1,
+        };
+        RedisStore::connect(None, &config, None).unwrap()
     };
     let redis_store = connect(RedisMode::Standalone, redis.url());
     let cluster_store = connect(RedisMode::Cluster, cluster.seeds());

@@ -505,12 +505,16 @@ impl Spawn {
         let clock = self
             .clock
             .unwrap_or_else(|| Arc::new(ManualClock::new(UnixMicros::from_secs(PINNED_SECS))));
-        let params = self.settings.totp.params();
+        let config = self
+            .settings
+            .parse(tessera::settings::Mode::Dev)
+            .expect("test settings parse");
+        let params = config.policies.default.params;
         let overrides = Overrides {
             clock: Some(clock.clone()),
             store: self.store,
         };
-        let app = Application::build_with(self.settings, overrides)
+        let app = Application::build_with(config, overrides)
             .await
             .expect("app starts");
         let address = format!("http://127.0.0.1:{}", app.port());
@@ -762,7 +766,8 @@ impl TestApp {
     /// is spent and a fresh one is current: the state of a user about to log in.
     pub async fn ready_for_login(&self, token: &str) -> String {
         let secret = self.enroll_ready(token).await;
-        self.clock.advance_secs(i64::from(self.params.period_secs));
+        self.clock
+            .advance_secs(i64::from(self.params.period_secs()));
         secret
     }
 

@@ -209,7 +209,8 @@ async fn counters_move_by_exactly_the_scenario() {
 async fn metrics_on_a_port_of_their_own() {
     let settings =
         crate::helpers::settings_with_env(&[("TESSERA__HTTP__METRICS_ADDR", "127.0.0.1:0")]);
-    let app = tessera::app::Application::build(settings).await.unwrap();
+    let config = settings.parse(tessera::settings::Mode::Dev).unwrap();
+    let app = tessera::app::Application::build(config).await.unwrap();
     let port = app.metrics_port().expect("a metrics port");
     assert_ne!(port, app.port());
     actix_rt::spawn(app.run_until_stopped());

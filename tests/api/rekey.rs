@@ -135,7 +135,7 @@ async fn a_seal_key_retires_after_a_rekey(backend: Backend) {
 
     // The old key is gone: everyone logs in, the half-enrolled user can still verify.
     let retired = shared.app(&clock, new.clone()).await;
-    clock.advance_secs(i64::from(retired.params.period_secs));
+    clock.advance_secs(i64::from(retired.params.period_secs()));
     for (token, user, secret) in &users {
         retired
             .check(token, user, &retired.code(secret, 0))

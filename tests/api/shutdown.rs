@@ -153,7 +153,8 @@ async fn sigterm_during_load_drops_no_accepted_request() {
 async fn the_process_stops_with_an_error_when_the_grpc_server_dies() {
     let mut settings = crate::helpers::base_settings();
     settings.store.kind = tessera::settings::StoreKind::Memory;
-    let mut app = tessera::app::Application::build(settings).await.unwrap();
+    let config = settings.parse(tessera::settings::Mode::Dev).unwrap();
+    let mut app = tessera::app::Application::build(config).await.unwrap();
     let base = format!("http://127.0.0.1:{}", app.port());
     let kill_grpc = app.grpc_kill_switch();
     let running = actix_rt::spawn(app.run_until_stopped());

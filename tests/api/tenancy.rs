@@ -140,6 +140,7 @@ async fn each_organization_may_have_its_own_totp_and_lockout_policy() {
         ("TESSERA__ORGS__STRICT__DIGITS", "8"),
         ("TESSERA__ORGS__STRICT__ISSUER", "Strict Inc"),
         ("TESSERA__ORGS__STRICT__MAX_OTP_ATTEMPTS", "1"),
+        ("TESSERA__ORGS__MIXEDCASE__DIGITS", "7"),
     ]);
     let app = crate::helpers::Spawn::new(Backend::Memory)
         .settings(settings)
@@ -160,11 +161,8 @@ async fn each_organization_may_have_its_own_totp_and_lockout_policy() {
             "otpauth://totp/Strict%20Inc:alice?algorithm=SHA512&digits=8&issuer=Strict%20Inc&period=30&secret={secret}"
         )
     );
-    let strict_params = tessera::domain::TotpParams {
-        algorithm: tessera::domain::HashAlgorithm::Sha512,
-        digits: 8,
-        period_secs: 30,
-    };
+    let strict_params =
+        tessera::domain::TotpParams::new(tessera::domain::HashAlgorithm::Sha512, 8, 30).unwrap();
     let code = crate::helpers::code_with(&strict_params, &secret, app.now_secs(), 0);
     app.verify(&strict, &code).await.assert_ok();
     app.clock.advance_secs(30);
@@ -195,4 +193,12 @@ async fn each_organization_may_have_its_own_totp_and_lockout_policy() {
     app.check(&relaxed, "alice", &app.code(&secret, 0))
         .await
         .assert_ok();
+    // The environment gives organization keys in lower case only; they apply to the
+    // organization whatever the case of its id.
+    let mixed = Token::user("MixedCase", "alice").sign();
+    let added = app.add(&mixed).await;
+    assert!(
+        added.body["url"].as_str().unwrap().contains("digits=7"),
+        "{added:?}"
+    );
 }

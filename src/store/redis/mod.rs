@@ -62,13 +62,66 @@ pub enum RedisMode {
     Cluster,
 }
 
-/// How to reach Redis. `urls` is one URL, or for a cluster one or more comma-separated seeds.
-pub struct RedisOptions<'a> {
-    pub mode: RedisMode,
-    pub urls: &'a SecretString,
-    pub password: Option<&'a SecretString>,
-    pub tls_ca_pem: Option<Vec<u8>>,
-    pub prefix: &'a str,
+/// Where Redis is, parsed from `redis.url` once: one server, or a cluster's seed nodes.
+/// (A URL may carry a password: this has no `Debug`.)
+#[derive(Clone)]
+pub enum RedisNodes {
+    Standalone(Box<redis::ConnectionInfo>),
+    Cluster(Vec<redis::ConnectionInfo>),
+}
+
+impl RedisNodes {
+    /// `urls` is one URL, or in cluster mode one or more comma-separated seeds, each
+    /// `redis://` or `rediss://`. The problem, if any, is said in the settings' words.
+    pub fn parse(mode: RedisMode, urls: &SecretString) -> Result<Self, String> {
+        let urls: Vec<&str> = urls
+            .expose_secret()
+            .split(',')
+            .map(str::trim)
+            .filter(|url| !url.is_empty())
+            .collect();
+        if urls
+            .iter()
+            .any(|url| !(url.starts_with("redis://") || url.starts_with("rediss://")))
+        {
+            return Err("redis.url must start with redis:// or rediss://".into());
+        }
+        // redis-rs says what is wrong without repeating the URL (which may hold a password).
+        let parse = |url: &&str| {
+            url.into_connection_info()
+                .map_err(|err| format!("redis.url does not parse: {err}"))
+        };
+        match (mode, urls.as_slice()) {
+            (_, []) => Err("redis.url names no server".into()),
+            (RedisMode::Standalone, [url]) => {
+                parse(url).map(|info| Self::Standalone(Box::new(info)))
+            }
+            (RedisMode::Standalone, _) => Err(
+                "redis.url holds several URLs: comma-separated seeds need redis.mode = \"cluster\""
+                    .into(),
+            ),
+            (RedisMode::Cluster, seeds) => seeds
+                .iter()
+                .map(parse)
+                .collect::<Result<_, _>>()
+                .map(Self::Cluster),
+        }
+    }
+
+    pub fn is_cluster(&self) -> bool {
+        matches!(self, Self::Cluster(_))
+    }
+}
+
+/// How to reach Redis and use it, parsed from `[redis]` and `[store]`.
+pub struct RedisConfig {
+    pub nodes: RedisNodes,
+    /// Overrides the URL's.
+    pub password: Option<SecretString>,
+    /// PEM of the CA that signed the Redis server's certificate (rediss:// with a private CA).
+    pub tls_ca_file: Option<std::path::PathBuf>,
+    pub key_prefix: String,
+    /// Bounds every store call.
     pub timeout: Duration,
     /// Replicas that must hold every acknowledged change (Redis `WAIT`); 0 answers as soon
     /// as the primary has committed.
@@ -100,19 +153,21 @@ fn unavailable(error: redis::RedisError) -> StoreError {
 
 impl RedisStore {
     /// Connects lazily: the server starts (not ready) while Redis is down and recovers by itself.
+    /// `tls_ca_pem` is the content of `config.tls_ca_file`, read by the caller.
     pub fn connect(
         metrics: Option<prometheus::IntGauge>,
-        options: RedisOptions<'_>,
+        config: &RedisConfig,
+        tls_ca_pem: Option<Vec<u8>>,
     ) -> Result<Self, StoreError> {
-        let connector = match options.mode {
-            RedisMode::Standalone => standalone(&options)?,
-            RedisMode::Cluster => cluster(&options)?,
+        let connector = match &config.nodes {
+            RedisNodes::Standalone(info) => standalone((**info).clone(), config, tls_ca_pem)?,
+            RedisNodes::Cluster(seeds) => cluster(seeds.clone(), config, tls_ca_pem)?,
         };
         Ok(Self {
-            connections: Connections::new(connector, options.wait_connections, metrics),
-            prefix: options.prefix.to_owned(),
-            timeout: options.timeout,
-            wait_replicas: options.wait_replicas,
+            connections: Connections::new(connector, config.wait_connections, metrics),
+            prefix: config.key_prefix.clone(),
+            timeout: config.timeout,
+            wait_replicas: config.wait_replicas,
             clock: RedisClock::new(),
             scripts: Scripts {
                 add: Script::new(ADD),
@@ -284,14 +339,11 @@ impl RedisStore {
     }
 }
 
-fn standalone(options: &RedisOptions<'_>) -> Result<Connector, StoreError> {
-    // A list of seeds in standalone mode is refused by the settings' validation.
-    let mut info = options
-        .urls
-        .expose_secret()
-        .trim()
-        .into_connection_info()
-        .map_err(unavailable)?;
+fn standalone(
+    mut info: redis::ConnectionInfo,
+    options: &RedisConfig,
+    tls_ca_pem: Option<Vec<u8>>,
+) -> Result<Connector, StoreError> {
     // RESP3: a connection learns that Redis closed it from the disconnect push it only gets
     // under RESP3 (`connections.rs`). Under RESP2 it learns it from the next request, which
     // then fails: after a Redis restart, or an idle timeout on the server, the first request
@@ -300,11 +352,11 @@ fn standalone(options: &RedisOptions<'_>) -> Result<Connector, StoreError> {
         .redis_settings()
         .clone()
         .set_protocol(redis::ProtocolVersion::RESP3);
-    if let Some(password) = options.password {
+    if let Some(password) = &options.password {
         settings = settings.set_password(password.expose_secret());
     }
     info = info.set_redis_settings(settings);
-    let client = match options.tls_ca_pem.clone() {
+    let client = match tls_ca_pem {
         Some(root_cert) => redis::Client::build_with_tls(
             info,
             redis::TlsCertificates {
@@ -321,34 +373,21 @@ fn standalone(options: &RedisOptions<'_>) -> Result<Connector, StoreError> {
     Ok(Connector::Standalone { client, config })
 }
 
-/// `redis.url` in cluster mode: one or more comma-separated seed URLs.
-pub fn parse_seeds(urls: &str) -> Result<Vec<redis::ConnectionInfo>, StoreError> {
-    let seeds = urls
-        .split(',')
-        .map(str::trim)
-        .filter(|seed| !seed.is_empty())
-        .map(|seed| seed.into_connection_info().map_err(unavailable))
-        .collect::<Result<Vec<_>, _>>()?;
-    if seeds.is_empty() {
-        return Err(StoreError::Unavailable(
-            "redis.url names no seed node".into(),
-        ));
-    }
-    Ok(seeds)
-}
-
-fn cluster(options: &RedisOptions<'_>) -> Result<Connector, StoreError> {
-    let seeds = parse_seeds(options.urls.expose_secret())?;
+fn cluster(
+    seeds: Vec<redis::ConnectionInfo>,
+    options: &RedisConfig,
+    tls_ca_pem: Option<Vec<u8>>,
+) -> Result<Connector, StoreError> {
     // Retries cover MOVED/ASK and a node that is being failed over; the deadline still
     // bounds every call, and a script retried after it changes nothing.
     let mut builder = redis::cluster::ClusterClient::builder(seeds)
         .retries(3)
         .min_retry_wait(50)
         .max_retry_wait(500);
-    if let Some(password) = options.password {
+    if let Some(password) = &options.password {
         builder = builder.password(password.expose_secret());
     }
-    if let Some(root_cert) = options.tls_ca_pem.clone() {
+    if let Some(root_cert) = tls_ca_pem {
         builder = builder.certs(redis::TlsCertificates {
             client_tls: None,
             root_cert: Some(root_cert),
@@ -496,13 +535,13 @@ impl FactorStore for RedisStore {
         deadline: Instant,
     ) -> Result<AddOutcome, StoreError> {
         let factor_id = factor.factor_id.stored();
-        let digits = factor.params.digits.to_string();
-        let period = factor.params.period_secs.to_string();
+        let digits = factor.params.digits().to_string();
+        let period = factor.params.period_secs().to_string();
         let now_text = now.0.to_string();
         let args: [&[u8]; 6] = [
             &factor_id,
             &factor.sealed_secret,
-            factor.params.algorithm.as_str().as_bytes(),
+            factor.params.algorithm().as_str().as_bytes(),
             digits.as_bytes(),
             period.as_bytes(),
             now_text.as_bytes(),

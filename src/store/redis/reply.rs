@@ -113,13 +113,14 @@ pub(super) fn record_from(
         return Ok(None);
     };
     let state = FactorState::from_stored(state).ok_or_else(|| corrupt("s"))?;
-    let params = TotpParams {
-        algorithm: text_field(&fields, "a")?
+    let params = TotpParams::new(
+        text_field(&fields, "a")?
             .parse()
             .map_err(|_| corrupt("a"))?,
-        digits: required(&fields, "d")?,
-        period_secs: required(&fields, "p")?,
-    };
+        required(&fields, "d")?,
+        required(&fields, "p")?,
+    )
+    .map_err(|_| corrupt("d or p"))?;
     let last_step = number_field::<i64>(&fields, "l")?.and_then(|step| u64::try_from(step).ok());
     Ok(Some(FactorRecord {
         factor_id: factor_id(&fields)?,

@@ -1,7 +1,7 @@
 //! The application's service: what every transport does the same way. The client address,
 //! the gates (address limit, token), the tenant and role rules, code validation, and the
-//! one actor message per call. HTTP and gRPC handlers only translate their wire to these
-//! calls and back.
+//! one operation each call runs in its organization's actor (`tenant::Operation`). HTTP and
+//! gRPC handlers only translate their wire to these calls and back.
 //!
 //! Authorization is carried by types: every operation takes the scope it acts in, and
 //! only the checks here build scopes. A `me` call takes an `OwnScope` (the token's own

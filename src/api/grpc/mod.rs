@@ -84,8 +84,8 @@ pub async fn serve(
     options: GrpcOptions,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), GrpcError> {
-    let gateway_readiness = service.readiness.clone();
-    let gateway_for_gate = service.clone();
+    let service_readiness = service.readiness.clone();
+    let service_for_gate = service.clone();
     let services = Services::new(service);
     let limit = options.max_message_bytes;
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -97,7 +97,7 @@ pub async fn serve(
         .set_serving::<OtpCheckServiceServer<Services>>()
         .await;
     // gRPC health follows readiness (store reachable, clock in bounds).
-    let readiness = gateway_readiness;
+    let readiness = service_readiness;
     tokio::spawn(async move {
         let mut serving = true;
         loop {
@@ -125,7 +125,7 @@ pub async fn serve(
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;
-    let gate = gate::GateLayer::new(gateway_for_gate, limit, options.body_timeout);
+    let gate = gate::GateLayer::new(service_for_gate, limit, options.body_timeout);
     let (incoming, accepting) = listener::incoming(listener, options.tls, options.limits);
     let _stop_accepting = AbortOnDrop(accepting);
     tonic::transport::Server::builder()

@@ -300,4 +300,36 @@ mod tests {
             Some(SealError::DuplicateId("a".into()))
         );
     }
+
+    #[test]
+    fn a_ring_prints_its_key_ids_and_never_its_keys() {
+        let spec = format!("{},{}", entry("new", 1), entry("old", 2));
+        let printed = format!("{:?}", KeyRing::parse(&SecretString::from(spec)).unwrap());
+        assert_eq!(printed, r#"KeyRing { key_ids: ["new", "old"] }"#);
+    }
+
+    #[test]
+    fn key_ids_are_one_to_64_characters() {
+        let parse = |id: &str| KeyRing::parse(&SecretString::from(entry(id, 7)));
+        assert_eq!(parse("").err(), Some(SealError::MalformedEntry(0)));
+        assert_eq!(
+            parse(&"k".repeat(65)).err(),
+            Some(SealError::MalformedEntry(0))
+        );
+        let longest = "k".repeat(64);
+        assert_eq!(parse(&longest).unwrap().sealing_key_id(), longest);
+        assert_eq!(parse("k").unwrap().sealing_key_id(), "k");
+    }
+
+    #[test]
+    fn generated_entries_are_fresh_keys_that_parse() {
+        let first = KeyRing::generate_entry("new").unwrap();
+        let second = KeyRing::generate_entry("new").unwrap();
+        assert_ne!(first.expose_secret(), second.expose_secret());
+        let ring = KeyRing::parse(&first).unwrap();
+        assert_eq!(ring.sealing_key_id(), "new");
+        let sealed = ring.seal(b"secret", "org", "user").unwrap();
+        let other = KeyRing::parse(&second).unwrap();
+        assert!(other.open(&sealed, "org", "user").is_err());
+    }
 }

@@ -768,16 +768,21 @@ fn parse_policies(
     orgs: HashMap<String, OrgOverrides>,
     problems: &mut Vec<String>,
 ) -> Option<Policies> {
-    let default = policy("totp", &OrgOverrides::default(), totp, lockout, problems)?;
+    // Every scope is checked, even after one failed: all problems at once.
+    let default = policy("totp", &OrgOverrides::default(), totp, lockout, problems);
     let mut by_org = HashMap::with_capacity(orgs.len());
+    let mut all_valid = true;
     for (org, overrides) in orgs {
         let scope = format!("orgs.{org}");
-        if let Some(policy) = policy(&scope, &overrides, totp, lockout, problems) {
-            by_org.insert(org, Arc::new(policy));
+        match policy(&scope, &overrides, totp, lockout, problems) {
+            Some(policy) => {
+                by_org.insert(org, Arc::new(policy));
+            }
+            None => all_valid = false,
         }
     }
-    Some(Policies {
-        default: Arc::new(default),
+    all_valid.then_some(Policies {
+        default: Arc::new(default?),
         by_org,
     })
 }
@@ -1042,6 +1047,30 @@ mod tests {
             env(&[("TESSERA__ORGS__ACME__DIGTS", "8")]),
         );
         assert!(typo.is_err());
+    }
+
+    #[test]
+    fn every_problem_is_named_at_once() {
+        let err = checked(
+            Mode::Dev,
+            &nowhere(),
+            env(&[
+                ("TESSERA__HTTP__ADDR", "nope"),
+                ("TESSERA__TOTP__DIGITS", "9"),
+                ("TESSERA__ORGS__ACME__SKEW", "5"),
+                ("TESSERA__TENANTS__CALL_TIMEOUT_MS", "0"),
+            ]),
+        )
+        .unwrap_err()
+        .to_string();
+        for problem in [
+            "http.addr \"nope\" is not host:port",
+            "totp: digits must be 6, 7 or 8, not 9",
+            "orgs.acme: skew above 2",
+            "tenants.call_timeout_ms must be positive",
+        ] {
+            assert!(err.contains(problem), "{problem:?} missing from {err}");
+        }
     }
 
     #[test]

@@ -73,3 +73,33 @@ pub(crate) fn parse_jwks(document: &str) -> Result<Vec<VerifyKey>, String> {
     }
     Ok(keys)
 }
+
+#[cfg(test)]
+mod tests {
+    use jsonwebtoken::jwk::Jwk;
+    use serde_json::json;
+
+    use super::*;
+
+    /// The algorithms a JWK (as JSON) may verify. The coordinates are not read here.
+    fn algorithms(jwk: serde_json::Value) -> Vec<Algorithm> {
+        let jwk: Jwk = serde_json::from_value(jwk).unwrap();
+        algorithms_for(&jwk.algorithm, jwk.common.key_algorithm)
+    }
+
+    #[test]
+    fn each_key_type_verifies_its_own_algorithms_only() {
+        let ec = |crv: &str| json!({"kty": "EC", "crv": crv, "x": "AA", "y": "AA"});
+        assert_eq!(algorithms(ec("P-256")), vec![Algorithm::ES256]);
+        assert_eq!(algorithms(ec("P-384")), vec![Algorithm::ES384]);
+        let okp = |crv: &str| json!({"kty": "OKP", "crv": crv, "x": "AA"});
+        assert_eq!(algorithms(okp("Ed25519")), vec![Algorithm::EdDSA]);
+        // X25519 is a key-agreement curve: no signature is checked with it.
+        assert_eq!(algorithms(okp("X25519")), vec![]);
+        let rsa = json!({"kty": "RSA", "n": "AQAB", "e": "AQAB"});
+        assert_eq!(algorithms(rsa.clone()).len(), 6);
+        let mut narrowed = rsa;
+        narrowed["alg"] = json!("PS256");
+        assert_eq!(algorithms(narrowed), vec![Algorithm::PS256]);
+    }
+}

@@ -502,6 +502,48 @@ fn next_interval(max_age: Option<Duration>, min: Duration, max: Duration) -> Dur
 mod tests {
     use super::*;
 
+    fn dev_config() -> AuthConfig {
+        AuthConfig {
+            jwks_file: None,
+            jwks_url: None,
+            jwks_refetch_min_interval: Duration::from_secs(5),
+            jwks_refresh: Duration::from_secs(300),
+            issuer: "tessera-dev".into(),
+            audience: "tessera".into(),
+            leeway_secs: 0,
+            token_cache_capacity: std::num::NonZeroUsize::new(10),
+            hs256_secret: None,
+            dev_key: true,
+            claims: ClaimNames {
+                user: "sub".into(),
+                org: "urn:zitadel:iam:user:resourceowner:id".into(),
+                roles: "urn:zitadel:iam:org:project:roles".into(),
+                login_name: "preferred_username".into(),
+            },
+            check_role: "otp.check".into(),
+            admin_role: "otp.admin".into(),
+        }
+    }
+
+    /// A verified token is remembered under the key that verified it, so that the key's
+    /// removal forgets it.
+    #[tokio::test]
+    async fn a_verified_token_is_cached_under_its_key() {
+        let verifier = TokenVerifier::from_config(&dev_config()).await.unwrap();
+        let now = chrono::Utc::now().timestamp();
+        let token = crate::auth::mint_dev_token(&dev_config(), "acme", "alice", &[], 600, now);
+        let bearer = format!("Bearer {}", token.unwrap());
+        let dev_key: HashSet<KeyFingerprint> =
+            [fingerprint(super::super::dev::DEV_PUBLIC_PEM.as_bytes())].into();
+        assert_eq!(verifier.forget_tokens_of(&dev_key), 0);
+        verifier
+            .authenticate(Some(bearer.as_bytes()))
+            .await
+            .unwrap();
+        assert_eq!(verifier.forget_tokens_of(&dev_key), 1);
+        assert_eq!(verifier.forget_tokens_of(&dev_key), 0);
+    }
+
     #[test]
     fn max_age_is_read_from_cache_control() {
         assert_eq!(

@@ -544,6 +544,39 @@ mod tests {
         assert_eq!(verifier.forget_tokens_of(&dev_key), 0);
     }
 
+    /// RFC 7515 4.1.11: a header naming critical extensions that tessera does not know (it
+    /// knows none) refuses the token, although its signature and claims are right.
+    #[tokio::test]
+    async fn a_token_with_critical_extensions_is_refused() {
+        use base64::Engine;
+        let encode = |value: serde_json::Value| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(value.to_string())
+        };
+        let now = chrono::Utc::now().timestamp();
+        let claims = serde_json::json!({
+            "iss": "tessera-dev", "aud": "tessera", "sub": "alice",
+            "urn:zitadel:iam:user:resourceowner:id": "acme", "exp": now + 600,
+        });
+        let key =
+            jsonwebtoken::EncodingKey::from_ed_pem(super::super::dev::DEV_PRIVATE_PEM.as_bytes())
+                .unwrap();
+        let bearer = |header: serde_json::Value| {
+            let input = format!("{}.{}", encode(header), encode(claims.clone()));
+            let signature = jsonwebtoken::crypto::sign(input.as_bytes(), &key, Algorithm::EdDSA);
+            format!("Bearer {input}.{}", signature.unwrap())
+        };
+        let verifier = TokenVerifier::from_config(&dev_config()).await.unwrap();
+        let plain = bearer(serde_json::json!({"alg": "EdDSA", "kid": DEV_KEY_ID}));
+        assert!(verifier.authenticate(Some(plain.as_bytes())).await.is_ok());
+        let critical = bearer(serde_json::json!({
+            "alg": "EdDSA", "kid": DEV_KEY_ID, "crit": ["exp"], "exp": now + 600,
+        }));
+        assert_eq!(
+            verifier.authenticate(Some(critical.as_bytes())).await.err(),
+            Some(OtpError::TokenInvalid)
+        );
+    }
+
     #[test]
     fn max_age_is_read_from_cache_control() {
         assert_eq!(

@@ -529,16 +529,47 @@ mod tests {
             ..policy
         };
         assert_eq!(hidden.invalid_code(2), OtpError::InvalidCode(None));
+        // A policy that never locks has no attempts to count down.
+        let never = LockoutPolicy {
+            max_attempts: 0,
+            ..policy
+        };
+        assert_eq!(never.invalid_code(2), OtpError::InvalidCode(None));
     }
 
     #[test]
     fn stored_forms_round_trip() {
-        for lock in [Lock::UntilUnlocked, Lock::Until(NOW)] {
+        for lock in [
+            Lock::UntilUnlocked,
+            Lock::Until(NOW),
+            Lock::Until(UnixMicros(0)),
+        ] {
             assert_eq!(Lock::from_stored(lock.as_stored()), lock);
         }
         for state in [FactorState::NotReady, FactorState::Ready] {
             assert_eq!(FactorState::from_stored(state.as_stored()), Some(state));
         }
         assert_eq!(FactorState::from_stored(0), None);
+    }
+
+    #[test]
+    fn purposes_name_themselves_as_the_metrics_do() {
+        // The `purpose` label of tessera_otp_attempts_total (README, dashboard, alerts).
+        assert_eq!(Purpose::Enrollment.as_str(), "enroll");
+        assert_eq!(Purpose::Login.as_str(), "login");
+    }
+
+    #[test]
+    fn a_record_prints_everything_but_its_sealed_secret() {
+        let mut stored = record(FactorState::Ready, Some(Lock::UntilUnlocked));
+        stored.sealed_secret = b"SEALED-BYTES".to_vec();
+        let printed = format!("{stored:?}");
+        assert_eq!(
+            printed,
+            "FactorRecord { factor_id: FactorId(07070707070707070707070707070707), \
+             state: Ready, params: TotpParams { algorithm: Sha1, digits: 6, period_secs: 30 }, \
+             last_step: None, failures: 0, lock: Some(UntilUnlocked), sequence: 1, .. }"
+        );
+        assert_eq!(format!("{:?}", FactorId::Legacy(42)), "FactorId(legacy 42)");
     }
 }

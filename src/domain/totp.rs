@@ -283,6 +283,12 @@ mod tests {
     }
 
     #[test]
+    fn a_code_never_prints_its_digits() {
+        let code = NormalizedCode::parse("123456", 6).unwrap();
+        assert_eq!(format!("{code:?}"), "NormalizedCode(<redacted>)");
+    }
+
+    #[test]
     fn only_usable_params_are_built() {
         let default = TotpParams::default();
         let rebuilt = TotpParams::new(default.algorithm(), default.digits(), default.period_secs());

@@ -158,9 +158,12 @@ impl TokenVerifier {
                 min_interval,
                 max_interval,
                 last_fetch: Mutex::new(now),
-                next_fetch: std::sync::Mutex::new(
-                    now + next_interval(max_age, min_interval, max_interval),
-                ),
+                next_fetch: std::sync::Mutex::new(next_fetch(
+                    now,
+                    max_age,
+                    min_interval,
+                    max_interval,
+                )),
             })
         } else {
             None
@@ -361,7 +364,7 @@ impl TokenVerifier {
         let fetched = fetch(&remote.client, &remote.url).await;
         let max_age = fetched.as_ref().ok().and_then(|(_, max_age)| *max_age);
         if let Ok(mut next) = remote.next_fetch.lock() {
-            *next = *last + next_interval(max_age, remote.min_interval, remote.max_interval);
+            *next = next_fetch(*last, max_age, remote.min_interval, remote.max_interval);
         }
         match fetched {
             Ok((keys, _)) => Some(self.replace(KeySource::Remote, keys).await),
@@ -498,6 +501,16 @@ fn next_interval(max_age: Option<Duration>, min: Duration, max: Duration) -> Dur
     max_age.unwrap_or(max).clamp(min, max)
 }
 
+/// The time of the next fetch after one at `fetched` (see `next_interval`).
+fn next_fetch(
+    fetched: Instant,
+    max_age: Option<Duration>,
+    min: Duration,
+    max: Duration,
+) -> Instant {
+    fetched + next_interval(max_age, min, max)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -593,6 +606,8 @@ mod tests {
     fn the_next_fetch_stays_within_the_bounds() {
         let (min, max) = (Duration::from_secs(5), Duration::from_secs(300));
         assert_eq!(next_interval(None, min, max), max);
+        let fetched = Instant::now();
+        assert_eq!(next_fetch(fetched, None, min, max), fetched + max);
         assert_eq!(next_interval(Some(Duration::ZERO), min, max), min);
         assert_eq!(
             next_interval(Some(Duration::from_secs(60)), min, max),

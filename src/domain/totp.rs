@@ -164,10 +164,8 @@ impl NormalizedCode {
     pub fn parse(raw: &str, digits: u8) -> Option<Self> {
         let trimmed = raw.trim();
         let joined: String = match trimmed.split_once(' ') {
-            Some((left, right)) if !left.is_empty() && !right.is_empty() => {
-                format!("{left}{right}")
-            }
-            Some(_) => return None,
+            // Trimmed, so neither half is empty; a second space stays and fails below.
+            Some((left, right)) => format!("{left}{right}"),
             None => trimmed.to_owned(),
         };
         let well_formed =

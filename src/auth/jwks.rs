@@ -94,8 +94,10 @@ mod tests {
         assert_eq!(algorithms(ec("P-384")), vec![Algorithm::ES384]);
         let okp = |crv: &str| json!({"kty": "OKP", "crv": crv, "x": "AA"});
         assert_eq!(algorithms(okp("Ed25519")), vec![Algorithm::EdDSA]);
-        // X25519 is a key-agreement curve: no signature is checked with it.
+        // An octet key pair on any other curve verifies nothing: X25519 (key agreement,
+        // which jsonwebtoken reads as an unknown key) or a curve that belongs to EC keys.
         assert_eq!(algorithms(okp("X25519")), vec![]);
+        assert_eq!(algorithms(okp("P-256")), vec![]);
         let rsa = json!({"kty": "RSA", "n": "AQAB", "e": "AQAB"});
         assert_eq!(algorithms(rsa.clone()).len(), 6);
         let mut narrowed = rsa;

@@ -807,26 +807,27 @@ fn policy(
     )
     .map_err(&mut problem)
     .ok();
-    let skew = o.skew.unwrap_or(totp.skew);
-    if skew > 2 {
-        problem("skew above 2 widens the guessing window; use 0, 1 or 2".into());
-    }
-    let issuer = o.issuer.clone().unwrap_or_else(|| totp.issuer.clone());
-    if issuer.is_empty() || issuer.contains(':') {
-        problem("the issuer must be non-empty and free of ':'".into());
-    }
     let lock_secs = o.lock_duration_secs.unwrap_or(lockout.lock_duration_secs);
-    let policy = OtpPolicy {
-        params: params?,
-        skew,
-        issuer,
-        lockout: LockoutPolicy {
-            max_attempts: o.max_otp_attempts.unwrap_or(lockout.max_otp_attempts),
-            lock_duration_micros: secs_to_micros(lock_secs),
-            show_failures: o.show_failures.unwrap_or(lockout.show_failures),
-        },
+    let lockout = LockoutPolicy {
+        max_attempts: o.max_otp_attempts.unwrap_or(lockout.max_otp_attempts),
+        lock_duration_micros: secs_to_micros(lock_secs),
+        show_failures: o.show_failures.unwrap_or(lockout.show_failures),
     };
-    ok.then_some(policy)
+    let policy = OtpPolicy::new(
+        // Checked alike whether the params are valid, so every problem shows at once.
+        params.unwrap_or_default(),
+        o.skew.unwrap_or(totp.skew),
+        o.issuer.clone().unwrap_or_else(|| totp.issuer.clone()),
+        lockout,
+    );
+    let policy = match policy {
+        Ok(policy) => Some(policy),
+        Err(policy_problems) => {
+            policy_problems.into_iter().for_each(&mut problem);
+            None
+        }
+    };
+    policy.filter(|_| ok)
 }
 
 fn parse_seal_keys(
@@ -1028,10 +1029,11 @@ mod tests {
         .unwrap();
         let policies = policies(settings);
         let acme = policies.for_org("acme");
-        assert_eq!(acme.params.digits(), 8);
-        assert_eq!(acme.lockout.lock_duration_micros, 0);
+        assert_eq!(acme.params().digits(), 8);
+        assert_eq!(acme.lockout().lock_duration_micros, 0);
         assert_eq!(
-            acme.lockout.max_attempts, 5,
+            acme.lockout().max_attempts,
+            5,
             "not overridden: the instance's"
         );
         assert_eq!(policies.for_org("other"), policies.default);
@@ -1263,8 +1265,8 @@ mod tests {
         )
         .unwrap();
         let policies = policies(settings);
-        assert_eq!(policies.for_org("ACME").params.digits(), 8);
-        assert_eq!(policies.for_org("acme").params.digits(), 8);
+        assert_eq!(policies.for_org("ACME").params().digits(), 8);
+        assert_eq!(policies.for_org("acme").params().digits(), 8);
         let dir = ConfigDir::with(&[(
             "dev.toml",
             "[orgs.Acme]\ndigits = 7\n[orgs.acme]\ndigits = 8\n",

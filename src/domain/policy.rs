@@ -4,12 +4,86 @@
 use super::factor::LockoutPolicy;
 use super::totp::TotpParams;
 
+/// Only `new` builds a policy, so every policy in the program is one the rules allow.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OtpPolicy {
-    pub params: TotpParams,
+    params: TotpParams,
+    skew: u8,
+    issuer: String,
+    lockout: LockoutPolicy,
+}
+
+impl OtpPolicy {
+    /// A skew of 0 to 2 steps either side (each one more widens the window a guess can hit);
+    /// an issuer that is not empty and has no `:`, which separates issuer from account in
+    /// the otpauth URI. Every problem, in the settings' words.
+    pub fn new(
+        params: TotpParams,
+        skew: u8,
+        issuer: String,
+        lockout: LockoutPolicy,
+    ) -> Result<Self, Vec<String>> {
+        let mut problems = Vec::new();
+        if skew > 2 {
+            problems.push("skew above 2 widens the guessing window; use 0, 1 or 2".to_owned());
+        }
+        if issuer.is_empty() || issuer.contains(':') {
+            problems.push("the issuer must be non-empty and free of ':'".to_owned());
+        }
+        if problems.is_empty() {
+            Ok(Self {
+                params,
+                skew,
+                issuer,
+                lockout,
+            })
+        } else {
+            Err(problems)
+        }
+    }
+
+    pub fn params(&self) -> TotpParams {
+        self.params
+    }
+
     /// Steps accepted either side of the current one.
-    pub skew: u8,
+    pub fn skew(&self) -> u8 {
+        self.skew
+    }
+
     /// The issuer authenticator apps show.
-    pub issuer: String,
-    pub lockout: LockoutPolicy,
+    pub fn issuer(&self) -> &str {
+        &self.issuer
+    }
+
+    pub fn lockout(&self) -> LockoutPolicy {
+        self.lockout
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lockout() -> LockoutPolicy {
+        LockoutPolicy {
+            max_attempts: 5,
+            lock_duration_micros: 0,
+            show_failures: true,
+        }
+    }
+
+    #[test]
+    fn only_allowed_policies_are_built() {
+        let params = TotpParams::default();
+        let built = |skew, issuer: &str| OtpPolicy::new(params, skew, issuer.into(), lockout());
+        for skew in 0..=2 {
+            assert_eq!(built(skew, "ACME").unwrap().skew(), skew);
+        }
+        assert_eq!(built(1, "ACME").unwrap().issuer(), "ACME");
+        assert_eq!(built(3, "ACME").unwrap_err().len(), 1);
+        assert_eq!(built(1, "").unwrap_err().len(), 1);
+        assert_eq!(built(1, "a:b").unwrap_err().len(), 1);
+        assert_eq!(built(3, "a:b").unwrap_err().len(), 2);
+    }
 }

@@ -56,7 +56,7 @@ impl Operation for Enroll {
                 tracing::error!(error = %err, "sealing a new OTP secret failed");
                 OtpError::Internal
             })?;
-        let params = on.policy().params;
+        let params = on.policy().params();
         let factor = NewFactor {
             factor_id,
             params,
@@ -79,7 +79,7 @@ impl Operation for Enroll {
         });
         let secret_base32 = data_encoding::BASE32_NOPAD.encode(&secret);
         let policy = on.policy();
-        let uri = otpauth_uri(&policy.issuer, &self.account, &params, &secret_base32);
+        let uri = otpauth_uri(policy.issuer(), &self.account, &params, &secret_base32);
         Ok(Enrollment {
             secret: SecretString::from(secret_base32),
             uri: SecretString::from(uri),
@@ -140,7 +140,7 @@ impl Operation for SubmitCode {
                 factor_id: factor.factor_id,
                 purpose,
                 matched_step,
-                policy: policy.lockout,
+                policy: policy.lockout(),
             };
             let outcome = match on
                 .deps()
@@ -182,7 +182,7 @@ impl Operation for SubmitCode {
                 }
                 AttemptOutcome::Committed(AttemptVerdict::Rejected { failures, lock, .. }) => {
                     on.remember(CachedFactor { lock, ..factor });
-                    Err(policy.lockout.invalid_code(failures))
+                    Err(policy.lockout().invalid_code(failures))
                 }
                 AttemptOutcome::Locked(lock) => {
                     on.remember(CachedFactor {
@@ -251,7 +251,7 @@ fn matching_step(
         secret.expose_secret(),
         &code,
         on.now.unsigned_secs(),
-        on.policy().skew,
+        on.policy().skew(),
     ))
 }
 

@@ -509,7 +509,7 @@ impl Spawn {
             .settings
             .parse(tessera::settings::Mode::Dev)
             .expect("test settings parse");
-        let params = config.policies.default.params;
+        let params = config.policies.default.params();
         let overrides = Overrides {
             clock: Some(clock.clone()),
             store: self.store,

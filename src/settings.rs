@@ -1,6 +1,8 @@
-//! Typed settings: embedded `config/default.toml` < the dev preset (for `tessera dev`)
+//! Settings: embedded `config/default.toml` < the dev preset (for `tessera dev`)
 //! < `config/<env>.toml` < `TESSERA__SECTION__KEY` environment variables.
-//! Unknown keys are an error; every secret may come from a `*_file` path.
+//! Unknown keys are an error; every secret may come from a `*_file` path. `Settings` is the
+//! layers as written; `Settings::parse` turns them once into `Config`, what the program
+//! runs on, or names every problem at once.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -52,6 +54,7 @@ pub enum Mode {
     Dev,
 }
 
+/// The settings as written, layer over layer (tests change them before `parse`).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
@@ -339,7 +342,7 @@ impl Source {
 }
 
 impl Settings {
-    /// Loads, resolves `*_file` secrets and validates for `mode`.
+    /// Loads the layers for `mode` and resolves `*_file` secrets; `parse` checks them.
     pub fn load(mode: Mode, source: &Source) -> Result<Self, SettingsError> {
         let mut settings = Self::load_with(mode, source, Environment::with_prefix("TESSERA"))?;
         let names = std::env::vars_os().filter_map(|(name, _)| name.into_string().ok());

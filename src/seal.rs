@@ -38,6 +38,14 @@ pub enum SealError {
 struct RingKey {
     id: String,
     cipher: Aes256Gcm,
+    /// SHA-256 of the key: tells a known key (the published development key) without
+    /// keeping the key's bytes.
+    fingerprint: [u8; 32],
+}
+
+fn key_fingerprint(key: &[u8]) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(key).into()
 }
 
 /// The key ring. Holds ciphers, never prints keys.
@@ -85,6 +93,7 @@ impl KeyRing {
             keys.push(RingKey {
                 id: id.to_owned(),
                 cipher,
+                fingerprint: key_fingerprint(&bytes),
             });
         }
         if keys.is_empty() {
@@ -104,6 +113,12 @@ impl KeyRing {
             "{id}:{}",
             STANDARD.encode(key.as_ref())
         )))
+    }
+
+    /// Whether the ring holds `key`, under any id.
+    pub fn holds_key(&self, key: &[u8]) -> bool {
+        let wanted = key_fingerprint(key);
+        self.keys.iter().any(|k| k.fingerprint == wanted)
     }
 
     pub fn sealing_key_id(&self) -> &str {
@@ -306,6 +321,19 @@ mod tests {
         let spec = format!("{},{}", entry("new", 1), entry("old", 2));
         let printed = format!("{:?}", KeyRing::parse(&SecretString::from(spec)).unwrap());
         assert_eq!(printed, r#"KeyRing { key_ids: ["new", "old"] }"#);
+    }
+
+    #[test]
+    fn a_ring_knows_its_keys_under_any_id() {
+        let ring = KeyRing::parse(&SecretString::from(format!(
+            "{},{}",
+            entry("new", 1),
+            entry("old", 2)
+        )))
+        .unwrap();
+        assert!(ring.holds_key(&[1; 32]));
+        assert!(ring.holds_key(&[2; 32]));
+        assert!(!ring.holds_key(&[3; 32]));
     }
 
     #[test]

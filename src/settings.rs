@@ -43,8 +43,9 @@ audience = "tessera"
 keys = "dev-2026:ZGV2ZWxvcG1lbnQtb25seS1zZWFsLWtleS0zMmJ5dGU="
 "#;
 
-/// The development seal key of the preset above: published, so `serve` refuses it.
-const DEV_SEAL_KEY: &str = "ZGV2ZWxvcG1lbnQtb25seS1zZWFsLWtleS0zMmJ5dGU=";
+/// The development seal key of the preset above (its base64 decoded): published, so `serve`
+/// refuses it under any id.
+const DEV_SEAL_KEY_BYTES: &[u8] = b"development-only-seal-key-32byte";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -850,7 +851,7 @@ fn parse_seal_keys(
             problems.push(format!("seal.keys: {err}"));
             None
         }
-        Ok(_) if mode == Mode::Serve && holds_dev_seal_key(keys) => {
+        Ok(ring) if mode == Mode::Serve && ring.holds_key(DEV_SEAL_KEY_BYTES) => {
             problems.push(
                 "seal.keys holds the development seal key, which is published in tessera's \
                  repository and protects nothing (`tessera gen-seal-key` makes one)"
@@ -860,21 +861,6 @@ fn parse_seal_keys(
         }
         Ok(ring) => Some(Arc::new(ring)),
     }
-}
-
-/// Whether a key ring holds the development key, under any id.
-fn holds_dev_seal_key(ring: &SecretString) -> bool {
-    use base64::Engine;
-    let decode = |text: &str| {
-        base64::engine::general_purpose::STANDARD
-            .decode(text.trim())
-            .ok()
-    };
-    let dev = decode(DEV_SEAL_KEY);
-    ring.expose_secret()
-        .split([',', '\n'])
-        .filter_map(|entry| entry.split_once(':'))
-        .any(|(_, key)| decode(key).is_some() && decode(key) == dev)
 }
 
 fn read_secret_file(path: &str) -> Result<SecretString, SettingsError> {
@@ -1303,7 +1289,11 @@ mod tests {
 
     #[test]
     fn serve_refuses_the_development_seal_key() {
-        let dev_key = format!("renamed:{DEV_SEAL_KEY}");
+        use base64::Engine;
+        let preset = Settings::dev_defaults().unwrap().parse(Mode::Dev).unwrap();
+        assert!(preset.seal_keys.holds_key(DEV_SEAL_KEY_BYTES));
+        let encoded = base64::engine::general_purpose::STANDARD.encode(DEV_SEAL_KEY_BYTES);
+        let dev_key = format!("renamed:{encoded}");
         let vars = [SERVE, &[("TESSERA__SEAL__KEYS", dev_key.as_str())]].concat();
         let err = checked(Mode::Serve, &nowhere(), env(&vars)).unwrap_err();
         assert!(err.to_string().contains("development seal key"), "{err}");

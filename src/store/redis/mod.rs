@@ -673,6 +673,44 @@ mod tests {
 
     const SCRIPTS: [&str; 5] = [ADD, ATTEMPT, REMOVE, UNLOCK, RESEAL];
 
+    /// `redis.url` may carry a password: a problem with it is said without the URL.
+    #[test]
+    fn a_bad_redis_url_is_named_without_repeating_it() {
+        let parse =
+            |mode, urls: &str| RedisNodes::parse(mode, &SecretString::from(urls.to_owned()));
+        for (mode, urls) in [
+            (
+                RedisMode::Standalone,
+                "redis://user:hunter2@host:6379/not-a-db",
+            ),
+            (
+                RedisMode::Cluster,
+                "redis://a:6379, redis://user:hunter2@:6379",
+            ),
+            (RedisMode::Standalone, "http://user:hunter2@host:6379"),
+            (
+                RedisMode::Standalone,
+                "redis://user:hunter2@a:1,redis://b:2",
+            ),
+        ] {
+            let Err(problem) = parse(mode, urls) else {
+                panic!("{mode:?} {urls} parsed");
+            };
+            assert!(problem.starts_with("redis.url "), "{problem}");
+            assert!(!problem.contains("hunter2"), "{problem}");
+        }
+        assert!(
+            !parse(RedisMode::Standalone, "rediss://h:6380")
+                .unwrap()
+                .is_cluster()
+        );
+        assert!(
+            parse(RedisMode::Cluster, "redis://a:1, redis://b:2")
+                .unwrap()
+                .is_cluster()
+        );
+    }
+
     /// Cluster safety of the scripts: each declares one key, reads it from KEYS[1] only, and
     /// every call names that key (a key built inside a script would go unrouted). The one
     /// call without a key is `TIME`, for the deadline and the sequence.

@@ -773,20 +773,18 @@ fn parse_policies(
     problems: &mut Vec<String>,
 ) -> Option<Policies> {
     // Every scope is checked, even after one failed: all problems at once.
+    let before = problems.len();
     let default = policy("totp", &OrgOverrides::default(), totp, lockout, problems);
     let mut by_org = HashMap::with_capacity(orgs.len());
-    let mut all_valid = true;
     for (org, overrides) in orgs {
         let scope = format!("orgs.{org}");
-        match policy(&scope, &overrides, totp, lockout, problems) {
-            Some(policy) => {
-                by_org.insert(org, Arc::new(policy));
-            }
-            None => all_valid = false,
+        if let Some(policy) = policy(&scope, &overrides, totp, lockout, problems) {
+            by_org.insert(org, Arc::new(policy));
         }
     }
-    all_valid.then_some(Policies {
-        default: Arc::new(default?),
+    let default = default.filter(|_| problems.len() == before)?;
+    Some(Policies {
+        default: Arc::new(default),
         by_org,
     })
 }
@@ -799,18 +797,11 @@ fn policy(
     lockout: &LockoutSettings,
     problems: &mut Vec<String>,
 ) -> Option<OtpPolicy> {
-    let mut ok = true;
-    let mut problem = |text: String| {
-        problems.push(format!("{scope}: {text}"));
-        ok = false;
-    };
     let params = TotpParams::new(
         o.algorithm.unwrap_or(totp.algorithm),
         o.digits.unwrap_or(totp.digits),
         o.period_secs.unwrap_or(totp.period_secs),
-    )
-    .map_err(&mut problem)
-    .ok();
+    );
     let lock_secs = o.lock_duration_secs.unwrap_or(lockout.lock_duration_secs);
     let lockout = LockoutPolicy {
         max_attempts: o.max_otp_attempts.unwrap_or(lockout.max_otp_attempts),
@@ -819,19 +810,16 @@ fn policy(
     };
     let policy = OtpPolicy::new(
         // Checked alike whether the params are valid, so every problem shows at once.
-        params.unwrap_or_default(),
+        params.clone().unwrap_or_default(),
         o.skew.unwrap_or(totp.skew),
         o.issuer.clone().unwrap_or_else(|| totp.issuer.clone()),
         lockout,
     );
-    let policy = match policy {
-        Ok(policy) => Some(policy),
-        Err(policy_problems) => {
-            policy_problems.into_iter().for_each(&mut problem);
-            None
-        }
-    };
-    policy.filter(|_| ok)
+    let policy_problems = policy.as_ref().err().into_iter().flatten();
+    let found = params.as_ref().err().into_iter().chain(policy_problems);
+    let before = problems.len();
+    problems.extend(found.map(|problem| format!("{scope}: {problem}")));
+    policy.ok().filter(|_| problems.len() == before)
 }
 
 fn parse_seal_keys(

@@ -95,10 +95,6 @@ impl OnUser {
         &self.state.policy
     }
 
-    pub fn org(&self) -> &Arc<str> {
-        &self.state.org
-    }
-
     /// The cached copy of the user's factor, if any (a hint: see `CachedFactor`).
     pub fn cached(&self) -> Option<CachedFactor> {
         self.state.cache.borrow_mut().get(&self.key.user).cloned()

@@ -99,6 +99,7 @@ impl Core {
             redis_ca,
         } = Dependencies::load(config).await?;
         let metrics = Arc::new(Metrics::new()?);
+        metrics.register(verifier.collectors())?;
         let store = match store {
             Some(store) => store,
             None => open_store(&config.store, &metrics, redis_ca)?,

@@ -13,7 +13,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use secrecy::ExposeSecret;
 use tessera::app::Application;
-use tessera::auth::mint_dev_token;
+use tessera::auth::{Signer, TokenClaims, generate_signing_key, mint_dev_token};
 use tessera::seal::KeyRing;
 use tessera::settings::{Config, Mode, Source};
 
@@ -45,7 +45,8 @@ enum Command {
     Serve,
     /// Run on the embedded default: memory store, development signing and seal keys.
     Dev,
-    /// Mint a token signed with the development key (accepted by `tessera dev`).
+    /// Mint a token: signed with the development key (accepted by `tessera dev`), or with
+    /// your own --key (accepted by `serve` with that key's JWKS, see gen-signing-key).
     Token {
         #[arg(long, default_value = "acme")]
         org: String,
@@ -54,8 +55,30 @@ enum Command {
         /// A role granted for --org (repeatable), e.g. otp.check or otp.admin.
         #[arg(long = "role")]
         roles: Vec<String>,
-        #[arg(long, default_value_t = 3600)]
+        /// Lifetime in seconds.
+        #[arg(long = "ttl", alias = "ttl-secs", default_value_t = 3600)]
         ttl_secs: i64,
+        /// A PEM private key (Ed25519, P-256 or RSA) to sign with instead of the development key.
+        #[arg(long, requires_all = ["issuer", "audience"])]
+        key: Option<PathBuf>,
+        /// The `kid` of --key, as its JWKS names it.
+        #[arg(long, requires = "key")]
+        kid: Option<String>,
+        /// `iss`; by default the development issuer.
+        #[arg(long)]
+        issuer: Option<String>,
+        /// `aud`; by default the development audience.
+        #[arg(long)]
+        audience: Option<String>,
+    },
+    /// Write a new ES256 signing key (signing-key.pem) and its JWKS (jwks.json) for trying
+    /// `serve` without an identity provider: auth.jwks_file = jwks.json, then
+    /// `tessera token --key signing-key.pem --kid <kid> ...`.
+    GenSigningKey {
+        #[arg(long, default_value = ".")]
+        out_dir: PathBuf,
+        #[arg(long, default_value = "tessera-1")]
+        kid: String,
     },
     /// Validate the configuration (defaults < config/<env>.toml < TESSERA__*) and exit.
     CheckConfig,
@@ -112,12 +135,49 @@ async fn run(command: Command, source: Source) -> Result<(), String> {
             user,
             roles,
             ttl_secs,
+            key,
+            kid,
+            issuer,
+            audience,
         } => {
+            // The claim names (and the development issuer and audience) of the settings.
             let config = Config::load(Mode::Dev, &source).map_err(|e| e.to_string())?;
-            let now = chrono::Utc::now().timestamp();
-            let token = mint_dev_token(&config.auth, &org, &user, &roles, ttl_secs, now)
+            let signer = match &key {
+                Some(path) => {
+                    let pem = std::fs::read(path)
+                        .map_err(|e| format!("reading {}: {e}", path.display()))?;
+                    Signer::from_pem(&pem, kid).map_err(|e| format!("{}: {e}", path.display()))?
+                }
+                None => Signer::development().map_err(|e| e.to_string())?,
+            };
+            let token = signer
+                .mint(
+                    &config.auth.claims,
+                    &TokenClaims {
+                        issuer: issuer.as_deref().unwrap_or(&config.auth.issuer),
+                        audience: audience.as_deref().unwrap_or(&config.auth.audience),
+                        org: &org,
+                        user: &user,
+                        roles: &roles,
+                        ttl_secs,
+                        now_unix_secs: chrono::Utc::now().timestamp(),
+                    },
+                )
                 .map_err(|e| e.to_string())?;
             println!("{token}");
+            Ok(())
+        }
+        Command::GenSigningKey { out_dir, kid } => {
+            let (pem, jwks) = generate_signing_key(&kid)?;
+            let key_path = out_dir.join("signing-key.pem");
+            let jwks_path = out_dir.join("jwks.json");
+            write_new(&key_path, pem.expose_secret().as_bytes(), 0o600)?;
+            write_new(&jwks_path, jwks.as_bytes(), 0o644)?;
+            println!(
+                "wrote {} (private: keep it) and {} (set auth.jwks_file to it); kid {kid}",
+                key_path.display(),
+                jwks_path.display()
+            );
             Ok(())
         }
         Command::CheckConfig => {
@@ -200,6 +260,20 @@ async fn run(command: Command, source: Source) -> Result<(), String> {
             Ok(())
         }
     }
+}
+
+/// Writes a file that must not exist yet (a key is never overwritten), with `mode`.
+fn write_new(path: &std::path::Path, contents: &[u8], mode: u32) -> Result<(), String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    file.write_all(contents)
+        .map_err(|e| format!("{}: {e}", path.display()))
 }
 
 async fn serve(config: Config, dev: bool) -> Result<(), String> {

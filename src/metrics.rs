@@ -25,7 +25,8 @@ pub struct Metrics {
     pub redis_connections: IntGauge,
     /// This replica's clock minus the store's, in seconds.
     pub clock_offset: prometheus::Gauge,
-    /// Token refusals by reason: "missing", "not_bearer", "invalid".
+    /// Token refusals by reason: "missing", "not_bearer", "invalid", and "unchecked" (the
+    /// provider could not be asked about an opaque token).
     pub token_failures: IntCounterVec,
 }
 
@@ -136,7 +137,7 @@ impl Metrics {
         for op in ["load", "add", "attempt", "remove", "unlock", "time"] {
             store_errors.with_label_values(&[op]);
         }
-        for reason in ["missing", "not_bearer", "invalid"] {
+        for reason in ["missing", "not_bearer", "invalid", "unchecked"] {
             token_failures.with_label_values(&[reason]);
         }
         Ok(Self {
@@ -156,6 +157,17 @@ impl Metrics {
     }
 
     /// The text exposition format.
+    /// Adds metrics that another part owns (introspection's, which the token verifier keeps).
+    pub fn register(
+        &self,
+        collectors: Vec<Box<dyn prometheus::core::Collector>>,
+    ) -> Result<(), MetricsError> {
+        for collector in collectors {
+            self.registry.register(collector)?;
+        }
+        Ok(())
+    }
+
     pub fn render(&self) -> String {
         let mut out = Vec::new();
         if let Err(err) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {

@@ -150,6 +150,7 @@ impl OtpService {
                 let reason = match err {
                     OtpError::AuthHeaderMissing => "missing",
                     OtpError::AuthHeaderNotBearer => "not_bearer",
+                    OtpError::TokenCheckUnavailable => "unchecked",
                     _ => "invalid",
                 };
                 self.metrics

@@ -267,6 +267,10 @@ pub struct Source {
 const SECRET_TWINS: &[(&str, &str)] = &[
     ("seal.keys", "seal.keys_file"),
     ("auth.hs256_secret", "auth.hs256_secret_file"),
+    (
+        "auth.introspection_client_secret",
+        "auth.introspection_client_secret_file",
+    ),
     ("redis.password", "redis.password_file"),
 ];
 
@@ -437,6 +441,9 @@ impl Settings {
             match *value_key {
                 "seal.keys" => self.seal.keys = secret,
                 "auth.hs256_secret" => self.auth.hs256_secret = secret,
+                "auth.introspection_client_secret" => {
+                    self.auth.introspection_client_secret = secret;
+                }
                 _ => self.redis.password = secret,
             }
         }
@@ -1063,7 +1070,7 @@ mod tests {
         let err = checked(Mode::Serve, &nowhere(), env(&[])).unwrap_err();
         let text = err.to_string();
         assert!(text.contains("seal: no key"), "{text}");
-        assert!(text.contains("no token verification keys"), "{text}");
+        assert!(text.contains("no way to verify tokens"), "{text}");
         let err = checked(
             Mode::Serve,
             &nowhere(),
@@ -1071,6 +1078,56 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("only for `tessera dev`"));
+    }
+
+    /// Introspection takes one way of client authentication, and an endpoint it is given or
+    /// can discover; with the issuer's URL alone, discovery supplies the keys.
+    #[test]
+    fn introspection_needs_one_client_authentication_and_an_endpoint() {
+        let problems = |vars: &[(&str, &str)]| match checked(Mode::Dev, &nowhere(), env(vars)) {
+            Ok(_) => String::new(),
+            Err(err) => err.to_string(),
+        };
+        let text = problems(&[
+            ("TESSERA__AUTH__INTROSPECTION_CLIENT_SECRET", "s"),
+            ("TESSERA__AUTH__INTROSPECTION_KEY_FILE", "/k.json"),
+        ]);
+        assert!(text.contains("not both"), "{text}");
+        let text = problems(&[("TESSERA__AUTH__INTROSPECTION_CLIENT_SECRET", "s")]);
+        assert!(
+            text.contains("introspection_client_id is required"),
+            "{text}"
+        );
+        let text = problems(&[("TESSERA__AUTH__INTROSPECTION_CLIENT_ID", "tessera")]);
+        assert!(text.contains("needs introspection_client_secret"), "{text}");
+        // The dev issuer is no URL: nothing to discover the endpoint from.
+        let text = problems(&[
+            ("TESSERA__AUTH__INTROSPECTION_CLIENT_ID", "tessera"),
+            ("TESSERA__AUTH__INTROSPECTION_CLIENT_SECRET", "s"),
+        ]);
+        assert!(text.contains("introspection_url is required"), "{text}");
+        let config = Settings::load_with(
+            Mode::Dev,
+            &nowhere(),
+            env(&[
+                ("TESSERA__AUTH__ISSUER", "https://acme.zitadel.cloud"),
+                ("TESSERA__AUTH__DEV_KEY", "false"),
+                ("TESSERA__AUTH__INTROSPECTION_KEY_FILE", "/zitadel-key.json"),
+            ]),
+        )
+        .unwrap()
+        .parse(Mode::Dev)
+        .unwrap();
+        assert!(config.auth.discover);
+        let introspection = config.auth.introspection.unwrap();
+        assert!(introspection.endpoint.is_none());
+        assert!(matches!(
+            introspection.client,
+            crate::auth::IntrospectionClient::KeyFile {
+                client_id: None,
+                ..
+            }
+        ));
     }
 
     #[test]

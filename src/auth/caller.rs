@@ -1,6 +1,9 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
+use serde_json::{Map, Value};
+
+use super::settings::ClaimNames;
 use crate::domain::OtpError;
 use crate::domain::ids::is_valid_id;
 
@@ -34,6 +37,38 @@ impl Caller {
         } else {
             Err(OtpError::PermissionDenied)
         }
+    }
+}
+
+impl ClaimNames {
+    /// The caller named by a token's claims, whether from a verified JWT or from an
+    /// introspection response: subject and organization must be ids; roles map to the
+    /// organizations they count for (ZITADEL's shape), anything else there is ignored.
+    pub(crate) fn caller(&self, claims: &Map<String, Value>) -> Option<Caller> {
+        let text = |name: &str| {
+            claims
+                .get(name)
+                .and_then(Value::as_str)
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+        };
+        let user = text(&self.user).filter(|id| is_valid_id(id))?;
+        let org = text(&self.org).filter(|id| is_valid_id(id))?;
+        let login_name = text(&self.login_name).map(str::to_owned);
+        let mut roles: HashMap<String, HashSet<String>> = HashMap::new();
+        if let Some(Value::Object(granted)) = claims.get(&self.roles) {
+            for (role, orgs) in granted {
+                if let Value::Object(orgs) = orgs {
+                    roles.insert(role.clone(), orgs.keys().cloned().collect());
+                }
+            }
+        }
+        Some(Caller {
+            user: Arc::from(user),
+            org: Arc::from(org),
+            login_name,
+            roles,
+        })
     }
 }
 

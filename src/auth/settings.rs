@@ -29,6 +29,17 @@ pub struct AuthSettings {
     pub login_name_claim: String,
     pub check_role: String,
     pub admin_role: String,
+    /// RFC 7662 introspection of opaque tokens: on when a client id or a key file is set.
+    pub introspection_url: String,
+    pub introspection_client_id: String,
+    pub introspection_client_secret: SecretString,
+    pub introspection_client_secret_file: String,
+    pub introspection_key_file: String,
+    pub introspection_cache_secs: u64,
+    pub introspection_negative_cache_secs: u64,
+    pub introspection_cache_capacity: u64,
+    pub introspection_timeout_ms: u64,
+    pub introspection_max_concurrent: usize,
 }
 
 /// The claims a token's caller is read from.
@@ -61,17 +72,53 @@ pub struct AuthConfig {
     pub claims: ClaimNames,
     pub check_role: String,
     pub admin_role: String,
+    /// Read `{issuer}/.well-known/openid-configuration` at start, for the JWKS URL (when no
+    /// JWKS file or URL is set) and the introspection endpoint (when it is not set).
+    pub discover: bool,
+    pub introspection: Option<IntrospectionConfig>,
+}
+
+/// How opaque tokens are checked with the provider (RFC 7662).
+pub struct IntrospectionConfig {
+    /// `None`: the discovered `introspection_endpoint`.
+    pub endpoint: Option<String>,
+    pub client: IntrospectionClient,
+    /// An active token is remembered until the earlier of its `exp` and this.
+    pub cache_ttl: Duration,
+    /// An inactive or unusable token is remembered this long.
+    pub negative_cache_ttl: Duration,
+    pub cache_capacity: u64,
+    /// Per call, waiting for a free slot included.
+    pub timeout: Duration,
+    pub max_concurrent: NonZeroUsize,
+}
+
+/// How tessera authenticates itself to the introspection endpoint.
+pub enum IntrospectionClient {
+    /// `client_secret_basic`.
+    Secret { id: String, secret: SecretString },
+    /// `private_key_jwt` with ZITADEL's JSON key file of an API application, read at start
+    /// (`client_id` must match the file's when both are set).
+    KeyFile {
+        path: PathBuf,
+        client_id: Option<String>,
+    },
+}
+
+fn is_http_url(value: &str) -> bool {
+    value.starts_with("https://") || value.starts_with("http://")
 }
 
 impl AuthSettings {
     /// The configuration, with every problem pushed onto `problems`. `dev` allows the
     /// development key.
     pub fn parse(self, dev: bool, problems: &mut Vec<String>) -> AuthConfig {
+        let introspection = self.introspection(problems);
         let set = |value: String| (!value.trim().is_empty()).then_some(value);
         let jwks_file = set(self.jwks_file).map(PathBuf::from);
         let jwks_url = set(self.jwks_url);
         if let Some(url) = &jwks_url
-            && !(url.starts_with("https://") || url.starts_with("http://"))
+            && !is_http_url(url)
         {
             problems.push(format!("auth.jwks_url {url:?} must be an http(s) URL"));
         }
@@ -83,9 +130,24 @@ impl AuthSettings {
         if self.leeway_secs > 60 {
             problems.push("auth.leeway_secs must be at most 60".into());
         }
-        if jwks_file.is_none() && jwks_url.is_none() && hs256_secret.is_none() && !self.dev_key {
+        let needs_endpoint = introspection.as_ref().is_some_and(|i| i.endpoint.is_none());
+        let keys_unset = jwks_file.is_none() && jwks_url.is_none();
+        let discover = (keys_unset || needs_endpoint) && is_http_url(&self.issuer);
+        if needs_endpoint && !discover {
             problems.push(
-                "auth: no token verification keys (set auth.jwks_file or auth.jwks_url)".into(),
+                "auth.introspection_url is required when auth.issuer is not an http(s) URL to discover it from"
+                    .into(),
+            );
+        }
+        if keys_unset
+            && !discover
+            && hs256_secret.is_none()
+            && introspection.is_none()
+            && !self.dev_key
+        {
+            problems.push(
+                "auth: no way to verify tokens (set auth.issuer to the provider's URL, or auth.jwks_file or auth.jwks_url)"
+                    .into(),
             );
         }
         if self.dev_key && !dev {
@@ -113,6 +175,63 @@ impl AuthSettings {
             },
             check_role: self.check_role,
             admin_role: self.admin_role,
+            discover,
+            introspection,
         }
+    }
+
+    fn introspection(&self, problems: &mut Vec<String>) -> Option<IntrospectionConfig> {
+        let set = |value: &str| (!value.trim().is_empty()).then(|| value.trim().to_owned());
+        let client_id = set(&self.introspection_client_id);
+        let key_file = set(&self.introspection_key_file).map(PathBuf::from);
+        let secret = Some(self.introspection_client_secret.clone())
+            .filter(|secret| !secret.expose_secret().is_empty());
+        let client = match (key_file, secret, client_id) {
+            (None, None, None) => return None,
+            (Some(_), Some(_), _) => {
+                problems.push(
+                    "auth: set introspection_key_file or introspection_client_secret, not both"
+                        .into(),
+                );
+                return None;
+            }
+            (Some(path), None, client_id) => IntrospectionClient::KeyFile { path, client_id },
+            (None, Some(secret), Some(id)) => IntrospectionClient::Secret { id, secret },
+            (None, Some(_), None) => {
+                problems.push("auth.introspection_client_id is required with its secret".into());
+                return None;
+            }
+            (None, None, Some(_)) => {
+                problems.push(
+                    "auth: introspection needs introspection_client_secret or introspection_key_file"
+                        .into(),
+                );
+                return None;
+            }
+        };
+        let endpoint = set(&self.introspection_url);
+        if let Some(url) = &endpoint
+            && !is_http_url(url)
+        {
+            problems.push(format!(
+                "auth.introspection_url {url:?} must be an http(s) URL"
+            ));
+        }
+        if self.introspection_timeout_ms == 0 {
+            problems.push("auth.introspection_timeout_ms must be positive".into());
+        }
+        let Some(max_concurrent) = NonZeroUsize::new(self.introspection_max_concurrent) else {
+            problems.push("auth.introspection_max_concurrent must be positive".into());
+            return None;
+        };
+        Some(IntrospectionConfig {
+            endpoint,
+            client,
+            cache_ttl: Duration::from_secs(self.introspection_cache_secs),
+            negative_cache_ttl: Duration::from_secs(self.introspection_negative_cache_secs),
+            cache_capacity: self.introspection_cache_capacity,
+            timeout: Duration::from_millis(self.introspection_timeout_ms),
+            max_concurrent,
+        })
     }
 }

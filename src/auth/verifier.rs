@@ -1,7 +1,10 @@
-//! Bearer token verification: signature against the configured keys, issuer, audience,
-//! `exp`/`nbf` with a bounded leeway. Unsigned tokens never verify (`alg: none` does not parse).
+//! Bearer token verification. A token that is a JWS is verified here: signature against the
+//! configured keys, issuer, audience, `exp`/`nbf` with a bounded leeway; unsigned tokens
+//! never verify (`alg: none` does not parse). It is never sent to the provider, so forged
+//! JWTs cost the provider nothing. Any other token is an opaque access token, checked by
+//! introspection when it is configured (`introspection.rs`).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,10 +19,12 @@ use tokio::sync::{Mutex, RwLock};
 
 use super::caller::Caller;
 use super::dev::{DEV_KEY_ID, DEV_PUBLIC_PEM};
+use super::discovery::discover;
+use super::introspection::{Introspector, Outcome};
 use super::jwks::{KeyFingerprint, VerifyKey, fingerprint, parse_jwks};
+use super::refusal::Refusal;
 use super::settings::{AuthConfig, ClaimNames};
 use crate::domain::OtpError;
-use crate::domain::ids::is_valid_id;
 use crate::tls::{Stamp, stamp};
 
 #[derive(Debug, thiserror::Error)]
@@ -32,7 +37,17 @@ pub enum VerifierError {
     Fetch(String, String),
     #[error("development key: {0}")]
     DevKey(String),
+    #[error("OpenID discovery at {0}: {1}")]
+    Discovery(String, String),
+    #[error("introspection key file {0}: {1}")]
+    KeyFile(String, String),
+    #[error("introspection: {0}")]
+    Introspection(String),
 }
+
+/// Longer than any opaque token a provider issues (ZITADEL's and oidc-provider's are under a
+/// hundred bytes): what is longer is refused without bothering the provider.
+const MAX_OPAQUE_TOKEN_BYTES: usize = 4096;
 
 /// A JWKS URL: fetched at start, again when its time comes (its `Cache-Control: max-age`,
 /// within `[refetch_min_interval, refresh]`), and for an unknown `kid`, at most once per
@@ -112,6 +127,7 @@ pub struct TokenVerifier {
     audience: String,
     leeway_secs: u64,
     claims: ClaimNames,
+    introspector: Option<Introspector>,
 }
 
 impl TokenVerifier {
@@ -144,11 +160,23 @@ impl TokenVerifier {
         };
         let min_interval = auth.jwks_refetch_min_interval;
         let max_interval = auth.jwks_refresh.max(min_interval);
-        let remote = if let Some(url) = &auth.jwks_url {
-            let client = reqwest::Client::builder()
-                .timeout(Duration::from_secs(5))
-                .build()
-                .map_err(|e| VerifierError::Fetch(url.clone(), e.to_string()))?;
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .build()
+            .map_err(|e| VerifierError::Fetch(auth.issuer.clone(), e.to_string()))?;
+        let discovered = if auth.discover {
+            Some(discover(&client, &auth.issuer).await?)
+        } else {
+            None
+        };
+        // A JWKS file or URL that is set wins over the discovered one.
+        let jwks_url = auth.jwks_url.clone().or_else(|| {
+            discovered
+                .as_ref()
+                .filter(|_| auth.jwks_file.is_none())
+                .and_then(|metadata| metadata.jwks_uri.clone())
+        });
+        let remote = if let Some(url) = &jwks_url {
             let (fetched, max_age) = fetch(&client, url).await?;
             keys.remote = fetched.into_iter().map(Arc::new).collect();
             let now = Instant::now();
@@ -168,6 +196,29 @@ impl TokenVerifier {
         } else {
             None
         };
+        let introspector = match &auth.introspection {
+            None => None,
+            Some(config) => {
+                let endpoint = config
+                    .endpoint
+                    .clone()
+                    .or_else(|| discovered.as_ref()?.introspection_endpoint.clone())
+                    .ok_or_else(|| {
+                        VerifierError::Introspection(format!(
+                            "{} publishes no introspection_endpoint; set auth.introspection_url",
+                            auth.issuer
+                        ))
+                    })?;
+                Some(Introspector::new(
+                    config,
+                    endpoint,
+                    &auth.issuer,
+                    &auth.audience,
+                    auth.leeway_secs.min(60),
+                    auth.claims.clone(),
+                )?)
+            }
+        };
         let hs256 = auth
             .hs256_secret
             .as_ref()
@@ -186,7 +237,16 @@ impl TokenVerifier {
             audience: auth.audience.clone(),
             leeway_secs: auth.leeway_secs.min(60),
             claims: auth.claims.clone(),
+            introspector,
         })
+    }
+
+    /// The metrics of introspection, to register with the process's (none without it).
+    pub fn collectors(&self) -> Vec<Box<dyn prometheus::core::Collector>> {
+        self.introspector
+            .as_ref()
+            .map(|introspector| introspector.metrics.collectors())
+            .unwrap_or_default()
     }
 
     /// How often `refresh` should run (`jwks_refetch_min_interval_secs`, at least a second):
@@ -284,24 +344,55 @@ impl TokenVerifier {
         stale.len()
     }
 
-    /// The caller behind an `Authorization` header value (`None`: no header).
+    /// The caller behind an `Authorization` header value (`None`: no header). A refused
+    /// token is AUTH-7fs1e to the client whatever the reason, which is logged at debug
+    /// level; a token the provider could not be asked about is UNAVAILABLE.
     pub async fn authenticate(&self, header: Option<&[u8]>) -> Result<Arc<Caller>, OtpError> {
         let header = header.ok_or(OtpError::AuthHeaderMissing)?;
         let token = header
             .strip_prefix(b"Bearer ")
             .ok_or(OtpError::AuthHeaderNotBearer)?;
-        let token = std::str::from_utf8(token)
-            .map_err(|_| OtpError::TokenInvalid)?
-            .trim();
+        let checked = match std::str::from_utf8(token) {
+            Ok(token) => self.check(token.trim()).await,
+            Err(_) => Err(Checked::Refused(Refusal::Malformed)),
+        };
+        checked.map_err(|failure| match failure {
+            Checked::Refused(refusal) => {
+                tracing::debug!(reason = refusal.as_str(), "token refused");
+                OtpError::TokenInvalid
+            }
+            Checked::Unanswered => OtpError::TokenCheckUnavailable,
+        })
+    }
+
+    async fn check(&self, token: &str) -> Result<Arc<Caller>, Checked> {
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         let now = chrono::Utc::now().timestamp();
         if let Some(caller) = self.cached(&digest, now) {
             return Ok(caller);
         }
+        if !is_jws(token) {
+            let introspector = self
+                .introspector
+                .as_ref()
+                .ok_or(Checked::Refused(Refusal::NotAJws))?;
+            if token.len() > MAX_OPAQUE_TOKEN_BYTES || token.is_empty() {
+                return Err(Checked::Refused(Refusal::Malformed));
+            }
+            return match introspector.check(token, digest).await {
+                Outcome::Active(caller) => Ok(caller),
+                Outcome::Refused(refusal) => Err(Checked::Refused(refusal)),
+                Outcome::Unanswered => Err(Checked::Unanswered),
+            };
+        }
         let generation = self.generation.load(Ordering::SeqCst);
-        let (claims, key) = self.verify(token).await?;
+        let (claims, key) = self.verify(token).await.map_err(Checked::Refused)?;
         let expires = claims.get("exp").and_then(Value::as_i64).unwrap_or(now);
-        let caller = Arc::new(self.caller_from(claims).ok_or(OtpError::TokenInvalid)?);
+        let caller = Arc::new(
+            self.claims
+                .caller(&claims)
+                .ok_or(Checked::Refused(Refusal::Claims))?,
+        );
         if let Some(cache) = &self.verified
             && let Ok(mut cache) = cache.lock()
             // Keys that changed during the check may have taken this token's key away.
@@ -327,30 +418,29 @@ impl TokenVerifier {
     }
 
     /// The token's claims and the fingerprint of the key that verified them.
-    async fn verify(&self, token: &str) -> Result<(Map<String, Value>, KeyFingerprint), OtpError> {
+    async fn verify(&self, token: &str) -> Result<(Map<String, Value>, KeyFingerprint), Refusal> {
         if names_critical_extensions(token) {
-            return Err(OtpError::TokenInvalid);
+            return Err(Refusal::CriticalExtensions);
         }
-        let header = jsonwebtoken::decode_header(token).map_err(|_| OtpError::TokenInvalid)?;
+        let header = jsonwebtoken::decode_header(token).map_err(|_| Refusal::Malformed)?;
         let validation = self.validation(header.alg);
         if header.alg == Algorithm::HS256 {
-            let key = self.hs256.as_ref().ok_or(OtpError::TokenInvalid)?;
-            return decode(token, key, &validation)
-                .map(|claims| (claims, HS256_FINGERPRINT))
-                .ok_or(OtpError::TokenInvalid);
+            let key = self.hs256.as_ref().ok_or(Refusal::Algorithm)?;
+            return decode(token, key, &validation).map(|claims| (claims, HS256_FINGERPRINT));
         }
         let keys = self.keys.read().await.clone();
         let kid_known = header
             .kid
             .as_deref()
             .is_none_or(|kid| keys.iter().any(|k| k.kid.as_deref() == Some(kid)));
-        if let Some(verified) = try_keys(&keys, token, &header, &validation) {
-            return Ok(verified);
+        let first = try_keys(&keys, token, &header, &validation);
+        if first.is_err()
+            && !kid_known
+            && let Some(keys) = self.refetch().await
+        {
+            return try_keys(&keys, token, &header, &validation);
         }
-        if !kid_known && let Some(keys) = self.refetch().await {
-            return try_keys(&keys, token, &header, &validation).ok_or(OtpError::TokenInvalid);
-        }
-        Err(OtpError::TokenInvalid)
+        first
     }
 
     /// Fetches the JWKS URL again, unless it was fetched less than `min_interval` ago.
@@ -389,35 +479,36 @@ impl TokenVerifier {
     /// the signature, where a fuzzer's mutated tokens never get.)
     #[cfg(feature = "test-kit")]
     pub(crate) fn caller_from_json(&self, json: &[u8]) -> Option<Caller> {
-        self.caller_from(serde_json::from_slice(json).ok()?)
+        self.claims.caller(&serde_json::from_slice(json).ok()?)
     }
+}
 
-    fn caller_from(&self, claims: Map<String, Value>) -> Option<Caller> {
-        let text = |name: &str| {
-            claims
-                .get(name)
-                .and_then(Value::as_str)
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-        };
-        let user = text(&self.claims.user).filter(|id| is_valid_id(id))?;
-        let org = text(&self.claims.org).filter(|id| is_valid_id(id))?;
-        let login_name = text(&self.claims.login_name).map(str::to_owned);
-        let mut roles: HashMap<String, HashSet<String>> = HashMap::new();
-        if let Some(Value::Object(granted)) = claims.get(&self.claims.roles) {
-            for (role, orgs) in granted {
-                if let Value::Object(orgs) = orgs {
-                    roles.insert(role.clone(), orgs.keys().cloned().collect());
-                }
-            }
-        }
-        Some(Caller {
-            user: Arc::from(user),
-            org: Arc::from(org),
-            login_name,
-            roles,
-        })
-    }
+/// Why `check` gave no caller.
+enum Checked {
+    Refused(Refusal),
+    /// The provider could not be asked (introspection only).
+    Unanswered,
+}
+
+/// Whether a token is a JWS in compact form: three segments, the first a JSON object once
+/// base64url-decoded. Such a token is verified here or refused, whatever its header says
+/// (`alg: none` included); anything else is an opaque token for the provider.
+fn is_jws(token: &str) -> bool {
+    use base64::Engine;
+    let mut segments = token.split('.');
+    let (Some(header), Some(_), Some(_), None) = (
+        segments.next(),
+        segments.next(),
+        segments.next(),
+        segments.next(),
+    ) else {
+        return false;
+    };
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(header)
+        .ok()
+        .and_then(|json| serde_json::from_slice::<Map<String, Value>>(&json).ok())
+        .is_some()
 }
 
 /// Whether the JOSE header has `crit`: extensions the verifier must understand or refuse the
@@ -436,25 +527,39 @@ fn names_critical_extensions(token: &str) -> bool {
         .is_some_and(|header| header.contains_key("crit"))
 }
 
+/// The claims of the first key that verifies the token; else why the last candidate refused
+/// it, or `UnknownKid` when no key could be tried.
 fn try_keys(
     keys: &KeySet,
     token: &str,
     header: &jsonwebtoken::Header,
     validation: &Validation,
-) -> Option<(Map<String, Value>, KeyFingerprint)> {
-    keys.iter()
+) -> Result<(Map<String, Value>, KeyFingerprint), Refusal> {
+    let mut refusal = Refusal::UnknownKid;
+    let candidates = keys
+        .iter()
         .filter(|k| k.algorithms.contains(&header.alg))
         .filter(|k| match (&header.kid, &k.kid) {
             (Some(wanted), Some(have)) => wanted == have,
             _ => true,
-        })
-        .find_map(|k| decode(token, &k.key, validation).map(|claims| (claims, k.fingerprint)))
+        });
+    for key in candidates {
+        match decode(token, &key.key, validation) {
+            Ok(claims) => return Ok((claims, key.fingerprint)),
+            Err(why) => refusal = why,
+        }
+    }
+    Err(refusal)
 }
 
-fn decode(token: &str, key: &DecodingKey, validation: &Validation) -> Option<Map<String, Value>> {
+fn decode(
+    token: &str,
+    key: &DecodingKey,
+    validation: &Validation,
+) -> Result<Map<String, Value>, Refusal> {
     jsonwebtoken::decode::<Map<String, Value>>(token, key, validation)
-        .ok()
         .map(|data| data.claims)
+        .map_err(|e| Refusal::from_jwt(e.kind()))
 }
 
 /// The keys of the JWKS at `url`, and the `max-age` its response allows caching it for.
@@ -535,6 +640,8 @@ mod tests {
             },
             check_role: "otp.check".into(),
             admin_role: "otp.admin".into(),
+            discover: false,
+            introspection: None,
         }
     }
 
@@ -588,6 +695,23 @@ mod tests {
             verifier.authenticate(Some(critical.as_bytes())).await.err(),
             Some(OtpError::TokenInvalid)
         );
+    }
+
+    /// A JWS is verified or refused here; only what is not one may go to the provider.
+    #[test]
+    fn only_a_compact_jws_is_taken_for_one() {
+        use base64::Engine;
+        let segment = |json: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json);
+        let none = format!("{}.{}.", segment(r#"{"alg":"none"}"#), segment("{}"));
+        assert!(is_jws(&none), "an unsigned token is a JWS, refused as one");
+        assert!(is_jws(&format!("{}.x.y", segment("{}"))));
+        assert!(!is_jws("M3I_VDsMvuEEPKLuTVzK6FpQFChLJtpWLw_MoXHiWSs"));
+        assert!(!is_jws("not.a.jwt"));
+        assert!(!is_jws(&format!(
+            "{}.x.y.z.w",
+            segment(r#"{"alg":"RSA-OAEP"}"#)
+        )));
+        assert!(!is_jws(&format!("{}.x", segment("{}"))));
     }
 
     #[test]

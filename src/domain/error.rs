@@ -82,6 +82,8 @@ pub enum OtpError {
     RateLimited { retry_after_secs: u64 },
     #[error("Service unavailable")]
     Unavailable,
+    #[error("The identity provider cannot check the token now")]
+    TokenCheckUnavailable,
     #[error("Request body is not valid JSON")]
     MalformedBody,
     #[error("Request body too large")]
@@ -121,6 +123,7 @@ impl OtpError {
             Self::NotLocked => "COMMAND-4M0ds",
             Self::RateLimited { .. } => "TESSERA-rate1",
             Self::Unavailable => "TESSERA-unav1",
+            Self::TokenCheckUnavailable => "TESSERA-idp1",
             Self::MalformedBody => "TESSERA-body1",
             Self::BodyTooLarge => "TESSERA-body2",
             Self::BodyTimeout => "TESSERA-body3",
@@ -152,7 +155,7 @@ impl OtpError {
             | Self::NotLocked => GrpcCode::FailedPrecondition,
             Self::FactorAlreadyExists => GrpcCode::AlreadyExists,
             Self::RateLimited { .. } | Self::BodyTooLarge => GrpcCode::ResourceExhausted,
-            Self::Unavailable => GrpcCode::Unavailable,
+            Self::Unavailable | Self::TokenCheckUnavailable => GrpcCode::Unavailable,
             Self::MethodNotAllowed | Self::UnsupportedCompression => GrpcCode::Unimplemented,
             Self::BodyTimeout => GrpcCode::DeadlineExceeded,
             Self::Internal => GrpcCode::Internal,

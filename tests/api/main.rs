@@ -24,6 +24,7 @@ mod lifecycle;
 mod limits;
 mod metrics;
 mod observability;
+mod openid;
 mod process;
 mod python;
 mod rekey;

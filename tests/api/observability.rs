@@ -174,3 +174,61 @@ async fn a_replayed_code_is_logged_with_its_request() {
     );
     assert!(spans.iter().any(|span| span["tenant"] == "acme"), "{line}");
 }
+
+/// Why a token was refused is logged at debug level with the request's id, on both
+/// transports; the client hears only AUTH-7fs1e, and the token is in no log line.
+#[actix_web::test]
+async fn a_refused_token_logs_its_reason_with_the_request_id_and_never_the_token() {
+    let dev = DevBinary::start(&[("TESSERA__LOG__LEVEL", "debug".into())]).await;
+    let valid = dev.token("acme", "alice", &[]);
+    // The same claims under another token's signature.
+    let other = dev.token("acme", "bob", &[]);
+    let tampered = format!(
+        "{}.{}",
+        valid.rsplit_once('.').unwrap().0,
+        other.rsplit_once('.').unwrap().1
+    );
+    let opaque = "an-opaque-token-with-no-introspection-set-up";
+    let search = "/auth/v1/users/me/auth_factors/_search";
+    let (status, body) = dev
+        .post(search, &tampered, Some("refused-1"), serde_json::json!({}))
+        .await;
+    assert_eq!(
+        (status, body["details"][0]["id"].as_str()),
+        (401, Some("AUTH-7fs1e"))
+    );
+    let (status, _) = dev
+        .post(search, opaque, Some("refused-2"), serde_json::json!({}))
+        .await;
+    assert_eq!(status, 401);
+    let channel =
+        tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{}", dev.grpc_port))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+    let mut call = request(auth::ListMyAuthFactorsRequest {}, Some(&tampered), None);
+    call.metadata_mut()
+        .insert("x-request-id", "refused-3".parse().unwrap());
+    let failed = AuthServiceClient::new(channel)
+        .list_my_auth_factors(call)
+        .await
+        .unwrap_err();
+    assert_eq!(failed.code(), tonic::Code::Unauthenticated);
+    let logs = dev.stop();
+    for (id, reason) in [
+        ("refused-1", "bad_signature"),
+        ("refused-2", "not_a_jws"),
+        ("refused-3", "bad_signature"),
+    ] {
+        let refused = logs
+            .lines()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .find(|line| line["message"] == "token refused" && line.to_string().contains(id))
+            .unwrap_or_else(|| panic!("{id}: no \"token refused\" line in\n{logs}"));
+        assert_eq!(refused["reason"], reason, "{refused}");
+    }
+    for token in [tampered.as_str(), opaque, valid.rsplit_once('.').unwrap().1] {
+        assert!(!logs.contains(token), "a token in the logs");
+    }
+}

@@ -7,6 +7,8 @@ const PROTOS: &[&str] = &[
     "proto/zitadel/user.proto",
     "proto/zitadel/auth.proto",
     "proto/zitadel/management.proto",
+    "proto/zitadel/object/v2/object.proto",
+    "proto/zitadel/user/v2/user_service.proto",
     "proto/tessera/otp/v1/check.proto",
     "proto/google/rpc/status.proto",
 ];

@@ -19,7 +19,7 @@ use secrecy::SecretString;
 
 use crate::auth::{Caller, TokenVerifier, org_header, user_id};
 use crate::clock::SharedClock;
-use crate::domain::{Details, OtpError, Purpose};
+use crate::domain::{Details, FactorState, OtpError, Purpose};
 use crate::tenant::{
     AddressLimiter, Enroll, Enrollment, FactorView, ListFactors, Operation, OrgRegistry,
     RemoveFactor, SubmitCode, UnlockFactor,
@@ -95,6 +95,14 @@ impl Role for Admin {
     fn name(service: &OtpService) -> &str {
         &service.admin_role
     }
+}
+
+/// The user a v2 user-API call acts on (`/v2/users/{user_id}/…`): the caller's own, in the
+/// caller's organization, or anyone's in an organization where the caller is an admin.
+/// Built only by `OtpService::user_scope` (and, for the admin case, `org_scope`).
+pub enum UserScope {
+    Own(OwnScope),
+    Admin(OrgScope<Admin>),
 }
 
 /// A user of an organization that a management call may act on with role `R`. Built only by
@@ -188,6 +196,83 @@ impl OtpService {
         })
     }
 
+    /// The scope of a v2 call on `user`: the caller's own user (in its own organization, or
+    /// with `x-zitadel-orgid` naming that same organization) needs no role, as in ZITADEL;
+    /// anyone else needs `auth.admin_role` in the organization acted in.
+    pub fn user_scope(
+        &self,
+        auth: &Authenticated,
+        org_header_value: Option<&[u8]>,
+        user: &str,
+    ) -> Result<UserScope, OtpError> {
+        let header_org = org_header(org_header_value)?;
+        let caller = &auth.caller;
+        let own_org = header_org.as_ref().is_none_or(|org| *org == caller.org);
+        if own_org && *caller.user == *user {
+            tracing::Span::current().record("tenant", caller.org.as_ref());
+            return Ok(UserScope::Own(auth.own()));
+        }
+        self.org_scope(auth, org_header_value, user)
+            .map(UserScope::Admin)
+    }
+
+    /// v2 RegisterTOTP: the account shown in the app is the caller's login name when the
+    /// users are the same, else the user id.
+    pub async fn register_totp(
+        &self,
+        auth: &Authenticated,
+        scope: UserScope,
+    ) -> Result<Enrollment, OtpError> {
+        match scope {
+            UserScope::Own(_) => self.add_my(auth).await,
+            UserScope::Admin(scope) => {
+                let account = scope.user.to_string();
+                self.run(scope, Enroll { account }).await
+            }
+        }
+    }
+
+    pub async fn verify_totp_registration(
+        &self,
+        scope: UserScope,
+        code: String,
+    ) -> Result<Details, OtpError> {
+        let code = validated(code)?;
+        let purpose = Purpose::Enrollment;
+        self.run(scope, SubmitCode { code, purpose }).await
+    }
+
+    pub async fn remove_totp(&self, scope: UserScope) -> Result<Details, OtpError> {
+        self.run(scope, RemoveFactor).await
+    }
+
+    /// v2 ListAuthenticationFactors: the user's factor when the filter takes it.
+    pub async fn list_authentication_factors(
+        &self,
+        scope: UserScope,
+        filter: FactorFilter,
+    ) -> Result<Vec<FactorView>, OtpError> {
+        let factors = self.run(scope, ListFactors).await?;
+        Ok(filter.apply(factors))
+    }
+
+    /// v2 ListAuthenticationMethodTypes: TOTP when the user's factor is READY (a factor
+    /// not yet verified is no way to authenticate).
+    pub async fn authentication_methods(
+        &self,
+        scope: UserScope,
+    ) -> Result<Vec<AuthenticationMethod>, OtpError> {
+        let factors = self.run(scope, ListFactors).await?;
+        let ready = factors
+            .iter()
+            .any(|factor| factor.state == FactorState::Ready);
+        Ok(if ready {
+            vec![AuthenticationMethod::Totp]
+        } else {
+            Vec::new()
+        })
+    }
+
     pub async fn add_my(&self, auth: &Authenticated) -> Result<Enrollment, OtpError> {
         let caller = &auth.caller;
         let account = caller
@@ -207,8 +292,11 @@ impl OtpService {
         self.run(scope, RemoveFactor).await
     }
 
+    /// v1 ListMyAuthFactors: READY factors only, as ZITADEL lists them.
     pub async fn list_my(&self, scope: OwnScope) -> Result<Vec<FactorView>, OtpError> {
-        self.run(scope, ListFactors).await
+        let ready_only = FactorFilter::new(&[], &[]);
+        let factors = self.run(scope, ListFactors).await?;
+        Ok(ready_only.apply(factors))
     }
 
     /// The login check.
@@ -240,6 +328,63 @@ impl OtpService {
     }
 }
 
+/// The ways of authenticating a v2 listing may name; tessera holds only TOTP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthenticationMethod {
+    Totp,
+}
+
+/// A kind of factor a v2 listing asks for: tessera holds OTP (TOTP) factors only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FactorKind {
+    Otp,
+    /// SMS, email, U2F: ZITADEL's, never here.
+    Other,
+}
+
+/// A factor state a v2 listing asks for; `Other` (unspecified, removed) matches nothing here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StateQuery {
+    Ready,
+    NotReady,
+    Other,
+}
+
+/// Which factors a v2 listing returns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FactorFilter {
+    otp: bool,
+    states: Vec<FactorState>,
+}
+
+impl FactorFilter {
+    /// No kinds asked: every kind. No states asked: READY only (a factor that was never
+    /// verified is listed only when asked for).
+    pub fn new(kinds: &[FactorKind], states: &[StateQuery]) -> Self {
+        let otp = kinds.is_empty() || kinds.contains(&FactorKind::Otp);
+        let states = if states.is_empty() {
+            vec![FactorState::Ready]
+        } else {
+            states
+                .iter()
+                .filter_map(|state| match state {
+                    StateQuery::Ready => Some(FactorState::Ready),
+                    StateQuery::NotReady => Some(FactorState::NotReady),
+                    StateQuery::Other => None,
+                })
+                .collect()
+        };
+        Self { otp, states }
+    }
+
+    fn apply(&self, factors: Vec<FactorView>) -> Vec<FactorView> {
+        factors
+            .into_iter()
+            .filter(|factor| self.otp && self.states.contains(&factor.state))
+            .collect()
+    }
+}
+
 /// The organization and user of a scope, once the scope is spent on an operation.
 struct Target {
     org: Arc<str>,
@@ -249,6 +394,15 @@ struct Target {
 impl From<OwnScope> for Target {
     fn from(OwnScope { org, user }: OwnScope) -> Self {
         Self { org, user }
+    }
+}
+
+impl From<UserScope> for Target {
+    fn from(scope: UserScope) -> Self {
+        match scope {
+            UserScope::Own(own) => own.into(),
+            UserScope::Admin(admin) => admin.into(),
+        }
     }
 }
 

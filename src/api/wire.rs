@@ -80,6 +80,30 @@ pub struct ListAuthFactorsResponse {
     pub result: Vec<AuthFactorJson>,
 }
 
+/// v2 RegisterTOTP's answer: the URI is `uri` here, `url` in v1.
+#[derive(Serialize)]
+pub struct RegisterTotpResponse {
+    pub details: DetailsJson,
+    pub uri: String,
+    pub secret: String,
+}
+
+/// v2 `ListDetails`: only the total is set, as ZITADEL's answer shows it.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ListDetailsJson {
+    #[serde(serialize_with = "as_string", skip_serializing_if = "is_zero")]
+    pub total_result: u64,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuthenticationMethodsResponse {
+    pub details: ListDetailsJson,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub auth_method_types: Vec<&'static str>,
+}
+
 pub fn auth_factor_state(state: FactorState) -> &'static str {
     match state {
         FactorState::NotReady => "AUTH_FACTOR_STATE_NOT_READY",

@@ -304,7 +304,8 @@ impl Operation for UnlockFactor {
     }
 }
 
-/// ListMyAuthFactors: READY factors only, read fresh.
+/// The user's factor, whatever its state, read fresh; which states a call shows is the
+/// call's rule (`service::FactorFilter`).
 pub struct ListFactors;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -320,7 +321,6 @@ impl Operation for ListFactors {
         Ok(on
             .read()
             .await?
-            .filter(|factor| factor.state == FactorState::Ready)
             .map(|factor| FactorView {
                 state: factor.state,
             })

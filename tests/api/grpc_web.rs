@@ -628,3 +628,55 @@ async fn cors_only_for_configured_origins() {
             .is_none()
     );
 }
+
+/// ZITADEL's v2 user API over gRPC-web, binary and text: register, verify, and a refusal in
+/// the contract's shape.
+#[actix_web::test]
+async fn the_v2_user_api_over_grpc_web() {
+    use tessera::api::grpc::pb::zitadel::user::v2 as user_v2;
+    let app = spawn_app(Backend::Memory).await;
+    for (text, user) in [(false, "carol-binary"), (true, "carol-text")] {
+        let carol = Token::user("acme", user).sign();
+        let registered = grpc_web(
+            &app,
+            "zitadel.user.v2.UserService/RegisterTOTP",
+            user_v2::RegisterTotpRequest {
+                user_id: user.into(),
+            }
+            .encode_to_vec(),
+            Some(&carol),
+            text,
+        )
+        .await;
+        assert_eq!((registered.http_status, registered.grpc_status), (200, 0));
+        let registered =
+            user_v2::RegisterTotpResponse::decode(registered.message.unwrap().as_slice()).unwrap();
+        assert_eq!(registered.details.as_ref().unwrap().resource_owner, "acme");
+        let verified = grpc_web(
+            &app,
+            "zitadel.user.v2.UserService/VerifyTOTPRegistration",
+            user_v2::VerifyTotpRegistrationRequest {
+                user_id: user.into(),
+                code: app.code(&registered.secret, 0),
+            }
+            .encode_to_vec(),
+            Some(&carol),
+            text,
+        )
+        .await;
+        assert_eq!(verified.grpc_status, 0, "{verified:?}");
+        let refused = grpc_web(
+            &app,
+            "zitadel.user.v2.UserService/RemoveTOTP",
+            user_v2::RemoveTotpRequest {
+                user_id: "someone-else".into(),
+            }
+            .encode_to_vec(),
+            Some(&carol),
+            text,
+        )
+        .await;
+        assert_eq!(refused.grpc_status, Code::PermissionDenied as i32);
+        assert_eq!(refused.error_id().as_deref(), Some("TESSERA-perm1"));
+    }
+}

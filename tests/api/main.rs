@@ -34,4 +34,5 @@ mod tenancy;
 mod tls;
 mod tokens;
 mod upgrade;
+mod user_v2;
 mod wire_edges;

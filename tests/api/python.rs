@@ -1,5 +1,5 @@
 //! An independent implementation talks to tessera: Python's grpcio with stubs generated
-//! from proto/, codes from pyotp.
+//! from proto/, codes from pyotp; the v1 Auth API, the login check, and the v2 user API.
 
 use std::process::Command;
 
@@ -11,35 +11,76 @@ async fn python_grpcio_client_walks_through_enrollment_and_check() {
     let alice = Token::user("acme", "alice")
         .role("otp.check", "acme")
         .sign();
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/grpc_client.py");
-    let target = app.grpc_address.trim_start_matches("http://").to_owned();
     let now = app.now_secs().to_string();
+    let stdout = run_client(&app, "grpc_client.py", vec![alice, now]).await;
+    let expected = [
+        "added sequence=# owner=acme",
+        "wrong code=INVALID_ARGUMENT id=EVENT-8isk2",
+        &format!(
+            "verified sequence=# changed={}",
+            crate::helpers::PINNED_SECS
+        ),
+        "listed states=[2] otp=[True]",
+        "checked sequence=#",
+        "anonymous code=UNAUTHENTICATED id=AUTH-hdr0m",
+    ];
+    assert_lines_with_rising_sequences(&stdout, &expected);
+}
+
+/// ZITADEL's v2 user API from Python stubs of its messages: register, the pending factor,
+/// verify, both listings, unlock (by an admin; refused to the user), remove.
+#[actix_web::test]
+async fn python_grpcio_client_walks_through_the_v2_user_api() {
+    let app = spawn_app(Backend::Memory).await;
+    let alice = Token::user("acme", "alice").sign();
+    let admin = Token::user("acme", "ops").role("otp.admin", "acme").sign();
+    let now = app.now_secs().to_string();
+    let args = vec![alice, admin, "alice".to_owned(), now];
+    let stdout = run_client(&app, "user_v2_client.py", args).await;
+    assert_lines_with_rising_sequences(
+        &stdout,
+        &[
+            "registered sequence=# owner=acme",
+            "pending states=['AUTH_FACTOR_STATE_NOT_READY']",
+            "verified sequence=#",
+            "methods ['AUTHENTICATION_METHOD_TYPE_TOTP'] total=1",
+            "ready states=['AUTH_FACTOR_STATE_READY'] otp=[True]",
+            "unlock code=FAILED_PRECONDITION id=COMMAND-4M0ds",
+            "self unlock code=PERMISSION_DENIED id=TESSERA-perm1",
+            "removed sequence=#",
+            "methods after []",
+        ],
+    );
+}
+
+/// What `tests/clients/<script>` printed, given the app's gRPC address and then `args`; it
+/// must succeed.
+async fn run_client(app: &crate::helpers::TestApp, script: &str, args: Vec<String>) -> String {
+    let script = format!("{}/tests/clients/{script}", env!("CARGO_MANIFEST_DIR"));
+    let target = app.grpc_address.trim_start_matches("http://").to_owned();
     let output = actix_rt::task::spawn_blocking(move || {
         Command::new("python3")
-            .args([script, &target, &alice, &now])
+            .arg(script)
+            .arg(target)
+            .args(args)
             .output()
     })
     .await
     .unwrap()
     .expect("python3 with grpcio, grpcio-tools and pyotp (scripts/test installs them)");
-    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     assert!(
         output.status.success(),
         "{stdout}\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let expected = [
-        "added sequence=# owner=acme".to_owned(),
-        "wrong code=INVALID_ARGUMENT id=EVENT-8isk2".to_owned(),
-        format!(
-            "verified sequence=# changed={}",
-            crate::helpers::PINNED_SECS
-        ),
-        "listed states=[2] otp=[True]".to_owned(),
-        "checked sequence=#".to_owned(),
-        "anonymous code=UNAUTHENTICATED id=AUTH-hdr0m".to_owned(),
-    ];
-    // Sequences come from the store's clock: their order is fixed, their values are not.
+    stdout
+}
+
+/// The client's lines, with each `sequence=N` written `sequence=#`; the sequences rise.
+/// (They come from the store's clock: their order is fixed, their values are not.)
+#[track_caller]
+fn assert_lines_with_rising_sequences(stdout: &str, expected: &[&str]) {
     let mut sequences = Vec::new();
     let lines: Vec<String> = stdout
         .lines()

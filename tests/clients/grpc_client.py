@@ -3,42 +3,23 @@ grpcio-tools, and pyotp for the codes. Run by tests/api/python.rs; prints one li
 
 usage: grpc_client.py HOST:PORT TOKEN NOW_UNIX_SECS
 """
-import os
 import sys
 import tempfile
 
 import grpc
 import pyotp
-from grpc_tools import protoc
+
+from common import error_id, generate
 
 
-def generate(out):
-    proto_dir = os.path.join(os.path.dirname(__file__), "..", "..", "proto")
-    include = os.path.join(os.path.dirname(protoc.__file__), "_proto")
-    files = ["zitadel/object.proto", "zitadel/user.proto", "zitadel/auth.proto",
-             "tessera/otp/v1/check.proto", "google/rpc/status.proto"]
-    args = ["protoc", f"-I{proto_dir}", f"-I{include}", f"--python_out={out}", f"--grpc_python_out={out}"]
-    if protoc.main(args + files) != 0:
-        raise SystemExit("protoc failed")
-    sys.path.insert(0, out)
-
-
-def error_id(error):
-    from google.rpc import status_pb2
-    from zitadel import object_pb2
-    for key, value in error.trailing_metadata() or ():
-        if key == "grpc-status-details-bin":
-            status = status_pb2.Status.FromString(value)
-            detail = object_pb2.ErrorDetail()
-            status.details[0].Unpack(detail)
-            return detail.id
-    return None
+FILES = ["zitadel/object.proto", "zitadel/user.proto", "zitadel/auth.proto",
+         "tessera/otp/v1/check.proto", "google/rpc/status.proto"]
 
 
 def main():
     target, token, now = sys.argv[1], sys.argv[2], int(sys.argv[3])
     with tempfile.TemporaryDirectory() as out:
-        generate(out)
+        generate(out, FILES)
         from zitadel import auth_pb2, auth_pb2_grpc
         from tessera.otp.v1 import check_pb2, check_pb2_grpc
 

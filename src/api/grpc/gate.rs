@@ -47,6 +47,14 @@ fn rpc_of(path: &str) -> Option<&'static str> {
         }
         "/zitadel.management.v1.ManagementService/UnlockUser" => "UnlockUser",
         "/tessera.otp.v1.OtpCheckService/CheckOTP" => "CheckOTP",
+        "/zitadel.user.v2.UserService/RegisterTOTP" => "RegisterTOTP",
+        "/zitadel.user.v2.UserService/VerifyTOTPRegistration" => "VerifyTOTPRegistration",
+        "/zitadel.user.v2.UserService/RemoveTOTP" => "RemoveTOTP",
+        "/zitadel.user.v2.UserService/UnlockUser" => "UnlockUserV2",
+        "/zitadel.user.v2.UserService/ListAuthenticationMethodTypes" => {
+            "ListAuthenticationMethodTypes"
+        }
+        "/zitadel.user.v2.UserService/ListAuthenticationFactors" => "ListAuthenticationFactors",
         _ => return None,
     })
 }

@@ -20,6 +20,7 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 use self::pb::tessera::otp::v1::otp_check_service_server::OtpCheckServiceServer;
 use self::pb::zitadel::auth::v1::auth_service_server::AuthServiceServer;
 use self::pb::zitadel::management::v1::management_service_server::ManagementServiceServer;
+use self::pb::zitadel::user::v2::user_service_server::UserServiceServer;
 pub use self::services::Services;
 pub use self::status::status;
 use crate::service::OtpService;
@@ -96,6 +97,7 @@ pub async fn serve(
     health
         .set_serving::<OtpCheckServiceServer<Services>>()
         .await;
+    health.set_serving::<UserServiceServer<Services>>().await;
     // gRPC health follows readiness (store reachable, clock in bounds).
     let readiness = service_readiness;
     tokio::spawn(async move {
@@ -114,6 +116,7 @@ pub async fn serve(
                     "zitadel.auth.v1.AuthService",
                     "zitadel.management.v1.ManagementService",
                     "tessera.otp.v1.OtpCheckService",
+                    "zitadel.user.v2.UserService",
                 ] {
                     health.set_service_status(service, status).await;
                 }
@@ -142,7 +145,12 @@ pub async fn serve(
         .add_service(
             ManagementServiceServer::new(services.clone()).max_decoding_message_size(limit),
         )
-        .add_service(OtpCheckServiceServer::new(services).max_decoding_message_size(limit))
+        .add_service(OtpCheckServiceServer::new(services.clone()).max_decoding_message_size(limit))
+        .add_service(
+            UserServiceServer::new(services)
+                .max_decoding_message_size(limit)
+                .max_encoding_message_size(limit.max(64 * 1024)),
+        )
         .add_service(health_service)
         .add_service(reflection)
         .serve_with_incoming_shutdown(incoming, shutdown)

@@ -18,6 +18,14 @@ pub mod zitadel {
         pub mod v1 {
             tonic::include_proto!("zitadel.user.v1");
         }
+        pub mod v2 {
+            tonic::include_proto!("zitadel.user.v2");
+        }
+    }
+    pub mod object {
+        pub mod v2 {
+            tonic::include_proto!("zitadel.object.v2");
+        }
     }
     pub mod auth {
         pub mod v1 {

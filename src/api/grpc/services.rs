@@ -9,10 +9,14 @@ use tonic::{Request, Response, Status};
 use super::pb::tessera::otp::v1 as check;
 use super::pb::zitadel::auth::v1 as auth;
 use super::pb::zitadel::management::v1 as management;
+use super::pb::zitadel::object::v2 as object_v2;
 use super::pb::zitadel::user::v1 as user;
-use super::status::{details, status};
+use super::pb::zitadel::user::v2 as user_v2;
+use super::status::{details, details_v2, status};
 use crate::domain::{FactorState, OtpError};
-use crate::service::{Authenticated, OtpService};
+use crate::service::{
+    Authenticated, AuthenticationMethod, FactorFilter, FactorKind, OtpService, StateQuery,
+};
 
 #[derive(Clone)]
 pub struct Services {
@@ -169,6 +173,165 @@ impl check::otp_check_service_server::OtpCheckService for Services {
             .map_err(fail)?;
         Ok(Response::new(check::CheckOtpResponse {
             details: Some(details(&checked)),
+        }))
+    }
+}
+
+/// ZITADEL's v2 user API, the TOTP part: the same service calls as v1, so one factor has one
+/// history whichever API changes it.
+#[tonic::async_trait]
+impl user_v2::user_service_server::UserService for Services {
+    async fn register_totp(
+        &self,
+        request: Request<user_v2::RegisterTotpRequest>,
+    ) -> Result<Response<user_v2::RegisterTotpResponse>, Status> {
+        let org = org_header(&request);
+        let (caller, message) = take(request)?;
+        let scope = self
+            .service
+            .user_scope(&caller, org.as_deref(), &message.user_id)
+            .map_err(fail)?;
+        let enrollment = self
+            .service
+            .register_totp(&caller, scope)
+            .await
+            .map_err(fail)?;
+        Ok(Response::new(user_v2::RegisterTotpResponse {
+            details: Some(details_v2(&enrollment.details)),
+            uri: enrollment.uri.expose_secret().to_owned(),
+            secret: enrollment.secret.expose_secret().to_owned(),
+        }))
+    }
+
+    async fn verify_totp_registration(
+        &self,
+        request: Request<user_v2::VerifyTotpRegistrationRequest>,
+    ) -> Result<Response<user_v2::VerifyTotpRegistrationResponse>, Status> {
+        let org = org_header(&request);
+        let (caller, message) = take(request)?;
+        let scope = self
+            .service
+            .user_scope(&caller, org.as_deref(), &message.user_id)
+            .map_err(fail)?;
+        let verified = self
+            .service
+            .verify_totp_registration(scope, message.code)
+            .await
+            .map_err(fail)?;
+        Ok(Response::new(user_v2::VerifyTotpRegistrationResponse {
+            details: Some(details_v2(&verified)),
+        }))
+    }
+
+    async fn remove_totp(
+        &self,
+        request: Request<user_v2::RemoveTotpRequest>,
+    ) -> Result<Response<user_v2::RemoveTotpResponse>, Status> {
+        let org = org_header(&request);
+        let (caller, message) = take(request)?;
+        let scope = self
+            .service
+            .user_scope(&caller, org.as_deref(), &message.user_id)
+            .map_err(fail)?;
+        let removed = self.service.remove_totp(scope).await.map_err(fail)?;
+        Ok(Response::new(user_v2::RemoveTotpResponse {
+            details: Some(details_v2(&removed)),
+        }))
+    }
+
+    /// Admins only, the user's own lock included (see the HTTP handler).
+    async fn unlock_user(
+        &self,
+        request: Request<user_v2::UnlockUserRequest>,
+    ) -> Result<Response<user_v2::UnlockUserResponse>, Status> {
+        let org = org_header(&request);
+        let (caller, message) = take(request)?;
+        let scope = self
+            .service
+            .org_scope(&caller, org.as_deref(), &message.user_id)
+            .map_err(fail)?;
+        let unlocked = self.service.unlock_user(scope).await.map_err(fail)?;
+        Ok(Response::new(user_v2::UnlockUserResponse {
+            details: Some(details_v2(&unlocked)),
+        }))
+    }
+
+    async fn list_authentication_method_types(
+        &self,
+        request: Request<user_v2::ListAuthenticationMethodTypesRequest>,
+    ) -> Result<Response<user_v2::ListAuthenticationMethodTypesResponse>, Status> {
+        let org = org_header(&request);
+        let (caller, message) = take(request)?;
+        let scope = self
+            .service
+            .user_scope(&caller, org.as_deref(), &message.user_id)
+            .map_err(fail)?;
+        let methods = self
+            .service
+            .authentication_methods(scope)
+            .await
+            .map_err(fail)?;
+        let auth_method_types: Vec<i32> = methods
+            .iter()
+            .map(|method| match method {
+                AuthenticationMethod::Totp => user_v2::AuthenticationMethodType::Totp as i32,
+            })
+            .collect();
+        Ok(Response::new(
+            user_v2::ListAuthenticationMethodTypesResponse {
+                details: Some(object_v2::ListDetails {
+                    total_result: auth_method_types.len() as u64,
+                    ..Default::default()
+                }),
+                auth_method_types,
+            },
+        ))
+    }
+
+    async fn list_authentication_factors(
+        &self,
+        request: Request<user_v2::ListAuthenticationFactorsRequest>,
+    ) -> Result<Response<user_v2::ListAuthenticationFactorsResponse>, Status> {
+        let org = org_header(&request);
+        let (caller, message) = take(request)?;
+        let scope = self
+            .service
+            .user_scope(&caller, org.as_deref(), &message.user_id)
+            .map_err(fail)?;
+        let kinds: Vec<FactorKind> = message
+            .auth_factors
+            .iter()
+            .map(|kind| match user_v2::AuthFactors::try_from(*kind) {
+                Ok(user_v2::AuthFactors::Otp) => FactorKind::Otp,
+                _ => FactorKind::Other,
+            })
+            .collect();
+        let states: Vec<StateQuery> = message
+            .states
+            .iter()
+            .map(|state| match user_v2::AuthFactorState::try_from(*state) {
+                Ok(user_v2::AuthFactorState::Ready) => StateQuery::Ready,
+                Ok(user_v2::AuthFactorState::NotReady) => StateQuery::NotReady,
+                _ => StateQuery::Other,
+            })
+            .collect();
+        let factors = self
+            .service
+            .list_authentication_factors(scope, FactorFilter::new(&kinds, &states))
+            .await
+            .map_err(fail)?;
+        let result = factors
+            .into_iter()
+            .map(|factor| user_v2::AuthFactor {
+                state: match factor.state {
+                    FactorState::NotReady => user_v2::AuthFactorState::NotReady,
+                    FactorState::Ready => user_v2::AuthFactorState::Ready,
+                } as i32,
+                r#type: Some(user_v2::auth_factor::Type::Otp(user_v2::AuthFactorOtp {})),
+            })
+            .collect();
+        Ok(Response::new(user_v2::ListAuthenticationFactorsResponse {
+            result,
         }))
     }
 }

@@ -5,6 +5,7 @@
 use prost::Message;
 
 use super::pb::google::rpc::Status as RpcStatus;
+use super::pb::zitadel::object::v2 as object_v2;
 use super::pb::zitadel::v1::{CredentialsCheckError, ErrorDetail, ObjectDetails};
 use crate::api::wire::attempts_message;
 use crate::domain::{Details, OtpError, UnixMicros};
@@ -61,5 +62,15 @@ pub fn details(details: &Details) -> ObjectDetails {
         creation_date: details.creation_date.map(timestamp),
         change_date: details.change_date.map(timestamp),
         resource_owner: details.resource_owner.to_string(),
+    }
+}
+
+/// The same details as v2 `Details` (other field numbers, the same meaning).
+pub fn details_v2(details: &Details) -> object_v2::Details {
+    object_v2::Details {
+        sequence: details.sequence,
+        change_date: details.change_date.map(timestamp),
+        resource_owner: details.resource_owner.to_string(),
+        creation_date: details.creation_date.map(timestamp),
     }
 }

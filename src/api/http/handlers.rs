@@ -26,7 +26,7 @@ pub struct CodeRequest {
     pub code: Option<String>,
 }
 
-fn details(details: &Details) -> HttpResponse {
+pub(super) fn details(details: &Details) -> HttpResponse {
     HttpResponse::Ok().json(DetailsResponse {
         details: DetailsJson::from(details),
     })

@@ -3,6 +3,7 @@
 
 mod extract;
 mod handlers;
+mod user_v2;
 
 pub use extract::{ClientCertified, on_connect};
 pub use handlers::{CodeRequest, NoFields, metrics};
@@ -246,6 +247,47 @@ pub fn routes(config: &mut web::ServiceConfig) {
                 &[(Method::POST, "UnlockUser")],
             )
             .route(web::post().to(unlock_user)),
+        )
+        .service(
+            observed(
+                "/v2/users/{user_id}/totp",
+                &[
+                    (Method::POST, "RegisterTOTP"),
+                    (Method::DELETE, "RemoveTOTP"),
+                ],
+            )
+            .route(web::post().to(user_v2::register_totp))
+            .route(web::delete().to(user_v2::remove_totp)),
+        )
+        .service(
+            observed(
+                "/v2/users/{user_id}/totp/verify",
+                &[(Method::POST, "VerifyTOTPRegistration")],
+            )
+            .route(web::post().to(user_v2::verify_totp_registration)),
+        )
+        .service(
+            observed(
+                "/v2/users/{user_id}/unlock",
+                &[(Method::POST, "UnlockUserV2")],
+            )
+            // The v1 handler: the same call, admins only, the user's own lock included (a
+            // lock its owner could lift would stop nobody).
+            .route(web::post().to(unlock_user)),
+        )
+        .service(
+            observed(
+                "/v2/users/{user_id}/authentication_methods",
+                &[(Method::GET, "ListAuthenticationMethodTypes")],
+            )
+            .route(web::get().to(user_v2::list_authentication_method_types)),
+        )
+        .service(
+            observed(
+                "/v2/users/{user_id}/authentication_factors/_search",
+                &[(Method::POST, "ListAuthenticationFactors")],
+            )
+            .route(web::post().to(user_v2::list_authentication_factors)),
         )
         .service(plain("/debug/healthz").route(web::get().to(healthz)))
         .service(plain("/debug/ready").route(web::get().to(ready)))

@@ -1,5 +1,6 @@
-//! An independent implementation talks to tessera: Python's grpcio with stubs generated
-//! from proto/, codes from pyotp; the v1 Auth API, the login check, and the v2 user API.
+//! Independent clients talk to tessera: Python's grpcio with stubs generated from proto/,
+//! codes from pyotp (the v1 Auth API, the login check, the v2 user API); and the community
+//! `zitadel` crate, whose client is generated from ZITADEL's own protos (the v2 user API).
 
 use std::process::Command;
 
@@ -49,6 +50,49 @@ async fn python_grpcio_client_walks_through_the_v2_user_api() {
             "self unlock code=PERMISSION_DENIED id=TESSERA-perm1",
             "removed sequence=#",
             "methods after []",
+        ],
+    );
+}
+
+/// The community `zitadel` crate's client (`tests/clients/zitadel-rs`, its own crate, lock
+/// file and target folder; scripts/test builds it before the tests run).
+#[actix_web::test]
+async fn the_zitadel_crate_client_walks_through_the_v2_user_api() {
+    let app = spawn_app(Backend::Memory).await;
+    let alice = Token::user("acme", "alice").sign();
+    let admin = Token::user("acme", "ops").role("otp.admin", "acme").sign();
+    let root = env!("CARGO_MANIFEST_DIR");
+    let endpoint = app.grpc_address.clone();
+    let now = app.now_secs().to_string();
+    let output = actix_rt::task::spawn_blocking(move || {
+        Command::new(env!("CARGO"))
+            .args(["run", "--quiet", "--locked", "--manifest-path"])
+            .arg(format!("{root}/tests/clients/zitadel-rs/Cargo.toml"))
+            .arg("--target-dir")
+            .arg(format!("{root}/target/clients"))
+            .args(["--", &endpoint, &alice, &admin, "alice", &now])
+            .output()
+    })
+    .await
+    .unwrap()
+    .expect("cargo runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_lines_with_rising_sequences(
+        &stdout,
+        &[
+            "registered sequence=# owner=acme",
+            "pending states=[\"AUTH_FACTOR_STATE_NOT_READY\"]",
+            "verified sequence=#",
+            "methods [\"AUTHENTICATION_METHOD_TYPE_TOTP\"] total=1",
+            "unlock FailedPrecondition User is not locked (COMMAND-4M0ds)",
+            "self unlock PermissionDenied No matching permissions found (TESSERA-perm1)",
+            "removed sequence=#",
+            "removed again NotFound Multifactor OTP (OneTimePassword) doesn't exist (COMMAND-Hd9sd)",
         ],
     );
 }

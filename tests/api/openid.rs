@@ -1,9 +1,12 @@
 //! Against a real OpenID provider (node-oidc-provider, `tests/oidc/provider.mjs`) on loopback:
 //! opaque tokens by introspection, JWT access tokens through the discovered `jwks_uri`,
-//! revocation, key rotation, and the provider going away and coming back.
+//! revocation, key rotation, and the provider going away and coming back; and, against a
+//! stand-in endpoint that stalls, the cap on calls in number and in time.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -395,4 +398,93 @@ async fn with_the_provider_down_remembered_tokens_work_and_new_ones_are_unavaila
     provider.restart("k1");
     let fresh = provider.token("bob", false).await;
     search(&app, &fresh).await.assert_ok();
+}
+
+/// An introspection endpoint that holds each call for `hold`, answering every token active
+/// for alice of acme, and counts the calls it holds at once (the peak).
+async fn slow_introspection(hold: Duration, peak: Arc<AtomicUsize>) -> String {
+    use actix_web::{App, HttpResponse, HttpServer, web};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let in_flight = Arc::new(AtomicUsize::new(0));
+    let server = HttpServer::new(move || {
+        let (in_flight, peak) = (in_flight.clone(), peak.clone());
+        App::new().route(
+            "/introspect",
+            web::post().to(move || {
+                let (in_flight, peak) = (in_flight.clone(), peak.clone());
+                async move {
+                    let now = in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+                    peak.fetch_max(now, Ordering::SeqCst);
+                    tokio::time::sleep(hold).await;
+                    in_flight.fetch_sub(1, Ordering::SeqCst);
+                    HttpResponse::Ok().json(json!({
+                        "active": true, "sub": "alice", "aud": crate::helpers::AUDIENCE,
+                        "iss": crate::helpers::ISSUER,
+                        "urn:zitadel:iam:user:resourceowner:id": "acme",
+                    }))
+                }
+            }),
+        )
+    })
+    .workers(1)
+    .listen(listener)
+    .unwrap()
+    .run();
+    actix_rt::spawn(server);
+    format!("http://127.0.0.1:{port}/introspect")
+}
+
+fn settings_with_introspection(
+    endpoint: String,
+    max_concurrent: usize,
+    timeout_ms: u64,
+) -> Settings {
+    let mut s = base_settings();
+    s.auth.introspection_url = endpoint;
+    s.auth.introspection_client_id = "tessera".into();
+    s.auth.introspection_client_secret = "tessera-secret".to_owned().into();
+    s.auth.introspection_max_concurrent = max_concurrent;
+    s.auth.introspection_timeout_ms = timeout_ms;
+    s
+}
+
+/// Many new tokens at once never make more calls to the provider than the cap allows; the
+/// rest wait for a slot.
+#[actix_web::test]
+async fn introspection_calls_are_capped_in_number() {
+    let peak = Arc::new(AtomicUsize::new(0));
+    let endpoint = slow_introspection(Duration::from_millis(300), peak.clone()).await;
+    let app = start(settings_with_introspection(endpoint, 2, 20_000)).await;
+    let answers = futures::future::join_all((0..8).map(|n| {
+        let app = &app;
+        async move { search(app, &format!("opaque-token-{n}")).await }
+    }))
+    .await;
+    for answer in &answers {
+        answer.assert_ok();
+    }
+    let peak = peak.load(Ordering::SeqCst);
+    assert!((1..=2).contains(&peak), "{peak} calls at once");
+}
+
+/// A provider that does not answer in time is UNAVAILABLE for a token it has not vouched
+/// for, never a refusal and never a way in.
+#[actix_web::test]
+async fn a_provider_that_does_not_answer_in_time_is_unavailable() {
+    let peak = Arc::new(AtomicUsize::new(0));
+    let endpoint = slow_introspection(Duration::from_secs(10), peak).await;
+    let app = start(settings_with_introspection(endpoint, 4, 300)).await;
+    search(&app, "opaque-token")
+        .await
+        .assert_error(503, 14, "TESSERA-idp1");
+    assert_eq!(
+        counter(
+            &app,
+            "tessera_introspection_calls_total",
+            "outcome=\"error\""
+        )
+        .await,
+        1
+    );
 }

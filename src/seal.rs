@@ -13,6 +13,8 @@ use base64::engine::general_purpose::STANDARD;
 use rand::{RngCore, TryRngCore};
 use secrecy::{ExposeSecret, SecretBox, SecretString};
 
+use crate::domain::recovery::NormalizedCode;
+
 const FORMAT_VERSION: u8 = 1;
 const NONCE_LEN: usize = 12;
 const KEY_LEN: usize = 32;
@@ -38,6 +40,10 @@ pub enum SealError {
 struct RingKey {
     id: String,
     cipher: Aes256Gcm,
+    /// Hashes recovery codes: HMAC-SHA-256 under a key derived from this one (HKDF), so a
+    /// code's hash says nothing without the seal key, and the seal key itself is never used
+    /// for two purposes.
+    recovery: ring::hmac::Key,
     /// SHA-256 of the key: tells a known key (the published development key) without
     /// keeping the key's bytes.
     fingerprint: [u8; 32],
@@ -90,9 +96,11 @@ impl KeyRing {
             }
             let cipher =
                 Aes256Gcm::new_from_slice(&bytes).map_err(|_| SealError::MalformedEntry(index))?;
+            let recovery = recovery_key(&bytes).map_err(|()| SealError::MalformedEntry(index))?;
             keys.push(RingKey {
                 id: id.to_owned(),
                 cipher,
+                recovery,
                 fingerprint: key_fingerprint(&bytes),
             });
         }
@@ -119,6 +127,25 @@ impl KeyRing {
     pub fn holds_key(&self, key: &[u8]) -> bool {
         let wanted = key_fingerprint(key);
         self.keys.iter().any(|k| k.fingerprint == wanted)
+    }
+
+    /// The keyed hash of a recovery code of `user` of `org`, under the key `key_id` (the id
+    /// stored beside a user's codes, so that rotating the ring does not orphan them); `None`
+    /// when that key has left the ring. The owner is hashed in, so a hash copied to another
+    /// user's codes matches nothing.
+    pub fn recovery_hash(
+        &self,
+        key_id: &str,
+        org: &str,
+        user: &str,
+        code: &NormalizedCode,
+    ) -> Option<[u8; 32]> {
+        let key = self.keys.iter().find(|k| k.id == key_id)?;
+        let mut context = ring::hmac::Context::with_key(&key.recovery);
+        context.update(&owner(b"tessera/recovery-code/v1", org, user));
+        context.update(code.as_bytes());
+        let tag = context.sign();
+        tag.as_ref().try_into().ok()
     }
 
     pub fn sealing_key_id(&self) -> &str {
@@ -226,9 +253,35 @@ impl<'a> Sealed<'a> {
 }
 
 /// Length-prefixed so that ("ab","c") and ("a","bc") bind differently.
+/// The recovery-code hashing key of a seal key: HKDF-SHA-256 with its own label.
+fn recovery_key(seal_key: &[u8]) -> Result<ring::hmac::Key, ()> {
+    struct HmacKeyLen;
+    impl ring::hkdf::KeyType for HmacKeyLen {
+        fn len(&self) -> usize {
+            KEY_LEN
+        }
+    }
+    let salt = ring::hkdf::Salt::new(ring::hkdf::HKDF_SHA256, b"tessera");
+    let prk = salt.extract(seal_key);
+    let info = [b"tessera recovery codes v1".as_slice()];
+    let okm = prk.expand(&info, HmacKeyLen).map_err(|_| ())?;
+    let mut derived = zeroize::Zeroizing::new([0u8; KEY_LEN]);
+    okm.fill(derived.as_mut()).map_err(|_| ())?;
+    Ok(ring::hmac::Key::new(
+        ring::hmac::HMAC_SHA256,
+        derived.as_ref(),
+    ))
+}
+
 fn associated_data(org: &str, user: &str) -> Vec<u8> {
-    let mut aad = Vec::with_capacity(32 + org.len() + user.len());
-    aad.extend_from_slice(b"tessera/otp-secret/v1");
+    owner(b"tessera/otp-secret/v1", org, user)
+}
+
+/// `label`, then the organization and the user, each with its length (no two owners encode
+/// alike).
+fn owner(label: &[u8], org: &str, user: &str) -> Vec<u8> {
+    let mut aad = Vec::with_capacity(label.len() + 16 + org.len() + user.len());
+    aad.extend_from_slice(label);
     for part in [org, user] {
         aad.extend_from_slice(&(part.len() as u64).to_be_bytes());
         aad.extend_from_slice(part.as_bytes());
@@ -264,6 +317,41 @@ mod tests {
             Err(SealError::UnknownKey(_))
         ));
         assert!(rotated.reseal(&sealed, "org", "other").is_err());
+    }
+
+    /// A code's hash depends on the code, its owner and the key named; an older key of the
+    /// ring still hashes as it did, so codes survive a rotation.
+    #[test]
+    fn recovery_hashes_bind_code_owner_and_key() {
+        use crate::domain::recovery::normalize;
+        let code = normalize("ABCDE-12345").unwrap();
+        let other = normalize("ABCDE-12346").unwrap();
+        let old = ring(&entry("old", 1));
+        let hash = |ring: &KeyRing, id: &str, org: &str, user: &str, code| {
+            ring.recovery_hash(id, org, user, code)
+        };
+        let original = hash(&old, "old", "acme", "alice", &code).unwrap();
+        assert_eq!(hash(&old, "old", "acme", "alice", &code), Some(original));
+        assert_ne!(hash(&old, "old", "acme", "alice", &other), Some(original));
+        assert_ne!(hash(&old, "old", "acme", "bob", &code), Some(original));
+        assert_ne!(hash(&old, "old", "globex", "alice", &code), Some(original));
+        assert_ne!(hash(&old, "old", "acmea", "lice", &code), Some(original));
+        assert_eq!(hash(&old, "gone", "acme", "alice", &code), None);
+        let rotated = ring(&format!("{},{}", entry("new", 2), entry("old", 1)));
+        assert_eq!(
+            hash(&rotated, "old", "acme", "alice", &code),
+            Some(original)
+        );
+        assert_ne!(
+            hash(&rotated, "new", "acme", "alice", &code),
+            Some(original)
+        );
+        // Not the seal key itself, nor a plain SHA-256 of the code.
+        use sha2::Digest;
+        assert_ne!(
+            <[u8; 32]>::from(sha2::Sha256::digest(code.as_bytes())),
+            original
+        );
     }
 
     #[test]

@@ -14,6 +14,7 @@ pub mod error;
 pub mod factor;
 pub mod ids;
 pub mod policy;
+pub mod recovery;
 pub mod time;
 pub mod totp;
 

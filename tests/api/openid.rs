@@ -488,3 +488,137 @@ async fn a_provider_that_does_not_answer_in_time_is_unavailable() {
         1
     );
 }
+
+/// The binary, run to completion with these `TESSERA__*` variables only (no config files).
+fn tessera(args: &[&str], env: &[(&str, String)]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("the tessera binary runs")
+}
+
+/// `check-config` asks the provider what `serve` would: the discovery document, its keys
+/// and the introspection key file; and names what is wrong.
+#[actix_web::test]
+async fn check_config_discovers_the_provider_and_reads_the_key_file() {
+    let provider = Provider::start("k1");
+    let seal = String::from_utf8(tessera(&["gen-seal-key"], &[]).stdout).unwrap();
+    let env = |issuer: String, key_file: String| {
+        vec![
+            ("TESSERA__AUTH__ISSUER", issuer),
+            ("TESSERA__AUTH__AUDIENCE", AUDIENCE.to_owned()),
+            ("TESSERA__AUTH__INTROSPECTION_KEY_FILE", key_file),
+            ("TESSERA__SEAL__KEYS", seal.trim().to_owned()),
+        ]
+    };
+    let key_file = provider.key_file().to_string_lossy().into_owned();
+    let ok = tessera(
+        &["check-config", "--env", "none"],
+        &env(provider.issuer(), key_file.clone()),
+    );
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    // An issuer that differs from the document's by a slash is not the provider's.
+    let slash = tessera(
+        &["check-config", "--env", "none"],
+        &env(format!("{}/", provider.issuer()), key_file),
+    );
+    assert!(!slash.status.success());
+    let said = String::from_utf8_lossy(&slash.stderr);
+    assert!(said.contains("names issuer"), "{said}");
+    // A key file that is not an API application's is named, its key never shown.
+    let service_user = provider.state.0.join("service-user.json");
+    std::fs::write(
+        &service_user,
+        r#"{"type":"serviceaccount","keyId":"1","key":"PRIVATE-KEY-TEXT","userId":"2"}"#,
+    )
+    .unwrap();
+    let wrong = tessera(
+        &["check-config", "--env", "none"],
+        &env(
+            provider.issuer(),
+            service_user.to_string_lossy().into_owned(),
+        ),
+    );
+    let said = String::from_utf8_lossy(&wrong.stderr);
+    assert!(
+        !wrong.status.success() && said.contains("serviceaccount"),
+        "{said}"
+    );
+    assert!(!said.contains("PRIVATE-KEY-TEXT"), "{said}");
+}
+
+/// `gen-signing-key` and `token --key`: a key of one's own, trusted through its JWKS file,
+/// signs tokens the server takes; the development key's tokens are not those.
+#[actix_web::test]
+async fn a_generated_signing_key_signs_tokens_its_jwks_verifies() {
+    let dir = TempDir::new("signing-key");
+    let out = dir.0.to_string_lossy().into_owned();
+    let made = tessera(
+        &["gen-signing-key", "--out-dir", &out, "--kid", "trial-1"],
+        &[],
+    );
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let again = tessera(&["gen-signing-key", "--out-dir", &out], &[]);
+    assert!(!again.status.success(), "a key is never overwritten");
+    use std::os::unix::fs::PermissionsExt;
+    let key = dir.0.join("signing-key.pem");
+    let mode = std::fs::metadata(&key).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+
+    let mut settings = base_settings();
+    settings.auth.jwks_file = dir.0.join("jwks.json").to_string_lossy().into_owned();
+    settings.auth.issuer = "https://trial.test".into();
+    settings.auth.audience = "tessera".into();
+    let app = start(settings).await;
+    let mint = |kid: &str, issuer: &str| {
+        let key = key.to_string_lossy().into_owned();
+        let output = tessera(
+            &[
+                "token",
+                "--key",
+                &key,
+                "--kid",
+                kid,
+                "--issuer",
+                issuer,
+                "--audience",
+                "tessera",
+                "--ttl",
+                "600",
+                "--org",
+                "acme",
+                "--user",
+                "alice",
+            ],
+            &[],
+        );
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).unwrap().trim().to_owned()
+    };
+    search(&app, &mint("trial-1", "https://trial.test"))
+        .await
+        .assert_ok();
+    search(&app, &mint("trial-1", "https://other.test"))
+        .await
+        .assert_error(401, 16, "AUTH-7fs1e");
+    let dev = String::from_utf8(tessera(&["token"], &[]).stdout).unwrap();
+    search(&app, dev.trim())
+        .await
+        .assert_error(401, 16, "AUTH-7fs1e");
+}

@@ -106,7 +106,10 @@ impl ClientAuthentication {
             IntrospectionClient::KeyFile { path, client_id } => {
                 let shown = path.display().to_string();
                 let bad = |why: String| VerifierError::KeyFile(shown.clone(), why);
-                let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
+                // The file's text holds the private key: wiped once parsed.
+                let text = zeroize::Zeroizing::new(
+                    std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?,
+                );
                 // The file holds a private key: serde's messages quote the input, so only
                 // the error's position is kept.
                 let file: KeyFile = serde_json::from_str(&text).map_err(|e| {

@@ -7,7 +7,8 @@
 //! only the checks here build scopes. A `me` call takes an `OwnScope` (the token's own
 //! user); a management call an `OrgScope<Check>` or `OrgScope<Admin>`, which
 //! `OtpService::org_scope` builds only after the role check (and, over mTLS, the client
-//! certificate). A new operation that skips the check does not compile.
+//! certificate); a v2 user-API call a `UserScope`, one of the two. A new operation that
+//! skips the check does not compile.
 
 use std::marker::PhantomData;
 use std::net::IpAddr;

@@ -59,3 +59,49 @@ impl Refusal {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each of jsonwebtoken's reasons is logged as its own, and every reason has its own name.
+    #[test]
+    fn jsonwebtoken_reasons_map_to_their_own_refusals() {
+        let cases = [
+            (ErrorKind::InvalidSignature, Refusal::BadSignature),
+            (ErrorKind::ExpiredSignature, Refusal::Expired),
+            (ErrorKind::ImmatureSignature, Refusal::NotYetValid),
+            (ErrorKind::InvalidIssuer, Refusal::WrongIssuer),
+            (ErrorKind::InvalidAudience, Refusal::WrongAudience),
+            (
+                ErrorKind::MissingRequiredClaim("exp".into()),
+                Refusal::Claims,
+            ),
+            (ErrorKind::InvalidClaimFormat("exp".into()), Refusal::Claims),
+            (ErrorKind::InvalidAlgorithm, Refusal::Algorithm),
+            (ErrorKind::InvalidAlgorithmName, Refusal::Algorithm),
+            (ErrorKind::InvalidToken, Refusal::Malformed),
+        ];
+        for (kind, refusal) in cases {
+            assert_eq!(Refusal::from_jwt(&kind), refusal, "{kind:?}");
+        }
+        let all = [
+            Refusal::Malformed,
+            Refusal::CriticalExtensions,
+            Refusal::Algorithm,
+            Refusal::UnknownKid,
+            Refusal::BadSignature,
+            Refusal::Expired,
+            Refusal::NotYetValid,
+            Refusal::WrongIssuer,
+            Refusal::WrongAudience,
+            Refusal::Claims,
+            Refusal::Inactive,
+            Refusal::NotAJws,
+        ];
+        let names: std::collections::HashSet<&str> = all.iter().map(|r| r.as_str()).collect();
+        assert_eq!(names.len(), all.len());
+        assert!(names.iter().all(|name| !name.is_empty() && name.is_ascii()));
+        assert_eq!(Refusal::BadSignature.as_str(), "bad_signature");
+    }
+}

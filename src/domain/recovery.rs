@@ -126,6 +126,7 @@ mod tests {
         let code = RecoveryCode::from_random([0xfc, 0, 0, 0, 0, 0, 0]);
         assert_eq!(code.shown(), "00000-00000");
         assert_eq!(format!("{code:?}"), "RecoveryCode(..)");
+        assert_eq!(format!("{:?}", code.normalized()), "NormalizedCode(..)");
     }
 
     #[test]

@@ -232,6 +232,11 @@ async fn zitadels_key_file_authenticates_the_introspection_calls() {
     settings.auth.introspection_key_file = provider.key_file().to_string_lossy().into_owned();
     let app = start(settings).await;
     enroll_and_verify(&app, &provider.token("bob", false).await, "acme").await;
+    // A second token is a second call with a fresh assertion: the provider refuses an
+    // assertion's `jti` it has seen (RFC 7523's replay rule).
+    search(&app, &provider.token("alice", false).await)
+        .await
+        .assert_ok();
     assert_eq!(
         counter(
             &app,
@@ -239,7 +244,7 @@ async fn zitadels_key_file_authenticates_the_introspection_calls() {
             "outcome=\"active\""
         )
         .await,
-        1
+        2
     );
 }
 

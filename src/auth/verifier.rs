@@ -371,7 +371,7 @@ impl TokenVerifier {
         if let Some(caller) = self.cached(&digest, now) {
             return Ok(caller);
         }
-        if !is_jws(token) {
+        let Some(jose_header) = jws_header(token) else {
             let introspector = self
                 .introspector
                 .as_ref()
@@ -384,9 +384,12 @@ impl TokenVerifier {
                 Outcome::Refused(refusal) => Err(Checked::Refused(refusal)),
                 Outcome::Unanswered => Err(Checked::Unanswered),
             };
-        }
+        };
         let generation = self.generation.load(Ordering::SeqCst);
-        let (claims, key) = self.verify(token).await.map_err(Checked::Refused)?;
+        let (claims, key) = self
+            .verify(token, &jose_header)
+            .await
+            .map_err(Checked::Refused)?;
         let expires = claims.get("exp").and_then(Value::as_i64).unwrap_or(now);
         let caller = Arc::new(
             self.claims
@@ -417,9 +420,16 @@ impl TokenVerifier {
         }
     }
 
-    /// The token's claims and the fingerprint of the key that verified them.
-    async fn verify(&self, token: &str) -> Result<(Map<String, Value>, KeyFingerprint), Refusal> {
-        if names_critical_extensions(token) {
+    /// The token's claims and the fingerprint of the key that verified them. `jose_header`
+    /// is its header as JSON: one with `crit` names extensions the verifier must understand
+    /// or refuse the token (RFC 7515 4.1.11); tessera understands none, and jsonwebtoken
+    /// ignores header parameters it does not know, so `crit` refuses it here.
+    async fn verify(
+        &self,
+        token: &str,
+        jose_header: &Map<String, Value>,
+    ) -> Result<(Map<String, Value>, KeyFingerprint), Refusal> {
+        if jose_header.contains_key("crit") {
             return Err(Refusal::CriticalExtensions);
         }
         let header = jsonwebtoken::decode_header(token).map_err(|_| Refusal::Malformed)?;
@@ -490,10 +500,10 @@ enum Checked {
     Unanswered,
 }
 
-/// Whether a token is a JWS in compact form: three segments, the first a JSON object once
-/// base64url-decoded. Such a token is verified here or refused, whatever its header says
-/// (`alg: none` included); anything else is an opaque token for the provider.
-fn is_jws(token: &str) -> bool {
+/// The header of a JWS in compact form (three segments, the first a JSON object once
+/// base64url-decoded); `None`: not a JWS. A JWS is verified here or refused, whatever its
+/// header says (`alg: none` included); anything else is an opaque token for the provider.
+fn jws_header(token: &str) -> Option<Map<String, Value>> {
     use base64::Engine;
     let mut segments = token.split('.');
     let (Some(header), Some(_), Some(_), None) = (
@@ -502,29 +512,12 @@ fn is_jws(token: &str) -> bool {
         segments.next(),
         segments.next(),
     ) else {
-        return false;
+        return None;
     };
-    base64::engine::general_purpose::URL_SAFE_NO_PAD
+    let json = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(header)
-        .ok()
-        .and_then(|json| serde_json::from_slice::<Map<String, Value>>(&json).ok())
-        .is_some()
-}
-
-/// Whether the JOSE header has `crit`: extensions the verifier must understand or refuse the
-/// token (RFC 7515 4.1.11). tessera understands none, so any `crit` refuses it; jsonwebtoken
-/// ignores header parameters it does not know. A header that does not decode is left to
-/// `decode_header`, which refuses it.
-fn names_critical_extensions(token: &str) -> bool {
-    use base64::Engine;
-    let Some(segment) = token.split('.').next() else {
-        return false;
-    };
-    base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(segment)
-        .ok()
-        .and_then(|json| serde_json::from_slice::<Map<String, Value>>(&json).ok())
-        .is_some_and(|header| header.contains_key("crit"))
+        .ok()?;
+    serde_json::from_slice(&json).ok()
 }
 
 /// The claims of the first key that verifies the token; else why the last candidate refused
@@ -695,6 +688,10 @@ mod tests {
             verifier.authenticate(Some(critical.as_bytes())).await.err(),
             Some(OtpError::TokenInvalid)
         );
+    }
+
+    fn is_jws(token: &str) -> bool {
+        jws_header(token).is_some()
     }
 
     /// A JWS is verified or refused here; only what is not one may go to the provider.

@@ -22,6 +22,7 @@ use self::pb::zitadel::auth::v1::auth_service_server::AuthServiceServer;
 use self::pb::zitadel::management::v1::management_service_server::ManagementServiceServer;
 use self::pb::zitadel::user::v2::user_service_server::UserServiceServer;
 pub use self::services::Services;
+pub(crate) use self::services::factor_filter;
 pub use self::status::status;
 use crate::service::OtpService;
 

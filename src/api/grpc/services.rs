@@ -177,6 +177,27 @@ impl check::otp_check_service_server::OtpCheckService for Services {
     }
 }
 
+/// The filter of a v2 ListAuthenticationFactors from its enum values (as numbers, which is
+/// what JSON's names become too): values this release does not know match nothing.
+pub(crate) fn factor_filter(auth_factors: &[i32], states: &[i32]) -> FactorFilter {
+    let kinds: Vec<FactorKind> = auth_factors
+        .iter()
+        .map(|kind| match user_v2::AuthFactors::try_from(*kind) {
+            Ok(user_v2::AuthFactors::Otp) => FactorKind::Otp,
+            _ => FactorKind::Other,
+        })
+        .collect();
+    let states: Vec<StateQuery> = states
+        .iter()
+        .map(|state| match user_v2::AuthFactorState::try_from(*state) {
+            Ok(user_v2::AuthFactorState::Ready) => StateQuery::Ready,
+            Ok(user_v2::AuthFactorState::NotReady) => StateQuery::NotReady,
+            _ => StateQuery::Other,
+        })
+        .collect();
+    FactorFilter::new(&kinds, &states)
+}
+
 /// ZITADEL's v2 user API, the TOTP part: the same service calls as v1, so one factor has one
 /// history whichever API changes it.
 #[tonic::async_trait]
@@ -298,26 +319,10 @@ impl user_v2::user_service_server::UserService for Services {
             .service
             .user_scope(&caller, org.as_deref(), &message.user_id)
             .map_err(fail)?;
-        let kinds: Vec<FactorKind> = message
-            .auth_factors
-            .iter()
-            .map(|kind| match user_v2::AuthFactors::try_from(*kind) {
-                Ok(user_v2::AuthFactors::Otp) => FactorKind::Otp,
-                _ => FactorKind::Other,
-            })
-            .collect();
-        let states: Vec<StateQuery> = message
-            .states
-            .iter()
-            .map(|state| match user_v2::AuthFactorState::try_from(*state) {
-                Ok(user_v2::AuthFactorState::Ready) => StateQuery::Ready,
-                Ok(user_v2::AuthFactorState::NotReady) => StateQuery::NotReady,
-                _ => StateQuery::Other,
-            })
-            .collect();
+        let filter = factor_filter(&message.auth_factors, &message.states);
         let factors = self
             .service
-            .list_authentication_factors(scope, FactorFilter::new(&kinds, &states))
+            .list_authentication_factors(scope, filter)
             .await
             .map_err(fail)?;
         let result = factors

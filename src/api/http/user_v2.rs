@@ -9,11 +9,13 @@ use serde::Deserialize;
 use super::extract::org_header;
 use super::handlers::{CodeRequest, NoFields, details};
 use super::{ApiError, HttpState, json_body};
+use crate::api::grpc::factor_filter;
+use crate::api::grpc::pb::zitadel::user::v2::{AuthFactorState, AuthFactors};
 use crate::api::wire::{
     AuthFactorJson, AuthenticationMethodsResponse, DetailsJson, Empty, ListAuthFactorsResponse,
     ListDetailsJson, RegisterTotpResponse, auth_factor_state,
 };
-use crate::service::{Authenticated, AuthenticationMethod, FactorFilter, FactorKind, StateQuery};
+use crate::service::{Authenticated, AuthenticationMethod, FactorFilter};
 
 type State = web::Data<HttpState>;
 
@@ -89,6 +91,16 @@ enum EnumValue {
     Number(i64),
 }
 
+impl EnumValue {
+    /// The value's number; `-1` (no value of the enum) for a name or number it lacks.
+    fn number(&self, by_name: impl Fn(&str) -> Option<i32>) -> i32 {
+        match self {
+            Self::Name(name) => by_name(name).unwrap_or(-1),
+            Self::Number(number) => i32::try_from(*number).unwrap_or(-1),
+        }
+    }
+}
+
 #[derive(Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct ListFactorsRequest {
@@ -99,30 +111,21 @@ pub struct ListFactorsRequest {
 }
 
 impl ListFactorsRequest {
+    /// The same filter as over gRPC, from the generated enums' names and numbers.
     fn filter(&self) -> FactorFilter {
-        let kinds: Vec<FactorKind> = self
+        let kinds: Vec<i32> = self
             .auth_factors
             .iter()
-            .map(|kind| match kind {
-                EnumValue::Name(name) if name == "OTP" => FactorKind::Otp,
-                EnumValue::Number(0) => FactorKind::Otp,
-                _ => FactorKind::Other,
-            })
+            .map(|kind| kind.number(|name| AuthFactors::from_str_name(name).map(|k| k as i32)))
             .collect();
-        let states: Vec<StateQuery> = self
+        let states: Vec<i32> = self
             .states
             .iter()
-            .map(|state| match state {
-                EnumValue::Name(name) if name == "AUTH_FACTOR_STATE_READY" => StateQuery::Ready,
-                EnumValue::Number(2) => StateQuery::Ready,
-                EnumValue::Name(name) if name == "AUTH_FACTOR_STATE_NOT_READY" => {
-                    StateQuery::NotReady
-                }
-                EnumValue::Number(1) => StateQuery::NotReady,
-                _ => StateQuery::Other,
+            .map(|state| {
+                state.number(|name| AuthFactorState::from_str_name(name).map(|s| s as i32))
             })
             .collect();
-        FactorFilter::new(&kinds, &states)
+        factor_filter(&kinds, &states)
     }
 }
 

@@ -148,14 +148,19 @@ pub fn generate_signing_key(kid: &str) -> Result<(SecretString, String), String>
         "kty": "EC", "crv": "P-256", "alg": "ES256", "use": "sig", "kid": kid,
         "x": URL_SAFE_NO_PAD.encode(x), "y": URL_SAFE_NO_PAD.encode(y),
     }]});
-    let body = base64::engine::general_purpose::STANDARD.encode(pkcs8.as_ref());
-    let mut pem = String::from("-----BEGIN PRIVATE KEY-----\n");
+    // The private key's text, wiped when dropped, as the PEM built from it is.
+    let body =
+        zeroize::Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(pkcs8.as_ref()));
+    // Room for every line break and both markers: no reallocation leaves a copy behind.
+    let mut pem =
+        zeroize::Zeroizing::new(String::with_capacity(body.len() + body.len() / 64 + 128));
+    pem.push_str("-----BEGIN PRIVATE KEY-----\n");
     for line in body.as_bytes().chunks(64) {
         pem.push_str(std::str::from_utf8(line).map_err(|e| e.to_string())?);
         pem.push('\n');
     }
     pem.push_str("-----END PRIVATE KEY-----\n");
-    Ok((SecretString::from(pem), jwks.to_string()))
+    Ok((SecretString::from(pem.to_string()), jwks.to_string()))
 }
 
 #[cfg(test)]

@@ -350,6 +350,7 @@ async fn grpc_load(port: u16, codes: &[String], bearer: &str, o: &Options) -> Ru
                     let mut request = tonic::Request::new(CheckOtpRequest {
                         user_id: format!("u{user}"),
                         code,
+                        ..Default::default()
                     });
                     request
                         .metadata_mut()

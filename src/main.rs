@@ -217,6 +217,12 @@ async fn run(command: Command, source: Source) -> Result<(), String> {
             for (key, found) in &report.found_by_older_key {
                 println!("found under key {key:?}: {found}");
             }
+            for (key, codes) in &report.codes_by_older_key {
+                println!(
+                    "recovery codes under key {key:?}: {codes} (they stop working when the key \
+                     leaves the ring; they cannot be hashed anew)"
+                );
+            }
             for failure in &report.failures {
                 println!("failed: {failure}");
             }
@@ -229,8 +235,14 @@ async fn run(command: Command, source: Source) -> Result<(), String> {
             }
             if report.resealed > 0 || report.changed_meanwhile > 0 {
                 println!("run it once more: when it reseals nothing, the older keys can go");
-            } else {
+            } else if report.codes_by_older_key.is_empty() {
                 println!("every enrollment is under key {:?}", keys.sealing_key_id());
+            } else {
+                println!(
+                    "every enrollment is under key {:?}; keep the older keys the recovery \
+                     codes above need, or have their users generate new codes",
+                    keys.sealing_key_id()
+                );
             }
             Ok(())
         }

@@ -28,7 +28,21 @@ pub struct Metrics {
     /// Token refusals by reason: "missing", "not_bearer", "invalid", and "unchecked" (the
     /// provider could not be asked about an opaque token).
     pub token_failures: IntCounterVec,
+    /// Recovery codes typed at login, by outcome (`RECOVERY_OUTCOMES`).
+    pub recovery_code_checks: IntCounterVec,
+    /// Recovery-code sets changed: "generated" (codes made), "removed" (sets removed).
+    pub recovery_code_events: IntCounterVec,
 }
+
+/// The outcomes of `tessera_recovery_code_checks_total`.
+pub const RECOVERY_OUTCOMES: &[&str] = &[
+    "accepted",
+    "invalid",
+    "locked",
+    "no_codes",
+    "rate_limited",
+    "unavailable",
+];
 
 #[derive(Debug, thiserror::Error)]
 #[error("metrics: {0}")]
@@ -124,6 +138,16 @@ impl Metrics {
             "Requests refused at the token check, by reason.",
             &["reason"],
         )?;
+        let recovery_code_checks = counter(
+            "tessera_recovery_code_checks_total",
+            "Recovery codes typed at login, by outcome (accepted, invalid, locked, no_codes, rate_limited, unavailable).",
+            &["outcome"],
+        )?;
+        let recovery_code_events = counter(
+            "tessera_recovery_codes_total",
+            "Recovery codes generated (one per code), and sets removed.",
+            &["event"],
+        )?;
         // Known label sets start at zero: a series that appears only on its first event
         // hides it from rate() and from the alerts until then.
         for purpose in ["enroll", "login"] {
@@ -134,7 +158,24 @@ impl Metrics {
         for event in ["locked", "unlocked"] {
             lock_events.with_label_values(&[event]);
         }
-        for op in ["load", "add", "attempt", "remove", "unlock", "time"] {
+        for outcome in RECOVERY_OUTCOMES {
+            recovery_code_checks.with_label_values(&[outcome]);
+        }
+        for event in ["generated", "removed"] {
+            recovery_code_events.with_label_values(&[event]);
+        }
+        for op in [
+            "load",
+            "add",
+            "attempt",
+            "remove",
+            "unlock",
+            "time",
+            "codes_held",
+            "add_codes",
+            "redeem_code",
+            "remove_codes",
+        ] {
             store_errors.with_label_values(&[op]);
         }
         for reason in ["missing", "not_bearer", "invalid", "unchecked"] {
@@ -153,6 +194,8 @@ impl Metrics {
             redis_connections,
             clock_offset,
             token_failures,
+            recovery_code_checks,
+            recovery_code_events,
         })
     }
 

@@ -4,7 +4,9 @@
 //! an enrollment that changes meanwhile is left as it is (it was sealed by a running
 //! replica, with that replica's first key). A record already under the first key is
 //! skipped, so a second run resumes an interrupted one, and a run that reseals nothing
-//! proves that no record needs an older key.
+//! proves that no enrollment needs an older key. Recovery codes cannot be hashed anew (only
+//! their hashes are kept): the run counts those still under older keys, which stop working
+//! when their key leaves the ring.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -28,6 +30,8 @@ pub struct RekeyReport {
     pub failures: Vec<String>,
     /// Records found sealed by each older key (before this run resealed them).
     pub found_by_older_key: BTreeMap<String, u64>,
+    /// Unused recovery codes hashed under each older key (or a key the ring lacks).
+    pub codes_by_older_key: BTreeMap<String, u64>,
 }
 
 impl RekeyReport {
@@ -74,9 +78,17 @@ pub async fn rekey(
                 .scan_sealed(primary, cursor, page, Instant::now() + CALL_TIMEOUT)
                 .await?;
             for record in records {
+                for key_id in &record.recovery_code_keys {
+                    if key_id != keys.sealing_key_id() {
+                        *report.codes_by_older_key.entry(key_id.clone()).or_default() += 1;
+                    }
+                }
+                let Some(sealed_secret) = record.sealed_secret else {
+                    continue;
+                };
                 report.scanned += 1;
                 let user = &record.user;
-                let resealed = match keys.reseal(&record.sealed_secret, &user.org, &user.user) {
+                let resealed = match keys.reseal(&sealed_secret, &user.org, &user.user) {
                     Ok(None) => {
                         report.current += 1;
                         continue;
@@ -92,7 +104,7 @@ pub async fn rekey(
                         continue;
                     }
                 };
-                if let Ok(older) = KeyRing::sealed_by(&record.sealed_secret) {
+                if let Ok(older) = KeyRing::sealed_by(&sealed_secret) {
                     *report
                         .found_by_older_key
                         .entry(older.to_owned())
@@ -101,7 +113,7 @@ pub async fn rekey(
                 let outcome = store
                     .reseal(
                         user,
-                        &record.sealed_secret,
+                        &sealed_secret,
                         &resealed,
                         Instant::now() + CALL_TIMEOUT,
                     )

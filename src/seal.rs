@@ -148,6 +148,11 @@ impl KeyRing {
         tag.as_ref().try_into().ok()
     }
 
+    /// The ids of the ring's keys, the sealing key first.
+    pub fn key_ids(&self) -> impl Iterator<Item = &str> {
+        self.keys.iter().map(|k| k.id.as_str())
+    }
+
     pub fn sealing_key_id(&self) -> &str {
         self.keys.first().map(|k| k.id.as_str()).unwrap_or_default()
     }

@@ -20,10 +20,12 @@ use secrecy::SecretString;
 
 use crate::auth::{Caller, TokenVerifier, org_header, user_id};
 use crate::clock::SharedClock;
+use crate::domain::recovery::MAX_CODES;
 use crate::domain::{Details, FactorState, OtpError, Purpose};
 use crate::tenant::{
-    AddressLimiter, Enroll, Enrollment, FactorView, ListFactors, Operation, OrgRegistry,
-    RemoveFactor, SubmitCode, UnlockFactor,
+    AddressLimiter, Enroll, Enrollment, FactorView, GenerateCodes, GeneratedCodes, ListFactors,
+    Operation, OrgRegistry, RedeemCode, RemoveCodes, RemoveFactor, Requester, SubmitCode,
+    UnlockFactor,
 };
 
 pub struct OtpService {
@@ -254,24 +256,63 @@ impl OtpService {
         filter: FactorFilter,
     ) -> Result<Vec<FactorView>, OtpError> {
         let factors = self.run(scope, ListFactors).await?;
-        Ok(filter.apply(factors))
+        Ok(filter.apply(factors.totp))
     }
 
     /// v2 ListAuthenticationMethodTypes: TOTP when the user's factor is READY (a factor
-    /// not yet verified is no way to authenticate).
+    /// not yet verified is no way to authenticate), recovery codes while any are left.
     pub async fn authentication_methods(
         &self,
         scope: UserScope,
     ) -> Result<Vec<AuthenticationMethod>, OtpError> {
         let factors = self.run(scope, ListFactors).await?;
         let ready = factors
+            .totp
             .iter()
             .any(|factor| factor.state == FactorState::Ready);
-        Ok(if ready {
-            vec![AuthenticationMethod::Totp]
-        } else {
-            Vec::new()
-        })
+        let mut methods = Vec::with_capacity(2);
+        if ready {
+            methods.push(AuthenticationMethod::Totp);
+        }
+        if factors.recovery_codes > 0 {
+            methods.push(AuthenticationMethod::RecoveryCode);
+        }
+        Ok(methods)
+    }
+
+    /// v2 GenerateRecoveryCodes: `count` codes (0: the organization's default), added to the
+    /// codes left. The user needs a current TOTP code when their factor is READY; an admin
+    /// needs none.
+    pub async fn generate_recovery_codes(
+        &self,
+        scope: UserScope,
+        count: i32,
+        totp_code: String,
+    ) -> Result<GeneratedCodes, OtpError> {
+        let requester = match &scope {
+            UserScope::Own(_) => Requester::User {
+                totp_code: (!totp_code.is_empty())
+                    .then(|| validated(totp_code))
+                    .transpose()?,
+            },
+            UserScope::Admin(_) => Requester::Admin,
+        };
+        let count = match u32::try_from(count) {
+            Ok(0) => None,
+            Ok(count) if count <= MAX_CODES => Some(count),
+            _ => return Err(OtpError::RecoveryCodeCountInvalid),
+        };
+        self.run(scope, GenerateCodes { count, requester }).await
+    }
+
+    /// v2 RemoveRecoveryCodes: all of them; refused while the user is locked.
+    pub async fn remove_recovery_codes(&self, scope: UserScope) -> Result<Details, OtpError> {
+        self.run(scope, RemoveCodes).await
+    }
+
+    /// How many recovery codes the user holds (tessera's view; never the codes).
+    pub async fn recovery_codes_left(&self, scope: UserScope) -> Result<u32, OtpError> {
+        Ok(self.run(scope, ListFactors).await?.recovery_codes)
     }
 
     pub async fn add_my(&self, auth: &Authenticated) -> Result<Enrollment, OtpError> {
@@ -297,14 +338,37 @@ impl OtpService {
     pub async fn list_my(&self, scope: OwnScope) -> Result<Vec<FactorView>, OtpError> {
         let ready_only = FactorFilter::new(&[], &[]);
         let factors = self.run(scope, ListFactors).await?;
-        Ok(ready_only.apply(factors))
+        Ok(ready_only.apply(factors.totp))
     }
 
-    /// The login check.
-    pub async fn check(&self, scope: OrgScope<Check>, code: String) -> Result<Details, OtpError> {
-        let code = validated(code)?;
-        let purpose = Purpose::Login;
-        self.run(scope, SubmitCode { code, purpose }).await
+    /// The login check: a TOTP code, or a recovery code in its place (exactly one; an empty
+    /// field is an absent one, as proto3 has it).
+    pub async fn check(
+        &self,
+        scope: OrgScope<Check>,
+        code: String,
+        recovery_code: String,
+    ) -> Result<Checked, OtpError> {
+        match (code.is_empty(), recovery_code.is_empty()) {
+            (false, false) => Err(OtpError::CodeOrRecoveryCode),
+            (true, false) => {
+                let code = validated(recovery_code)?;
+                let redeemed = self.run(scope, RedeemCode { code }).await?;
+                Ok(Checked {
+                    details: redeemed.details,
+                    recovery_codes_remaining: Some(redeemed.remaining),
+                })
+            }
+            _ => {
+                let code = validated(code)?;
+                let purpose = Purpose::Login;
+                let details = self.run(scope, SubmitCode { code, purpose }).await?;
+                Ok(Checked {
+                    details,
+                    recovery_codes_remaining: None,
+                })
+            }
+        }
     }
 
     pub async fn remove_user(&self, scope: OrgScope<Admin>) -> Result<Details, OtpError> {
@@ -329,10 +393,17 @@ impl OtpService {
     }
 }
 
-/// The ways of authenticating a v2 listing may name; tessera holds only TOTP.
+/// The login check's answer: the change, and with a recovery code the codes left.
+pub struct Checked {
+    pub details: Details,
+    pub recovery_codes_remaining: Option<u32>,
+}
+
+/// The ways of authenticating a v2 listing may name; tessera holds TOTP and recovery codes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AuthenticationMethod {
     Totp,
+    RecoveryCode,
 }
 
 /// A kind of factor a v2 listing asks for: tessera holds OTP (TOTP) factors only.

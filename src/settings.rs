@@ -66,6 +66,7 @@ pub struct Settings {
     pub auth: AuthSettings,
     pub totp: TotpSettings,
     pub lockout: LockoutSettings,
+    pub recovery_codes: RecoveryCodeSettings,
     pub limits: LimitSettings,
     pub seal: SealSettings,
     pub tls: TlsSettings,
@@ -97,6 +98,7 @@ pub struct OrgOverrides {
     pub max_otp_attempts: Option<u32>,
     pub lock_duration_secs: Option<u64>,
     pub show_failures: Option<bool>,
+    pub recovery_codes: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -191,6 +193,13 @@ pub struct LockoutSettings {
     pub max_otp_attempts: u32,
     pub lock_duration_secs: u64,
     pub show_failures: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecoveryCodeSettings {
+    /// Codes a generation makes when the request names no count (1 to 20).
+    pub count: u32,
 }
 
 fn secs_to_micros(secs: u64) -> i64 {
@@ -479,7 +488,13 @@ impl Settings {
         let tls = self.tls.parse(&mut problems);
         let store = parse_store(self.store, self.redis, &mut problems);
         let auth = self.auth.parse(mode == Mode::Dev, &mut problems);
-        let policies = parse_policies(&self.totp, &self.lockout, self.orgs, &mut problems);
+        let policies = parse_policies(
+            &self.totp,
+            &self.lockout,
+            &self.recovery_codes,
+            self.orgs,
+            &mut problems,
+        );
         let seal_keys = parse_seal_keys(&self.seal.keys, mode, &mut problems);
         if self.tenants.mailbox_capacity == 0 || self.tenants.cache_capacity == 0 {
             problems.push("tenants.mailbox_capacity and cache_capacity must be positive".into());
@@ -776,16 +791,22 @@ fn parse_store(
 fn parse_policies(
     totp: &TotpSettings,
     lockout: &LockoutSettings,
+    recovery: &RecoveryCodeSettings,
     orgs: HashMap<String, OrgOverrides>,
     problems: &mut Vec<String>,
 ) -> Option<Policies> {
     // Every scope is checked, even after one failed: all problems at once.
     let before = problems.len();
-    let default = policy("totp", &OrgOverrides::default(), totp, lockout, problems);
+    let instance = Instance {
+        totp,
+        lockout,
+        recovery,
+    };
+    let default = policy("totp", &OrgOverrides::default(), &instance, problems);
     let mut by_org = HashMap::with_capacity(orgs.len());
     for (org, overrides) in orgs {
         let scope = format!("orgs.{org}");
-        if let Some(policy) = policy(&scope, &overrides, totp, lockout, problems) {
+        if let Some(policy) = policy(&scope, &overrides, &instance, problems) {
             by_org.insert(org, Arc::new(policy));
         }
     }
@@ -796,14 +817,25 @@ fn parse_policies(
     })
 }
 
+/// The instance's policy settings, which an organization's overrides start from.
+struct Instance<'a> {
+    totp: &'a TotpSettings,
+    lockout: &'a LockoutSettings,
+    recovery: &'a RecoveryCodeSettings,
+}
+
 /// The instance's policy with one organization's overrides (none for the instance's own).
 fn policy(
     scope: &str,
     o: &OrgOverrides,
-    totp: &TotpSettings,
-    lockout: &LockoutSettings,
+    instance: &Instance<'_>,
     problems: &mut Vec<String>,
 ) -> Option<OtpPolicy> {
+    let Instance {
+        totp,
+        lockout,
+        recovery,
+    } = instance;
     let params = TotpParams::new(
         o.algorithm.unwrap_or(totp.algorithm),
         o.digits.unwrap_or(totp.digits),
@@ -821,6 +853,7 @@ fn policy(
         o.skew.unwrap_or(totp.skew),
         o.issuer.clone().unwrap_or_else(|| totp.issuer.clone()),
         lockout,
+        o.recovery_codes.unwrap_or(recovery.count),
     );
     let policy_problems = policy.as_ref().err().into_iter().flatten();
     let found = params.as_ref().err().into_iter().chain(policy_problems);

@@ -57,6 +57,29 @@ pub struct DetailsResponse {
     pub details: DetailsJson,
 }
 
+/// The login check's answer: with a recovery code, the codes left too.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CheckResponse {
+    pub details: DetailsJson,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recovery_codes_remaining: Option<u32>,
+}
+
+/// v2 GenerateRecoveryCodes's answer: the codes, shown once.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GeneratedCodesResponse {
+    pub details: DetailsJson,
+    pub recovery_codes: Vec<String>,
+}
+
+/// tessera's GetRecoveryCodes: how many are left, never which.
+#[derive(Serialize)]
+pub struct RecoveryCodesLeftResponse {
+    pub remaining: u32,
+}
+
 #[derive(Serialize)]
 pub struct AddOtpResponse {
     pub url: String,
@@ -148,11 +171,11 @@ impl From<&OtpError> for StatusJson {
             message: err.to_string(),
             failed_attempts: None,
         }];
-        if let OtpError::InvalidCode(Some(attempts)) = err {
+        if let Some(attempts) = err.failed_attempts() {
             details.push(ErrorDetailJson {
                 type_url: "type.googleapis.com/zitadel.v1.CredentialsCheckError",
                 id: err.id(),
-                message: attempts_message(err, attempts),
+                message: attempts_message(err, &attempts),
                 failed_attempts: Some(attempts.failed),
             });
         }

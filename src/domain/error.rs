@@ -98,6 +98,20 @@ pub enum OtpError {
     RouteNotFound,
     #[error("Method not allowed")]
     MethodNotAllowed,
+    #[error("Exactly one of code and recoveryCode is required")]
+    CodeOrRecoveryCode,
+    #[error("Recovery code is invalid")]
+    InvalidRecoveryCode(Option<FailedAttempts>),
+    #[error("Recovery codes not added")]
+    RecoveryCodesNotAdded,
+    #[error("Recovery codes are locked")]
+    RecoveryCodesLocked,
+    #[error("Recovery code count is invalid")]
+    RecoveryCodeCountInvalid,
+    #[error("Recovery codes would exceed the maximum count")]
+    RecoveryCodesMaxExceeded,
+    #[error("A current TOTP code is required to generate recovery codes")]
+    TotpCodeRequired,
     #[error("Internal error")]
     Internal,
 }
@@ -131,6 +145,13 @@ impl OtpError {
             Self::UnsupportedCompression => "TESSERA-msg2",
             Self::RouteNotFound => "TESSERA-route1",
             Self::MethodNotAllowed => "TESSERA-route2",
+            Self::CodeOrRecoveryCode => "TESSERA-code2",
+            Self::InvalidRecoveryCode(_) => "DOMAIN-6uvh0",
+            Self::RecoveryCodesNotAdded => "COMMAND-84rgg",
+            Self::RecoveryCodesLocked => "COMMAND-d9u8q",
+            Self::RecoveryCodeCountInvalid => "COMMAND-7c0nx",
+            Self::RecoveryCodesMaxExceeded => "COMMAND-8f2k9",
+            Self::TotpCodeRequired => "TESSERA-code3",
             Self::Internal => "TESSERA-int1",
         }
     }
@@ -147,18 +168,35 @@ impl OtpError {
             | Self::MalformedBody
             | Self::MalformedOrgHeader
             | Self::MalformedUserId
-            | Self::MalformedMessage => GrpcCode::InvalidArgument,
-            Self::FactorNotFound | Self::RemoveNotFound | Self::RouteNotFound => GrpcCode::NotFound,
+            | Self::MalformedMessage
+            | Self::CodeOrRecoveryCode
+            | Self::InvalidRecoveryCode(_)
+            | Self::RecoveryCodesNotAdded
+            | Self::RecoveryCodeCountInvalid
+            | Self::TotpCodeRequired => GrpcCode::InvalidArgument,
+            // ZITADEL's code for a locked user's recovery codes.
+            Self::FactorNotFound
+            | Self::RemoveNotFound
+            | Self::RouteNotFound
+            | Self::RecoveryCodesLocked => GrpcCode::NotFound,
             Self::FactorAlreadyReady
             | Self::FactorLocked
             | Self::FactorNotReady
             | Self::NotLocked => GrpcCode::FailedPrecondition,
-            Self::FactorAlreadyExists => GrpcCode::AlreadyExists,
+            Self::FactorAlreadyExists | Self::RecoveryCodesMaxExceeded => GrpcCode::AlreadyExists,
             Self::RateLimited { .. } | Self::BodyTooLarge => GrpcCode::ResourceExhausted,
             Self::Unavailable | Self::TokenCheckUnavailable => GrpcCode::Unavailable,
             Self::MethodNotAllowed | Self::UnsupportedCompression => GrpcCode::Unimplemented,
             Self::BodyTimeout => GrpcCode::DeadlineExceeded,
             Self::Internal => GrpcCode::Internal,
+        }
+    }
+
+    /// What a wrong code (TOTP or recovery) tells of the lockout, when the policy shows it.
+    pub const fn failed_attempts(&self) -> Option<FailedAttempts> {
+        match self {
+            Self::InvalidCode(shown) | Self::InvalidRecoveryCode(shown) => *shown,
+            _ => None,
         }
     }
 
@@ -184,6 +222,12 @@ mod tests {
             (OtpError::FactorNotReady, "COMMAND-3Mif9s", 9),
             (OtpError::AuthHeaderNotBearer, "AUTH-toLo1", 16),
             (OtpError::TokenInvalid, "AUTH-7fs1e", 16),
+            // ZITADEL's recovery-code ids and codes (PR #9954).
+            (OtpError::InvalidRecoveryCode(None), "DOMAIN-6uvh0", 3),
+            (OtpError::RecoveryCodesNotAdded, "COMMAND-84rgg", 3),
+            (OtpError::RecoveryCodesLocked, "COMMAND-d9u8q", 5),
+            (OtpError::RecoveryCodeCountInvalid, "COMMAND-7c0nx", 3),
+            (OtpError::RecoveryCodesMaxExceeded, "COMMAND-8f2k9", 6),
         ];
         for (err, id, code) in cases {
             assert_eq!(err.id(), id);

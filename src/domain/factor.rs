@@ -123,11 +123,19 @@ impl LockoutPolicy {
 
     /// The answer to a wrong (or replayed) code after `failures` consecutive failures.
     pub fn invalid_code(&self, failures: u32) -> OtpError {
-        let shown = (self.show_failures && self.max_attempts > 0).then(|| FailedAttempts {
+        OtpError::InvalidCode(self.shown_failures(failures))
+    }
+
+    /// The answer to a wrong (or used) recovery code: the same lockout, ZITADEL's id.
+    pub fn invalid_recovery_code(&self, failures: u32) -> OtpError {
+        OtpError::InvalidRecoveryCode(self.shown_failures(failures))
+    }
+
+    fn shown_failures(&self, failures: u32) -> Option<FailedAttempts> {
+        (self.show_failures && self.max_attempts > 0).then(|| FailedAttempts {
             failed: failures,
             remaining: self.max_attempts.saturating_sub(failures),
-        });
-        OtpError::InvalidCode(shown)
+        })
     }
 }
 

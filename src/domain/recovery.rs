@@ -8,6 +8,9 @@
 
 use zeroize::Zeroizing;
 
+use super::factor::{Lock, LockoutPolicy};
+use super::time::UnixMicros;
+
 /// Characters of a code, without the dash.
 pub const CODE_CHARS: usize = 10;
 /// The most codes a user may hold at once.
@@ -27,10 +30,10 @@ pub struct RecoveryCode(Zeroizing<String>);
 
 impl RecoveryCode {
     /// The code of 7 random bytes (the low 50 bits of them).
-    pub fn from_random(bytes: [u8; RANDOM_BYTES_PER_CODE]) -> Self {
-        let mut value = 0u64;
+    pub fn from_random(bytes: &[u8; RANDOM_BYTES_PER_CODE]) -> Self {
+        let mut value = Zeroizing::new(0u64);
         for byte in bytes {
-            value = (value << 8) | u64::from(byte);
+            *value = (*value << 8) | u64::from(*byte);
         }
         let mut shown = Zeroizing::new(String::with_capacity(CODE_CHARS + 1));
         for index in 0..CODE_CHARS {
@@ -38,7 +41,7 @@ impl RecoveryCode {
                 shown.push('-');
             }
             let shift = 5 * (CODE_CHARS - 1 - index);
-            let symbol = usize::try_from((value >> shift) & 0x1f).unwrap_or(0);
+            let symbol = usize::try_from((*value >> shift) & 0x1f).unwrap_or(0);
             shown.push(char::from(ALPHABET.get(symbol).copied().unwrap_or(b'0')));
         }
         Self(shown)
@@ -97,6 +100,19 @@ pub fn normalize(typed: &str) -> Option<NormalizedCode> {
     (normalized.len() == CODE_CHARS).then_some(NormalizedCode(normalized))
 }
 
+/// The name a stored code goes by in the user's record: its keyed hash and the id of the
+/// seal key that made it, `r:<key id>:<hex HMAC>` (a key id holds no `:`).
+pub fn stored_field(key_id: &str, hash: &[u8; 32]) -> String {
+    let mut field = String::with_capacity(3 + key_id.len() + 64);
+    field.push_str("r:");
+    field.push_str(key_id);
+    field.push(':');
+    for byte in hash {
+        field.push_str(&format!("{byte:02x}"));
+    }
+    field
+}
+
 /// How many codes a generation may add to the `held` ones: ZITADEL's rule (PR #9954) is that
 /// new codes are added to those left, and the total may not pass the maximum.
 pub fn may_add(held: u32, asked: u32, max: u32) -> Result<(), u32> {
@@ -107,23 +123,134 @@ pub fn may_add(held: u32, asked: u32, max: u32) -> Result<(), u32> {
     }
 }
 
+/// Where a user stands against lockout: the failures in a row and the lock they set. It is
+/// the user's, shared by TOTP codes and recovery codes, and outlives re-enrollment and
+/// removal of the TOTP factor (so that neither is a way around a lock).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Standing {
+    pub failures: u32,
+    pub lock: Option<Lock>,
+}
+
+/// What the redeem rule decides about a recovery code typed at login.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RedeemDecision {
+    /// Locked: nothing compared, nothing consumed.
+    Locked(Lock),
+    /// The user holds no codes: nothing to compare, nothing counted (ZITADEL: not added).
+    NoCodes,
+    /// The code is one of the user's: it is used up, the failures reset, the lock lifted.
+    Accept { remaining: u32 },
+    /// Not one of the user's codes (or one already used): a failure, which locks at the
+    /// policy's maximum like a wrong TOTP code.
+    Reject { failures: u32, lock: Option<Lock> },
+}
+
+/// The redeem rule, `(standing, codes held, whether the code is among them, policy, now) ->
+/// decision`. In order, as ZITADEL checks: an active lock refuses; an expired one starts a
+/// fresh count; a user without codes has nothing to guess; then the code is used or counted.
+/// `store/lua/redeem_code.lua` is its transcription for Redis.
+pub fn decide_redeem(
+    standing: Standing,
+    held: u32,
+    found: bool,
+    policy: &LockoutPolicy,
+    now: UnixMicros,
+) -> RedeemDecision {
+    if let Some(lock) = standing.lock.filter(|lock| lock.is_active(now)) {
+        return RedeemDecision::Locked(lock);
+    }
+    if held == 0 {
+        return RedeemDecision::NoCodes;
+    }
+    if found {
+        return RedeemDecision::Accept {
+            remaining: held - 1,
+        };
+    }
+    let failures = if standing.lock.is_some() {
+        0
+    } else {
+        standing.failures
+    }
+    .saturating_add(1);
+    RedeemDecision::Reject {
+        failures,
+        lock: policy.lock_after(failures, now),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    const NOW: UnixMicros = UnixMicros::from_secs(1_700_000_000);
+    const POLICY: LockoutPolicy = LockoutPolicy {
+        max_attempts: 3,
+        lock_duration_micros: 60_000_000,
+        show_failures: true,
+    };
+
+    #[test]
+    fn a_code_is_used_once_and_wrong_codes_lock_like_wrong_totp_codes() {
+        let fresh = Standing::default();
+        assert_eq!(
+            decide_redeem(fresh, 10, true, &POLICY, NOW),
+            RedeemDecision::Accept { remaining: 9 }
+        );
+        assert_eq!(
+            decide_redeem(fresh, 0, false, &POLICY, NOW),
+            RedeemDecision::NoCodes
+        );
+        let two = Standing {
+            failures: 2,
+            lock: None,
+        };
+        let until = Lock::Until(NOW.saturating_add_micros(60_000_000));
+        assert_eq!(
+            decide_redeem(two, 5, false, &POLICY, NOW),
+            RedeemDecision::Reject {
+                failures: 3,
+                lock: Some(until)
+            }
+        );
+        let locked = Standing {
+            failures: 3,
+            lock: Some(until),
+        };
+        // Locked: even a right code is refused, and the lock comes before "no codes".
+        assert_eq!(
+            decide_redeem(locked, 5, true, &POLICY, NOW),
+            RedeemDecision::Locked(until)
+        );
+        assert_eq!(
+            decide_redeem(locked, 0, false, &POLICY, NOW),
+            RedeemDecision::Locked(until)
+        );
+        // An expired lock starts a fresh count.
+        let later = NOW.saturating_add_micros(60_000_000);
+        assert_eq!(
+            decide_redeem(locked, 5, false, &POLICY, later),
+            RedeemDecision::Reject {
+                failures: 1,
+                lock: None
+            }
+        );
+    }
+
     #[test]
     fn a_code_is_ten_crockford_symbols_in_two_groups() {
-        let code = RecoveryCode::from_random([0xff; 7]);
+        let code = RecoveryCode::from_random(&[0xff; 7]);
         assert_eq!(code.shown(), "ZZZZZ-ZZZZZ");
-        let code = RecoveryCode::from_random([0; 7]);
+        let code = RecoveryCode::from_random(&[0; 7]);
         assert_eq!(code.shown(), "00000-00000");
         // The low 50 bits, most significant symbol first: 1 is the last symbol's 1.
-        let code = RecoveryCode::from_random([0, 0, 0, 0, 0, 0, 1]);
+        let code = RecoveryCode::from_random(&[0, 0, 0, 0, 0, 0, 1]);
         assert_eq!(code.shown(), "00000-00001");
-        let code = RecoveryCode::from_random([0, 0, 0, 0, 0, 0, 32]);
+        let code = RecoveryCode::from_random(&[0, 0, 0, 0, 0, 0, 32]);
         assert_eq!(code.shown(), "00000-00010");
         // Bits above the 50th do not show: the first byte's top 6 bits are dropped.
-        let code = RecoveryCode::from_random([0xfc, 0, 0, 0, 0, 0, 0]);
+        let code = RecoveryCode::from_random(&[0xfc, 0, 0, 0, 0, 0, 0]);
         assert_eq!(code.shown(), "00000-00000");
         assert_eq!(format!("{code:?}"), "RecoveryCode(..)");
         assert_eq!(format!("{:?}", code.normalized()), "NormalizedCode(..)");
@@ -131,7 +258,7 @@ mod tests {
 
     #[test]
     fn codes_read_back_whatever_the_case_dashes_and_look_alikes() {
-        let code = RecoveryCode::from_random([0x01, 0x23, 0x45, 0x67, 0x89, 0xab, 0xcd]);
+        let code = RecoveryCode::from_random(&[0x01, 0x23, 0x45, 0x67, 0x89, 0xab, 0xcd]);
         let wanted = code.normalized();
         assert_eq!(wanted.as_bytes().len(), CODE_CHARS);
         let shown = code.shown().to_owned();

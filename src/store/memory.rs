@@ -1,26 +1,62 @@
 //! The embedded store of `tessera dev` and tests: the Lua scripts' semantics over a map.
 //! One process only; its state ends with the process.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
 use std::time::Instant;
 
 use async_trait::async_trait;
 
 use super::{
-    AddOutcome, Attempt, AttemptOutcome, ChangeOutcome, FactorStore, NewFactor, StoreError, UserKey,
+    AddCodesOutcome, AddOutcome, Attempt, AttemptOutcome, ChangeOutcome, FactorStore, NewCodes,
+    NewFactor, RedeemOutcome, Redemption, RemoveCodesOutcome, StoreError, UserKey,
 };
 use crate::domain::factor::{AttemptDecision, decide_attempt};
+use crate::domain::recovery::{RedeemDecision, Standing, decide_redeem};
 use crate::domain::{FactorRecord, FactorState, UnixMicros};
 
-/// Per user: the factor if any, and the sequence, which outlives removal (never goes back).
+/// Per user: the factor if any; the sequence, which outlives removal (never goes back); the
+/// standing against lockout while no factor holds it; and the recovery codes' fields.
 #[derive(Default)]
 struct Slot {
     factor: Option<FactorRecord>,
     sequence: u64,
+    /// The user's failures and lock when there is no factor (removed, or never enrolled);
+    /// while there is one, its record holds them, as the hash's `n` and `u` do in Redis.
+    standing: Standing,
+    codes: BTreeSet<String>,
 }
 
 impl Slot {
+    fn standing(&self) -> Standing {
+        self.factor
+            .as_ref()
+            .map_or(self.standing, |factor| Standing {
+                failures: factor.failures,
+                lock: factor.lock,
+            })
+    }
+
+    fn set_standing(&mut self, standing: Standing) {
+        match self.factor.as_mut() {
+            Some(factor) => {
+                factor.failures = standing.failures;
+                factor.lock = standing.lock;
+            }
+            None => self.standing = standing,
+        }
+    }
+
+    /// Dates the user's record at `now` with the next sequence, which it returns.
+    fn changed(&mut self, now: UnixMicros) -> u64 {
+        let sequence = self.next_sequence();
+        if let Some(factor) = self.factor.as_mut() {
+            factor.sequence = sequence;
+            factor.changed_at = now;
+        }
+        sequence
+    }
+
     /// The next sequence: above the last one and at least the store's clock in microseconds,
     /// as the scripts take it from Redis's `TIME`.
     fn next_sequence(&mut self) -> u64 {
@@ -89,14 +125,16 @@ impl FactorStore for MemoryStore {
                 return AddOutcome::AlreadyReady;
             }
             let sequence = slot.next_sequence();
+            // Failures and the lock are the user's: the new enrollment keeps them.
+            let standing = slot.standing();
             slot.factor = Some(FactorRecord {
                 factor_id: factor.factor_id,
                 state: FactorState::NotReady,
                 params: factor.params,
                 sealed_secret: factor.sealed_secret,
                 last_step: None,
-                failures: 0,
-                lock: None,
+                failures: standing.failures,
+                lock: standing.lock,
                 sequence,
                 created_at: now,
                 changed_at: now,
@@ -142,9 +180,14 @@ impl FactorStore for MemoryStore {
         deadline: Instant,
     ) -> Result<ChangeOutcome, StoreError> {
         self.with_slot(key, deadline, |slot| {
-            if slot.factor.take().is_none() {
+            let Some(removed) = slot.factor.take() else {
                 return ChangeOutcome::Absent;
-            }
+            };
+            // What is the user's stays: failures, the lock, the recovery codes.
+            slot.standing = Standing {
+                failures: removed.failures,
+                lock: removed.lock,
+            };
             ChangeOutcome::Changed {
                 sequence: slot.next_sequence(),
                 changed_at: now,
@@ -159,25 +202,120 @@ impl FactorStore for MemoryStore {
         deadline: Instant,
     ) -> Result<ChangeOutcome, StoreError> {
         self.with_slot(key, deadline, |slot| {
-            match slot.factor.as_ref() {
-                None => return ChangeOutcome::Absent,
-                Some(factor) if factor.active_lock(now).is_none() => {
-                    return ChangeOutcome::NotLocked;
-                }
-                Some(_) => {}
+            let standing = slot.standing();
+            if standing.lock.is_none_or(|lock| !lock.is_active(now)) {
+                return if slot.factor.is_some() || !slot.codes.is_empty() {
+                    ChangeOutcome::NotLocked
+                } else {
+                    ChangeOutcome::Absent
+                };
             }
-            let sequence = slot.next_sequence();
-            let Some(factor) = slot.factor.as_mut() else {
-                return ChangeOutcome::Absent;
-            };
-            factor.lock = None;
-            factor.failures = 0;
-            factor.sequence = sequence;
-            factor.changed_at = now;
+            slot.set_standing(Standing::default());
             ChangeOutcome::Changed {
-                sequence,
+                sequence: slot.changed(now),
                 changed_at: now,
             }
         })
     }
+
+    async fn recovery_codes_held(
+        &self,
+        key: &UserKey,
+        _deadline: Instant,
+    ) -> Result<u32, StoreError> {
+        let slots = self
+            .slots
+            .lock()
+            .map_err(|_| StoreError::Unavailable("memory store poisoned".into()))?;
+        Ok(slots.get(key).map_or(0, |slot| count(&slot.codes)))
+    }
+
+    async fn add_recovery_codes(
+        &self,
+        key: &UserKey,
+        codes: NewCodes,
+        now: UnixMicros,
+        deadline: Instant,
+    ) -> Result<AddCodesOutcome, StoreError> {
+        self.with_slot(key, deadline, |slot| {
+            let held = count(&slot.codes);
+            let adding = u32::try_from(codes.fields.len()).unwrap_or(u32::MAX);
+            if adding == 0 || held.saturating_add(adding) > codes.max {
+                return AddCodesOutcome::TooMany { held };
+            }
+            slot.codes.extend(codes.fields);
+            AddCodesOutcome::Added {
+                sequence: slot.changed(now),
+                held: count(&slot.codes),
+            }
+        })
+    }
+
+    async fn redeem_recovery_code(
+        &self,
+        key: &UserKey,
+        redemption: Redemption,
+        now: UnixMicros,
+        deadline: Instant,
+    ) -> Result<RedeemOutcome, StoreError> {
+        self.with_slot(key, deadline, |slot| {
+            let found = redemption
+                .candidates
+                .iter()
+                .find(|field| slot.codes.contains(*field));
+            let standing = slot.standing();
+            let decision = decide_redeem(
+                standing,
+                count(&slot.codes),
+                found.is_some(),
+                &redemption.policy,
+                now,
+            );
+            match decision {
+                RedeemDecision::Locked(lock) => RedeemOutcome::Locked(lock),
+                RedeemDecision::NoCodes => RedeemOutcome::NoCodes,
+                RedeemDecision::Accept { remaining } => {
+                    if let Some(field) = found {
+                        slot.codes.remove(field);
+                    }
+                    slot.set_standing(Standing::default());
+                    RedeemOutcome::Accepted {
+                        sequence: slot.changed(now),
+                        changed_at: now,
+                        remaining,
+                    }
+                }
+                RedeemDecision::Reject { failures, lock } => {
+                    slot.set_standing(Standing { failures, lock });
+                    slot.changed(now);
+                    RedeemOutcome::Rejected { failures, lock }
+                }
+            }
+        })
+    }
+
+    async fn remove_recovery_codes(
+        &self,
+        key: &UserKey,
+        now: UnixMicros,
+        deadline: Instant,
+    ) -> Result<RemoveCodesOutcome, StoreError> {
+        self.with_slot(key, deadline, |slot| {
+            if let Some(lock) = slot.standing().lock.filter(|lock| lock.is_active(now)) {
+                return RemoveCodesOutcome::Locked(lock);
+            }
+            if slot.codes.is_empty() {
+                return RemoveCodesOutcome::NoCodes;
+            }
+            slot.codes.clear();
+            RemoveCodesOutcome::Removed {
+                sequence: slot.changed(now),
+                changed_at: now,
+            }
+        })
+    }
+}
+
+fn count(codes: &BTreeSet<String>) -> u32 {
+    u32::try_from(codes.len()).unwrap_or(u32::MAX)
 }

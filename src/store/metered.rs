@@ -6,8 +6,8 @@ use std::time::Instant;
 use async_trait::async_trait;
 
 use super::{
-    AddOutcome, Attempt, AttemptOutcome, ChangeOutcome, FactorStore, NewFactor, SharedStore,
-    StoreError, UserKey,
+    AddCodesOutcome, AddOutcome, Attempt, AttemptOutcome, ChangeOutcome, FactorStore, NewCodes,
+    NewFactor, RedeemOutcome, Redemption, RemoveCodesOutcome, SharedStore, StoreError, UserKey,
 };
 use crate::domain::{FactorRecord, UnixMicros};
 use crate::metrics::Metrics;
@@ -90,6 +90,49 @@ impl FactorStore for MeteredStore {
     ) -> Result<ChangeOutcome, StoreError> {
         self.measure("unlock", self.inner.unlock(key, now, deadline))
             .await
+    }
+
+    async fn recovery_codes_held(
+        &self,
+        key: &UserKey,
+        deadline: Instant,
+    ) -> Result<u32, StoreError> {
+        self.measure("codes_held", self.inner.recovery_codes_held(key, deadline))
+            .await
+    }
+
+    async fn add_recovery_codes(
+        &self,
+        key: &UserKey,
+        codes: NewCodes,
+        now: UnixMicros,
+        deadline: Instant,
+    ) -> Result<AddCodesOutcome, StoreError> {
+        let call = self.inner.add_recovery_codes(key, codes, now, deadline);
+        self.measure("add_codes", call).await
+    }
+
+    async fn redeem_recovery_code(
+        &self,
+        key: &UserKey,
+        redemption: Redemption,
+        now: UnixMicros,
+        deadline: Instant,
+    ) -> Result<RedeemOutcome, StoreError> {
+        let call = self
+            .inner
+            .redeem_recovery_code(key, redemption, now, deadline);
+        self.measure("redeem_code", call).await
+    }
+
+    async fn remove_recovery_codes(
+        &self,
+        key: &UserKey,
+        now: UnixMicros,
+        deadline: Instant,
+    ) -> Result<RemoveCodesOutcome, StoreError> {
+        let call = self.inner.remove_recovery_codes(key, now, deadline);
+        self.measure("remove_codes", call).await
     }
 
     async fn server_time(&self) -> Result<Option<UnixMicros>, StoreError> {

@@ -19,7 +19,9 @@ pub use metered::MeteredStore;
 pub use redis::{Primary, RedisConfig, RedisMode, RedisNodes, RedisStore, Resealed, SealedRecord};
 
 use crate::domain::factor::AttemptVerdict;
-use crate::domain::{FactorId, FactorRecord, FactorState, Lock, TotpParams, UnixMicros};
+use crate::domain::{
+    FactorId, FactorRecord, FactorState, Lock, LockoutPolicy, TotpParams, UnixMicros,
+};
 
 /// One user of one organization: the unit of atomicity.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -68,6 +70,62 @@ pub enum ChangeOutcome {
     },
     Absent,
     NotLocked,
+}
+
+/// Recovery codes to add: one field per code, `r:<seal key id>:<hex HMAC>`, made by the
+/// caller (`KeyRing::recovery_hash`); no code reaches the store.
+#[derive(Clone)]
+pub struct NewCodes {
+    pub fields: Vec<String>,
+    /// The most codes the user may hold, those already held included.
+    pub max: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AddCodesOutcome {
+    Added {
+        sequence: u64,
+        held: u32,
+    },
+    /// Adding them would pass the maximum: nothing added.
+    TooMany {
+        held: u32,
+    },
+}
+
+/// A recovery code typed at login: its field under each key of the seal key ring (the
+/// stored one names the key it was made under), and the lockout policy it counts against.
+#[derive(Clone)]
+pub struct Redemption {
+    pub candidates: Vec<String>,
+    pub policy: LockoutPolicy,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RedeemOutcome {
+    /// Used up: `remaining` left.
+    Accepted {
+        sequence: u64,
+        changed_at: UnixMicros,
+        remaining: u32,
+    },
+    /// Not one of the user's codes: a failure counted, and the lock it set.
+    Rejected {
+        failures: u32,
+        lock: Option<Lock>,
+    },
+    Locked(Lock),
+    NoCodes,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RemoveCodesOutcome {
+    Removed {
+        sequence: u64,
+        changed_at: UnixMicros,
+    },
+    NoCodes,
+    Locked(Lock),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -122,6 +180,33 @@ pub trait FactorStore: Send + Sync + 'static {
         now: UnixMicros,
         deadline: Instant,
     ) -> Result<ChangeOutcome, StoreError>;
+    /// How many recovery codes the user holds (never the codes).
+    async fn recovery_codes_held(
+        &self,
+        key: &UserKey,
+        deadline: Instant,
+    ) -> Result<u32, StoreError>;
+    async fn add_recovery_codes(
+        &self,
+        key: &UserKey,
+        codes: NewCodes,
+        now: UnixMicros,
+        deadline: Instant,
+    ) -> Result<AddCodesOutcome, StoreError>;
+    /// Uses a recovery code at login, atomically with the lockout (`decide_redeem`).
+    async fn redeem_recovery_code(
+        &self,
+        key: &UserKey,
+        redemption: Redemption,
+        now: UnixMicros,
+        deadline: Instant,
+    ) -> Result<RedeemOutcome, StoreError>;
+    async fn remove_recovery_codes(
+        &self,
+        key: &UserKey,
+        now: UnixMicros,
+        deadline: Instant,
+    ) -> Result<RemoveCodesOutcome, StoreError>;
     /// The store's own clock, when it has one (Redis `TIME`): replicas take time steps from
     /// their own clocks, so readiness compares them with a common one.
     async fn server_time(&self) -> Result<Option<UnixMicros>, StoreError> {

@@ -7,6 +7,7 @@ mod actor;
 mod limits;
 mod operation;
 mod otp_factor;
+mod recovery_codes;
 mod registry;
 
 use std::sync::Arc;
@@ -16,6 +17,10 @@ pub use limits::{AddressLimiter, LimitSettings, Limits};
 pub use operation::{OnUser, Operation};
 pub use otp_factor::{
     Enroll, Enrollment, FactorView, ListFactors, RemoveFactor, SubmitCode, UnlockFactor,
+    UserFactors,
+};
+pub use recovery_codes::{
+    GenerateCodes, GeneratedCodes, RedeemCode, Redeemed, RemoveCodes, Requester,
 };
 pub use registry::{OrgHandle, OrgRegistry};
 

@@ -86,6 +86,17 @@ pub struct OnUser {
 }
 
 impl OnUser {
+    /// The same user, time and deadline, for one operation that runs another inside it
+    /// (a recovery-code generation proves the TOTP factor with a login check).
+    pub fn again(&self) -> OnUser {
+        OnUser {
+            state: self.state.clone(),
+            key: self.key.clone(),
+            now: self.now,
+            deadline: self.deadline,
+        }
+    }
+
     pub fn deps(&self) -> &TenantDeps {
         &self.state.deps
     }

@@ -304,8 +304,8 @@ impl Operation for UnlockFactor {
     }
 }
 
-/// The user's factor, whatever its state, read fresh; which states a call shows is the
-/// call's rule (`service::FactorFilter`).
+/// The user's factor, whatever its state, and how many recovery codes the user holds, read
+/// fresh; which states a call shows is the call's rule (`service::FactorFilter`).
 pub struct ListFactors;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -313,19 +313,36 @@ pub struct FactorView {
     pub state: FactorState,
 }
 
+/// What a user holds: the TOTP factor if any, and the recovery codes left (never the codes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserFactors {
+    pub totp: Vec<FactorView>,
+    pub recovery_codes: u32,
+}
+
 impl Operation for ListFactors {
-    type Output = Vec<FactorView>;
+    type Output = UserFactors;
     const COUNTS_FOR_USER: bool = false;
 
-    async fn run(self, on: OnUser) -> Result<Vec<FactorView>, OtpError> {
-        Ok(on
+    async fn run(self, on: OnUser) -> Result<UserFactors, OtpError> {
+        let totp = on
             .read()
             .await?
             .map(|factor| FactorView {
                 state: factor.state,
             })
             .into_iter()
-            .collect())
+            .collect();
+        let recovery_codes = on
+            .deps()
+            .store
+            .recovery_codes_held(&on.key, on.deadline)
+            .await
+            .map_err(store_error)?;
+        Ok(UserFactors {
+            totp,
+            recovery_codes,
+        })
     }
 }
 

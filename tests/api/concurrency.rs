@@ -13,7 +13,9 @@ use tessera::clock::ManualClock;
 use tessera::domain::UnixMicros;
 use tessera::store::{MemoryStore, SharedStore};
 
-use crate::helpers::{Backend, PINNED_SECS, RedisCluster, RedisServer, Spawn, TestApp, Token};
+use crate::helpers::{
+    Backend, PINNED_SECS, RedisCluster, RedisServer, Spawn, TestApp, Token, on_every_store,
+};
 
 /// Three instances on one store (one memory store, one redis-server or one cluster), with
 /// one clock: what one accepts or counts, the others see.
@@ -133,16 +135,41 @@ async fn a_change_through_one_instance_is_honoured_by_the_other(backend: Backend
         .assert_error(400, 9, "COMMAND-3Mif9s");
 }
 
-macro_rules! on_every_store {
-    ($($name:ident),* $(,)?) => {
-        mod memory { $(#[actix_web::test] async fn $name() { super::$name(crate::helpers::Backend::Memory).await; })* }
-        mod redis { $(#[actix_web::test] async fn $name() { super::$name(crate::helpers::Backend::Redis).await; })* }
-        mod cluster { $(#[actix_web::test] async fn $name() { super::$name(crate::helpers::Backend::Cluster).await; })* }
-    };
+async fn a_recovery_code_raced_across_instances_is_used_once(backend: Backend) {
+    // Lockout off: every answer but one must be "invalid", none "locked".
+    let apps = instances(backend, 0).await;
+    let alice = Token::user("acme", "alice").sign();
+    let generated = apps[1]
+        .post(
+            Some(&alice),
+            "/v2/users/alice/recovery_codes",
+            serde_json::json!({ "count": 2 }),
+        )
+        .await;
+    let codes = generated.assert_ok()["recoveryCodes"].clone();
+    let code = codes[0].as_str().unwrap();
+    let checker = Token::user("acme", "login-page")
+        .role("otp.check", "acme")
+        .sign();
+    let path = "/management/v1/users/alice/auth_factors/otp/_check";
+    let body = serde_json::json!({ "recoveryCode": code });
+    let answers =
+        join_all((0..50).map(|i| apps[i % 3].post(Some(&checker), path, body.clone()))).await;
+    let accepted: Vec<_> = answers.iter().filter(|a| a.status.is_success()).collect();
+    assert_eq!(accepted.len(), 1, "{answers:?}");
+    assert_eq!(accepted[0].body["recoveryCodesRemaining"], 1);
+    for answer in answers.iter().filter(|a| !a.status.is_success()) {
+        answer.assert_error(400, 3, "DOMAIN-6uvh0");
+    }
+    // The other code is untouched.
+    let other = serde_json::json!({ "recoveryCode": codes[1] });
+    let used = apps[2].post(Some(&checker), path, other).await;
+    assert_eq!(used.assert_ok()["recoveryCodesRemaining"], 0);
 }
 
 on_every_store!(
     a_valid_code_raced_across_instances_is_accepted_once,
+    a_recovery_code_raced_across_instances_is_used_once,
     concurrent_wrong_codes_never_exceed_the_maximum,
     sequences_are_distinct_under_concurrent_changes,
     a_change_through_one_instance_is_honoured_by_the_other,

@@ -1,5 +1,6 @@
-//! The attempt rule lives once, in the domain (`decide_attempt`); the memory store calls it
-//! and `attempt.lua` transcribes it. This model check replays the same random histories on
+//! The attempt rule lives once, in the domain (`decide_attempt`, and `decide_redeem` for
+//! recovery codes); the memory store calls it and `attempt.lua` (`redeem_code.lua`)
+//! transcribes it. This model check replays the same random histories on
 //! the memory store, on a real redis-server and on a 3-master Redis Cluster, and demands the
 //! same answer to every call and the same stored record after it. The caller gives the factor ids, the times and the
 //! deadlines, so both stores see exactly the same history; only the sequences (each store's
@@ -14,8 +15,9 @@ use secrecy::SecretString;
 use tessera::domain::factor::AttemptVerdict;
 use tessera::domain::{FactorId, FactorRecord, LockoutPolicy, Purpose, TotpParams, UnixMicros};
 use tessera::store::{
-    AddOutcome, Attempt, AttemptOutcome, ChangeOutcome, FactorStore, MemoryStore, NewFactor,
-    RedisConfig, RedisMode, RedisNodes, RedisStore, UserKey,
+    AddCodesOutcome, AddOutcome, Attempt, AttemptOutcome, ChangeOutcome, FactorStore, MemoryStore,
+    NewCodes, NewFactor, RedeemOutcome, Redemption, RedisConfig, RedisMode, RedisNodes, RedisStore,
+    RemoveCodesOutcome, UserKey,
 };
 
 use crate::helpers::{PINNED_SECS, RedisCluster, RedisServer};
@@ -44,6 +46,22 @@ enum Op {
     Unlock,
     /// The clock moves on by this many seconds (a lock expires, new steps come).
     Advance(i64),
+    /// This many recovery codes added (the maximum is 8 here, so some generations pass it).
+    Generate(u8),
+    /// A recovery code at login.
+    Redeem(Recovery),
+    RemoveCodes,
+}
+
+/// Which recovery code a login carries.
+#[derive(Debug, Clone, Copy)]
+enum Recovery {
+    /// One generated and not used yet (if there is one).
+    Unused,
+    /// One used already (if there is one).
+    Used,
+    /// One never generated.
+    Wrong,
 }
 
 fn code() -> impl Strategy<Value = Code> {
@@ -72,8 +90,18 @@ fn op() -> impl Strategy<Value = Op> {
             1 => Just(600)
         ]
         .prop_map(Op::Advance),
+        2 => (1u8..5).prop_map(Op::Generate),
+        4 => prop_oneof![
+            2 => Just(Recovery::Unused),
+            1 => Just(Recovery::Used),
+            2 => Just(Recovery::Wrong)
+        ]
+        .prop_map(Op::Redeem),
+        1 => Just(Op::RemoveCodes),
     ]
 }
+
+const MAX_CODES_HERE: u32 = 8;
 
 /// A history: the lockout policy (maximum 1 to 4, locked for a minute or until unlocked)
 /// and up to 40 calls.
@@ -92,6 +120,35 @@ enum Answer {
     AlreadyReady,
     Attempt(AttemptOutcome),
     Change(Option<UnixMicros>, bool),
+    /// Codes held after, or too many (with the held ones).
+    Codes(Result<u32, u32>),
+    Redeemed(RedeemOutcome),
+    CodesRemoved(RemoveCodesOutcome),
+}
+
+fn redeem_answer(outcome: RedeemOutcome) -> Answer {
+    Answer::Redeemed(match outcome {
+        RedeemOutcome::Accepted {
+            changed_at,
+            remaining,
+            ..
+        } => RedeemOutcome::Accepted {
+            sequence: 0,
+            changed_at,
+            remaining,
+        },
+        other => other,
+    })
+}
+
+fn codes_removed_answer(outcome: RemoveCodesOutcome) -> Answer {
+    Answer::CodesRemoved(match outcome {
+        RemoveCodesOutcome::Removed { changed_at, .. } => RemoveCodesOutcome::Removed {
+            sequence: 0,
+            changed_at,
+        },
+        other => other,
+    })
 }
 
 fn attempt_answer(outcome: AttemptOutcome) -> Answer {
@@ -130,6 +187,9 @@ struct Replay<'a> {
     params: TotpParams,
     now: UnixMicros,
     enrollments: u8,
+    /// Recovery-code fields generated so far, and those used or removed.
+    issued: Vec<String>,
+    spent: Vec<String>,
 }
 
 impl Replay<'_> {
@@ -188,6 +248,25 @@ impl Replay<'_> {
         if let Op::Enroll = op {
             self.enrollments = self.enrollments.wrapping_add(1);
         }
+        let fresh = |count: u8, issued: &[String]| -> Vec<String> {
+            (0..count)
+                .map(|i| format!("r:k:{:064x}", issued.len() + usize::from(i)))
+                .collect()
+        };
+        let new_codes = match op {
+            Op::Generate(count) => fresh(count, &self.issued),
+            _ => Vec::new(),
+        };
+        let candidate = match op {
+            Op::Redeem(Recovery::Unused) => self
+                .issued
+                .iter()
+                .find(|field| !self.spent.contains(field))
+                .cloned(),
+            Op::Redeem(Recovery::Used) => self.spent.first().cloned(),
+            _ => None,
+        }
+        .unwrap_or_else(|| "r:k:never".to_owned());
         for store in self.stores {
             let answer = match op {
                 Op::Enroll => {
@@ -226,13 +305,65 @@ impl Replay<'_> {
                         .await
                         .map_err(|e| TestCaseError::fail(e.to_string()))?,
                 ),
+                Op::Generate(_) => {
+                    let codes = NewCodes {
+                        fields: new_codes.clone(),
+                        max: MAX_CODES_HERE,
+                    };
+                    match store
+                        .add_recovery_codes(&self.key, codes, self.now, Self::deadline())
+                        .await
+                        .map_err(|e| TestCaseError::fail(e.to_string()))?
+                    {
+                        AddCodesOutcome::Added { held, .. } => Answer::Codes(Ok(held)),
+                        AddCodesOutcome::TooMany { held } => Answer::Codes(Err(held)),
+                    }
+                }
+                Op::Redeem(_) => {
+                    let redemption = Redemption {
+                        candidates: vec![candidate.clone()],
+                        policy: self.policy,
+                    };
+                    redeem_answer(
+                        store
+                            .redeem_recovery_code(&self.key, redemption, self.now, Self::deadline())
+                            .await
+                            .map_err(|e| TestCaseError::fail(e.to_string()))?,
+                    )
+                }
+                Op::RemoveCodes => codes_removed_answer(
+                    store
+                        .remove_recovery_codes(&self.key, self.now, Self::deadline())
+                        .await
+                        .map_err(|e| TestCaseError::fail(e.to_string()))?,
+                ),
                 Op::Advance(_) => return Ok(()),
             };
             let record = store
                 .load(&self.key, Self::deadline())
                 .await
                 .map_err(|e| TestCaseError::fail(e.to_string()))?;
-            answers.push((answer, comparable(record)));
+            let held = store
+                .recovery_codes_held(&self.key, Self::deadline())
+                .await
+                .map_err(|e| TestCaseError::fail(e.to_string()))?;
+            answers.push((answer, comparable(record), held));
+        }
+        match (&op, &answers[0].0) {
+            (Op::Generate(_), Answer::Codes(Ok(_))) => self.issued.extend(new_codes),
+            (Op::Redeem(_), Answer::Redeemed(RedeemOutcome::Accepted { .. })) => {
+                self.spent.push(candidate);
+            }
+            (Op::RemoveCodes, Answer::CodesRemoved(RemoveCodesOutcome::Removed { .. })) => {
+                let left: Vec<String> = self
+                    .issued
+                    .iter()
+                    .filter(|field| !self.spent.contains(field))
+                    .cloned()
+                    .collect();
+                self.spent.extend(left);
+            }
+            _ => {}
         }
         for (answer, store) in answers.iter().zip(["memory", "redis", "cluster"]).skip(1) {
             proptest::prop_assert_eq!(
@@ -248,7 +379,8 @@ impl Replay<'_> {
 }
 
 /// Random histories of enrollments, verifies, checks (right, wrong, replayed and old codes,
-/// against the current enrollment or a stale one), removals, unlocks and clock jumps:
+/// against the current enrollment or a stale one), removals, unlocks, clock jumps, and
+/// recovery codes generated, used (unused, used, never made) and removed:
 /// the memory store, Redis and a Redis Cluster answer alike and keep alike.
 #[test]
 fn the_memory_store_and_redis_agree_on_every_history() {
@@ -304,6 +436,8 @@ fn the_memory_store_and_redis_agree_on_every_history() {
             params: TotpParams::default(),
             now: UnixMicros::from_secs(PINNED_SECS),
             enrollments: 0,
+            issued: Vec::new(),
+            spent: Vec::new(),
         };
         runtime.block_on(async {
             for op in ops {

@@ -169,6 +169,7 @@ async fn the_auth_api_over_native_grpc() {
             CheckOtpRequest {
                 user_id: "alice".into(),
                 code,
+                ..Default::default()
             },
             Some(&alice),
             None,
@@ -272,6 +273,7 @@ async fn every_contract_error_over_grpc() {
             CheckOtpRequest {
                 user_id: user.into(),
                 code: code.into(),
+                ..Default::default()
             },
             Some(token),
             None,

@@ -358,6 +358,26 @@ pub enum Backend {
     Cluster,
 }
 
+/// Runs each named scenario `async fn name(backend: Backend)` on every store: the memory
+/// store, a real redis-server and a real Redis Cluster of three masters, as three modules of
+/// tests. (`benches/load.rs` includes this file and runs no scenario.)
+#[allow(unused_macros)]
+macro_rules! on_every_store {
+    ($($name:ident),* $(,)?) => {
+        mod memory {
+            $(#[actix_web::test] async fn $name() { super::$name(crate::helpers::Backend::Memory).await; })*
+        }
+        mod redis {
+            $(#[actix_web::test] async fn $name() { super::$name(crate::helpers::Backend::Redis).await; })*
+        }
+        mod cluster {
+            $(#[actix_web::test] async fn $name() { super::$name(crate::helpers::Backend::Cluster).await; })*
+        }
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use on_every_store;
+
 /// Test settings: the dev defaults with the fixture JWKS instead of the dev key, no limits.
 pub fn base_settings() -> Settings {
     for_tests(Settings::dev_defaults().unwrap())

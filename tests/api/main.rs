@@ -27,6 +27,7 @@ mod observability;
 mod openid;
 mod process;
 mod python;
+mod recovery_codes;
 mod rekey;
 mod shutdown;
 mod store_edges;

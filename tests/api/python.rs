@@ -29,12 +29,16 @@ async fn python_grpcio_client_walks_through_enrollment_and_check() {
 }
 
 /// ZITADEL's v2 user API from Python stubs of its messages: register, the pending factor,
-/// verify, both listings, unlock (by an admin; refused to the user), remove.
+/// verify, both listings, recovery codes (generated with a TOTP code, one used at the login
+/// check, counted, removed), unlock (by an admin; refused to the user), remove.
 #[actix_web::test]
 async fn python_grpcio_client_walks_through_the_v2_user_api() {
     let app = spawn_app(Backend::Memory).await;
     let alice = Token::user("acme", "alice").sign();
-    let admin = Token::user("acme", "ops").role("otp.admin", "acme").sign();
+    let admin = Token::user("acme", "ops")
+        .role("otp.admin", "acme")
+        .role("otp.check", "acme")
+        .sign();
     let now = app.now_secs().to_string();
     let args = vec![alice, admin, "alice".to_owned(), now];
     let stdout = run_client(&app, "user_v2_client.py", args).await;
@@ -46,10 +50,17 @@ async fn python_grpcio_client_walks_through_the_v2_user_api() {
             "verified sequence=#",
             "methods ['AUTHENTICATION_METHOD_TYPE_TOTP'] total=1",
             "ready states=['AUTH_FACTOR_STATE_READY'] otp=[True]",
+            "codes without a TOTP code=INVALID_ARGUMENT id=TESSERA-code3",
+            "recovery codes 3 sequence=#",
+            "recovery code used sequence=# remaining=2",
+            "used again code=INVALID_ARGUMENT id=DOMAIN-6uvh0",
+            "recovery codes left 2",
             "unlock code=FAILED_PRECONDITION id=COMMAND-4M0ds",
             "self unlock code=PERMISSION_DENIED id=TESSERA-perm1",
             "removed sequence=#",
-            "methods after []",
+            "methods after ['AUTHENTICATION_METHOD_TYPE_RECOVERY_CODE']",
+            "recovery codes removed sequence=#",
+            "methods at last []",
         ],
     );
 }

@@ -161,3 +161,51 @@ async fn a_seal_key_retires_after_a_rekey_on_one_redis() {
 async fn a_seal_key_retires_after_a_rekey_on_a_cluster() {
     a_seal_key_retires_after_a_rekey(Backend::Cluster).await;
 }
+
+/// Recovery codes keep only their hashes, so a rekey cannot move them: it counts those under
+/// older keys, says the older keys are still needed, and a rotation keeps them working.
+#[actix_web::test]
+async fn a_rekey_counts_the_recovery_codes_that_still_need_an_older_key() {
+    let shared = Shared::start(Backend::Redis);
+    let clock = Arc::new(ManualClock::new(UnixMicros::from_secs(PINNED_SECS)));
+    let (old, new) = (entry("old", 1), entry("new", 2));
+    let before = shared.app(&clock, old.clone()).await;
+    let alice = Token::user("acme", "alice").sign();
+    let generated = before
+        .post(
+            Some(&alice),
+            "/v2/users/alice/recovery_codes",
+            serde_json::json!({ "count": 3 }),
+        )
+        .await;
+    let codes = generated.assert_ok()["recoveryCodes"].clone();
+
+    let rotated = shared.app(&clock, format!("{new},{old}")).await;
+    let report = shared.rekey(&format!("{new},{old}")).unwrap();
+    assert!(
+        report.contains("recovery codes under key \"old\": 3"),
+        "{report}"
+    );
+    assert!(
+        report.contains("keep the older keys the recovery codes above need"),
+        "{report}"
+    );
+    assert!(report.contains("0 scanned on 1 primary"), "{report}");
+    // A code made under the old key works under the rotated ring, and the count goes down.
+    let checker = Token::user("acme", "login")
+        .role("otp.check", "acme")
+        .sign();
+    rotated
+        .post(
+            Some(&checker),
+            "/management/v1/users/alice/auth_factors/otp/_check",
+            serde_json::json!({ "recoveryCode": codes[0] }),
+        )
+        .await
+        .assert_ok();
+    let again = shared.rekey(&format!("{new},{old}")).unwrap();
+    assert!(
+        again.contains("recovery codes under key \"old\": 2"),
+        "{again}"
+    );
+}

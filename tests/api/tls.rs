@@ -127,6 +127,7 @@ async fn grpc_check(
     let message = check::CheckOtpRequest {
         user_id: "nobody".into(),
         code: "123456".into(),
+        ..Default::default()
     }
     .encode_to_vec();
     let mut body = vec![0u8];

@@ -145,6 +145,7 @@ async fn the_grpc_port_caps_open_connections() {
     let mut request = tonic::Request::new(check::CheckOtpRequest {
         user_id: "alice".into(),
         code: "123456".into(),
+        ..Default::default()
     });
     request
         .metadata_mut()
@@ -222,6 +223,7 @@ async fn grpc_web_checks_the_token_before_reading_the_body() {
         &check::CheckOtpRequest {
             user_id: "alice".into(),
             code: "123456".into(),
+            ..Default::default()
         }
         .encode_to_vec(),
     );
@@ -369,6 +371,7 @@ async fn a_malformed_org_header_is_refused_and_changes_nothing() {
                 tonic::Request::new(check::CheckOtpRequest {
                     user_id: "alice".into(),
                     code: "000000".into(),
+                    ..Default::default()
                 }),
                 &admin,
                 &org,
@@ -435,6 +438,7 @@ async fn ids_are_bounded_and_free_of_control_characters() {
     let mut request = tonic::Request::new(check::CheckOtpRequest {
         user_id: String::new(),
         code: "000000".into(),
+        ..Default::default()
     });
     request
         .metadata_mut()
@@ -536,6 +540,7 @@ async fn malformed_grpc_messages_are_invalid_argument_with_an_error_detail() {
     let valid = check::CheckOtpRequest {
         user_id: "alice".into(),
         code: "000000".into(),
+        ..Default::default()
     }
     .encode_to_vec();
     let mut longer = frame(&valid);
@@ -582,6 +587,7 @@ async fn malformed_grpc_messages_are_invalid_argument_with_an_error_detail() {
             &check::CheckOtpRequest {
                 user_id: "alice".into(),
                 code: "1".repeat(5000),
+                ..Default::default()
             }
             .encode_to_vec(),
         );

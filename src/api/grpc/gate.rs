@@ -55,6 +55,9 @@ fn rpc_of(path: &str) -> Option<&'static str> {
             "ListAuthenticationMethodTypes"
         }
         "/zitadel.user.v2.UserService/ListAuthenticationFactors" => "ListAuthenticationFactors",
+        "/zitadel.user.v2.UserService/GenerateRecoveryCodes" => "GenerateRecoveryCodes",
+        "/zitadel.user.v2.UserService/RemoveRecoveryCodes" => "RemoveRecoveryCodes",
+        "/tessera.otp.v1.RecoveryCodeService/GetRecoveryCodes" => "GetRecoveryCodes",
         _ => return None,
     })
 }

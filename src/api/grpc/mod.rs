@@ -18,11 +18,12 @@ use http::{HeaderName, HeaderValue, Method};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use self::pb::tessera::otp::v1::otp_check_service_server::OtpCheckServiceServer;
+use self::pb::tessera::otp::v1::recovery_code_service_server::RecoveryCodeServiceServer;
 use self::pb::zitadel::auth::v1::auth_service_server::AuthServiceServer;
 use self::pb::zitadel::management::v1::management_service_server::ManagementServiceServer;
 use self::pb::zitadel::user::v2::user_service_server::UserServiceServer;
 pub use self::services::Services;
-pub(crate) use self::services::factor_filter;
+pub(crate) use self::services::{factor_filter, method_type};
 pub use self::status::status;
 use crate::service::OtpService;
 
@@ -99,6 +100,9 @@ pub async fn serve(
         .set_serving::<OtpCheckServiceServer<Services>>()
         .await;
     health.set_serving::<UserServiceServer<Services>>().await;
+    health
+        .set_serving::<RecoveryCodeServiceServer<Services>>()
+        .await;
     // gRPC health follows readiness (store reachable, clock in bounds).
     let readiness = service_readiness;
     tokio::spawn(async move {
@@ -118,6 +122,7 @@ pub async fn serve(
                     "zitadel.management.v1.ManagementService",
                     "tessera.otp.v1.OtpCheckService",
                     "zitadel.user.v2.UserService",
+                    "tessera.otp.v1.RecoveryCodeService",
                 ] {
                     health.set_service_status(service, status).await;
                 }
@@ -147,6 +152,9 @@ pub async fn serve(
             ManagementServiceServer::new(services.clone()).max_decoding_message_size(limit),
         )
         .add_service(OtpCheckServiceServer::new(services.clone()).max_decoding_message_size(limit))
+        .add_service(
+            RecoveryCodeServiceServer::new(services.clone()).max_decoding_message_size(limit),
+        )
         .add_service(
             UserServiceServer::new(services)
                 .max_decoding_message_size(limit)

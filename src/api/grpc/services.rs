@@ -168,12 +168,42 @@ impl check::otp_check_service_server::OtpCheckService for Services {
             .map_err(fail)?;
         let checked = self
             .service
-            .check(scope, message.code)
+            .check(scope, message.code, message.recovery_code)
             .await
             .map_err(fail)?;
         Ok(Response::new(check::CheckOtpResponse {
-            details: Some(details(&checked)),
+            details: Some(details(&checked.details)),
+            recovery_codes_remaining: checked.recovery_codes_remaining,
         }))
+    }
+}
+
+#[tonic::async_trait]
+impl check::recovery_code_service_server::RecoveryCodeService for Services {
+    async fn get_recovery_codes(
+        &self,
+        request: Request<check::GetRecoveryCodesRequest>,
+    ) -> Result<Response<check::GetRecoveryCodesResponse>, Status> {
+        let org = org_header(&request);
+        let (caller, message) = take(request)?;
+        let scope = self
+            .service
+            .user_scope(&caller, org.as_deref(), &message.user_id)
+            .map_err(fail)?;
+        let remaining = self
+            .service
+            .recovery_codes_left(scope)
+            .await
+            .map_err(fail)?;
+        Ok(Response::new(check::GetRecoveryCodesResponse { remaining }))
+    }
+}
+
+/// The v2 enum value of a way of authenticating; its name is what JSON shows.
+pub(crate) fn method_type(method: AuthenticationMethod) -> user_v2::AuthenticationMethodType {
+    match method {
+        AuthenticationMethod::Totp => user_v2::AuthenticationMethodType::Totp,
+        AuthenticationMethod::RecoveryCode => user_v2::AuthenticationMethodType::RecoveryCode,
     }
 }
 
@@ -293,10 +323,8 @@ impl user_v2::user_service_server::UserService for Services {
             .await
             .map_err(fail)?;
         let auth_method_types: Vec<i32> = methods
-            .iter()
-            .map(|method| match method {
-                AuthenticationMethod::Totp => user_v2::AuthenticationMethodType::Totp as i32,
-            })
+            .into_iter()
+            .map(|method| method_type(method) as i32)
             .collect();
         Ok(Response::new(
             user_v2::ListAuthenticationMethodTypesResponse {
@@ -337,6 +365,51 @@ impl user_v2::user_service_server::UserService for Services {
             .collect();
         Ok(Response::new(user_v2::ListAuthenticationFactorsResponse {
             result,
+        }))
+    }
+
+    async fn generate_recovery_codes(
+        &self,
+        request: Request<user_v2::GenerateRecoveryCodesRequest>,
+    ) -> Result<Response<user_v2::GenerateRecoveryCodesResponse>, Status> {
+        let org = org_header(&request);
+        let (caller, message) = take(request)?;
+        let scope = self
+            .service
+            .user_scope(&caller, org.as_deref(), &message.user_id)
+            .map_err(fail)?;
+        let generated = self
+            .service
+            .generate_recovery_codes(scope, message.count, message.totp_code)
+            .await
+            .map_err(fail)?;
+        Ok(Response::new(user_v2::GenerateRecoveryCodesResponse {
+            details: Some(details_v2(&generated.details)),
+            recovery_codes: generated
+                .codes
+                .iter()
+                .map(|code| code.shown().to_owned())
+                .collect(),
+        }))
+    }
+
+    async fn remove_recovery_codes(
+        &self,
+        request: Request<user_v2::RemoveRecoveryCodesRequest>,
+    ) -> Result<Response<user_v2::RemoveRecoveryCodesResponse>, Status> {
+        let org = org_header(&request);
+        let (caller, message) = take(request)?;
+        let scope = self
+            .service
+            .user_scope(&caller, org.as_deref(), &message.user_id)
+            .map_err(fail)?;
+        let removed = self
+            .service
+            .remove_recovery_codes(scope)
+            .await
+            .map_err(fail)?;
+        Ok(Response::new(user_v2::RemoveRecoveryCodesResponse {
+            details: Some(details_v2(&removed)),
         }))
     }
 }

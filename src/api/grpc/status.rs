@@ -23,12 +23,12 @@ pub fn status(err: &OtpError) -> tonic::Status {
         }
         .encode_to_vec(),
     }];
-    if let OtpError::InvalidCode(Some(attempts)) = err {
+    if let Some(attempts) = err.failed_attempts() {
         details.push(prost_types::Any {
             type_url: CREDENTIALS_CHECK_ERROR.into(),
             value: CredentialsCheckError {
                 id: err.id().into(),
-                message: attempts_message(err, attempts),
+                message: attempts_message(err, &attempts),
                 failed_attempts: i32::try_from(attempts.failed).unwrap_or(i32::MAX),
             }
             .encode_to_vec(),

@@ -8,8 +8,8 @@ use serde::Deserialize;
 use super::extract::org_header;
 use super::{ApiError, HttpState, json_body};
 use crate::api::wire::{
-    AddOtpResponse, AuthFactorJson, DetailsJson, DetailsResponse, Empty, ListAuthFactorsResponse,
-    auth_factor_state,
+    AddOtpResponse, AuthFactorJson, CheckResponse, DetailsJson, DetailsResponse, Empty,
+    ListAuthFactorsResponse, auth_factor_state,
 };
 use crate::domain::Details;
 use crate::service::Authenticated;
@@ -24,6 +24,16 @@ pub struct NoFields {}
 pub struct CodeRequest {
     #[serde(default)]
     pub code: Option<String>,
+}
+
+/// The login check: a TOTP code, or a recovery code in its place.
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct CheckRequest {
+    #[serde(default)]
+    pub code: Option<String>,
+    #[serde(default)]
+    pub recovery_code: Option<String>,
 }
 
 pub(super) fn details(details: &Details) -> HttpResponse {
@@ -89,11 +99,15 @@ pub async fn check_otp(
     path: web::Path<String>,
     body: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let body = json_body::<CodeRequest>(&req, body, &state).await?;
+    let body = json_body::<CheckRequest>(&req, body, &state).await?;
     let code = body.code.unwrap_or_default();
+    let recovery_code = body.recovery_code.unwrap_or_default();
     let scope = state.service.org_scope(&auth, org_header(&req), &path)?;
-    let checked = state.service.check(scope, code).await?;
-    Ok(details(&checked))
+    let checked = state.service.check(scope, code, recovery_code).await?;
+    Ok(HttpResponse::Ok().json(CheckResponse {
+        details: DetailsJson::from(&checked.details),
+        recovery_codes_remaining: checked.recovery_codes_remaining,
+    }))
 }
 
 pub async fn remove_user_otp(

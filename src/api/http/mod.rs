@@ -289,6 +289,24 @@ pub fn routes(config: &mut web::ServiceConfig) {
             )
             .route(web::post().to(user_v2::list_authentication_factors)),
         )
+        .service(
+            observed(
+                "/v2/users/{user_id}/recovery_codes",
+                &[
+                    (Method::POST, "GenerateRecoveryCodes"),
+                    (Method::DELETE, "RemoveRecoveryCodes"),
+                ],
+            )
+            .route(web::post().to(user_v2::generate_recovery_codes))
+            .route(web::delete().to(user_v2::remove_recovery_codes)),
+        )
+        .service(
+            observed(
+                "/management/v1/users/{user_id}/auth_factors/recovery_codes",
+                &[(Method::GET, "GetRecoveryCodes")],
+            )
+            .route(web::get().to(user_v2::get_recovery_codes)),
+        )
         .service(plain("/debug/healthz").route(web::get().to(healthz)))
         .service(plain("/debug/ready").route(web::get().to(ready)))
         .service(plain("/metrics").route(web::get().to(metrics)))

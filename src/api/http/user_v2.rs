@@ -9,13 +9,14 @@ use serde::Deserialize;
 use super::extract::org_header;
 use super::handlers::{CodeRequest, NoFields, details};
 use super::{ApiError, HttpState, json_body};
-use crate::api::grpc::factor_filter;
 use crate::api::grpc::pb::zitadel::user::v2::{AuthFactorState, AuthFactors};
+use crate::api::grpc::{factor_filter, method_type};
 use crate::api::wire::{
-    AuthFactorJson, AuthenticationMethodsResponse, DetailsJson, Empty, ListAuthFactorsResponse,
-    ListDetailsJson, RegisterTotpResponse, auth_factor_state,
+    AuthFactorJson, AuthenticationMethodsResponse, DetailsJson, Empty, GeneratedCodesResponse,
+    ListAuthFactorsResponse, ListDetailsJson, RecoveryCodesLeftResponse, RegisterTotpResponse,
+    auth_factor_state,
 };
-use crate::service::{Authenticated, AuthenticationMethod, FactorFilter};
+use crate::service::{Authenticated, FactorFilter};
 
 type State = web::Data<HttpState>;
 
@@ -70,10 +71,8 @@ pub async fn list_authentication_method_types(
     let scope = state.service.user_scope(&auth, org_header(&req), &path)?;
     let methods = state.service.authentication_methods(scope).await?;
     let auth_method_types: Vec<&'static str> = methods
-        .iter()
-        .map(|method| match method {
-            AuthenticationMethod::Totp => "AUTHENTICATION_METHOD_TYPE_TOTP",
-        })
+        .into_iter()
+        .map(|method| method_type(method).as_str_name())
         .collect();
     Ok(HttpResponse::Ok().json(AuthenticationMethodsResponse {
         details: ListDetailsJson {
@@ -150,4 +149,80 @@ pub async fn list_authentication_factors(
         })
         .collect();
     Ok(HttpResponse::Ok().json(ListAuthFactorsResponse { result }))
+}
+
+/// `count` as protojson takes an int32: a number, or a number in a string.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Int32 {
+    Number(i64),
+    Text(String),
+}
+
+impl Int32 {
+    /// The value, or `-1` (a count no call accepts) when it is no int32.
+    fn value(&self) -> i32 {
+        let wide = match self {
+            Self::Number(number) => Some(*number),
+            Self::Text(text) => text.parse().ok(),
+        };
+        wide.and_then(|value| i32::try_from(value).ok())
+            .unwrap_or(-1)
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct GenerateCodesRequest {
+    #[serde(default)]
+    count: Option<Int32>,
+    #[serde(default)]
+    totp_code: Option<String>,
+}
+
+pub async fn generate_recovery_codes(
+    req: HttpRequest,
+    state: State,
+    auth: Authenticated,
+    path: web::Path<String>,
+    body: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let body = json_body::<GenerateCodesRequest>(&req, body, &state).await?;
+    let scope = state.service.user_scope(&auth, org_header(&req), &path)?;
+    let count = body.count.as_ref().map_or(0, Int32::value);
+    let totp_code = body.totp_code.unwrap_or_default();
+    let generated = state
+        .service
+        .generate_recovery_codes(scope, count, totp_code)
+        .await?;
+    Ok(HttpResponse::Ok().json(GeneratedCodesResponse {
+        details: DetailsJson::from(&generated.details),
+        recovery_codes: generated
+            .codes
+            .iter()
+            .map(|code| code.shown().to_owned())
+            .collect(),
+    }))
+}
+
+pub async fn remove_recovery_codes(
+    req: HttpRequest,
+    state: State,
+    auth: Authenticated,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let scope = state.service.user_scope(&auth, org_header(&req), &path)?;
+    Ok(details(&state.service.remove_recovery_codes(scope).await?))
+}
+
+/// tessera's GetRecoveryCodes: how many the user has left.
+pub async fn get_recovery_codes(
+    req: HttpRequest,
+    state: State,
+    auth: Authenticated,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let scope = state.service.user_scope(&auth, org_header(&req), &path)?;
+    let remaining = state.service.recovery_codes_left(scope).await?;
+    Ok(HttpResponse::Ok().json(RecoveryCodesLeftResponse { remaining }))
 }

@@ -7,13 +7,16 @@
 -- ARGV[6]  period in seconds
 -- ARGV[7]  now (the replica's clock), Unix microseconds: the creation and change dates
 -- Returns  {"ok", sequence} | {"exists"} when a READY factor is present
--- Format 2, the fields of the hash:
+-- The fields of the hash:
 --   v format (absent: 1)   s state (1 NOT_READY, 2 READY)   i factor id
 --   f the enrollment's sequence (format 1's factor id; kept so that a format-1 reader, still
 --     running during a rolling upgrade, can serve this record)
 --   a/d/p algorithm, digits, period   k sealed secret   l last accepted step
 --   n consecutive failures   u locked until (-1: until unlocked)   q sequence
 --   c created   m changed
+--   r:<seal key id>:<hex HMAC> one per unused recovery code (format 3, `generate_codes.lua`)
+-- Failures, the lock and the recovery codes are the user's, not the enrollment's: a new
+-- enrollment keeps them (the lock ends only by expiry, a success or an admin's unlock).
 -- The sequence is at least Redis's clock in microseconds and above the user's previous one,
 -- so it never goes back, not even after Redis loses the key; it survives removal too.
 local current = redis.call('HMGET', key, 's', 'q')
@@ -21,8 +24,8 @@ if tonumber(current[1]) == 2 then
   return {'exists'}
 end
 local sequence = string.format('%d', math.max((tonumber(current[2]) or 0) + 1, clock))
-redis.call('DEL', key)
+redis.call('HDEL', key, 'l')
 redis.call('HSET', key,
-  'v', 2, 's', 1, 'i', ARGV[2], 'f', sequence, 'a', ARGV[4], 'd', ARGV[5], 'p', ARGV[6],
-  'k', ARGV[3], 'n', 0, 'q', sequence, 'c', ARGV[7], 'm', ARGV[7])
+  'v', math.max(version, 2), 's', 1, 'i', ARGV[2], 'f', sequence, 'a', ARGV[4], 'd', ARGV[5],
+  'p', ARGV[6], 'k', ARGV[3], 'q', sequence, 'c', ARGV[7], 'm', ARGV[7])
 return {'ok', tonumber(sequence)}

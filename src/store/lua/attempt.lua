@@ -31,16 +31,9 @@ if (f[2] or f[3]) ~= ARGV[2] then
   return {'stale'}
 end
 local now = tonumber(ARGV[5])
-local failures = tonumber(f[5]) or 0
-local locked = tonumber(f[6])
-local expired = false
-if locked then
-  if locked == -1 or locked > now then
-    return {'locked', locked}
-  end
-  -- An expired lock starts a fresh count.
-  expired = true
-  failures = 0
+local failures, active, expired = lockout_standing(f[5], f[6], now)
+if active then
+  return {'locked', active}
 end
 local step = tonumber(ARGV[4])
 local last = tonumber(f[4]) or -1
@@ -48,11 +41,7 @@ local accepted = step >= 0 and step > last
 local lock = 0
 if not accepted then
   failures = failures + 1
-  local max = tonumber(ARGV[6])
-  if max > 0 and failures >= max then
-    local duration = tonumber(ARGV[7])
-    if duration > 0 then lock = now + duration else lock = -1 end
-  end
+  lock = lock_after(failures, tonumber(ARGV[6]), tonumber(ARGV[7]), now)
 end
 if ARGV[8] == '1' and (accepted or lock ~= 0) then
   return {'hold'}

@@ -1,4 +1,5 @@
--- Removes the user's OTP factor, keeping only the sequence (it must never go back).
+-- Removes the user's OTP factor. The sequence stays (it must never go back), and so do what
+-- is the user's rather than the enrollment's: failures, the lock and the recovery codes.
 -- (After prelude.lua: key, clock; ARGV[1] is the deadline.)
 -- ARGV[2]  now (the replica's clock), Unix microseconds: the change date
 -- Returns  {"ok", sequence} | {"absent"}
@@ -7,6 +8,6 @@ if not tonumber(f[1]) then
   return {'absent'}
 end
 local sequence = string.format('%d', math.max(tonumber(f[2]) + 1, clock))
-redis.call('DEL', key)
+redis.call('HDEL', key, 's', 'i', 'f', 'a', 'd', 'p', 'k', 'l', 'c')
 redis.call('HSET', key, 'q', sequence, 'm', ARGV[2])
 return {'ok', tonumber(sequence)}

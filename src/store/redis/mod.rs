@@ -22,9 +22,10 @@ use serde::Deserialize;
 
 use self::clock::RedisClock;
 use self::connections::{Connection, Connections, Connector};
-use self::reply::{Reply, record_from};
+use self::reply::{Reply, codes_held, record_from};
 use super::{
-    AddOutcome, Attempt, AttemptOutcome, ChangeOutcome, FactorStore, NewFactor, StoreError, UserKey,
+    AddCodesOutcome, AddOutcome, Attempt, AttemptOutcome, ChangeOutcome, FactorStore, NewCodes,
+    NewFactor, RedeemOutcome, Redemption, RemoveCodesOutcome, StoreError, UserKey,
 };
 use crate::domain::factor::AttemptVerdict;
 use crate::domain::{FactorRecord, FactorState, Lock, UnixMicros};
@@ -45,6 +46,9 @@ const ATTEMPT: &str = script_source!("attempt");
 const REMOVE: &str = script_source!("remove");
 const UNLOCK: &str = script_source!("unlock");
 const RESEAL: &str = script_source!("reseal");
+const ADD_CODES: &str = script_source!("add_codes");
+const REDEEM_CODE: &str = script_source!("redeem_code");
+const REMOVE_CODES: &str = script_source!("remove_codes");
 
 struct Scripts {
     add: Script,
@@ -52,6 +56,9 @@ struct Scripts {
     remove: Script,
     unlock: Script,
     reseal: Script,
+    add_codes: Script,
+    redeem_code: Script,
+    remove_codes: Script,
 }
 
 /// How Redis is deployed: one server (or a primary behind a stable address), or a Cluster.
@@ -175,6 +182,9 @@ impl RedisStore {
                 remove: Script::new(REMOVE),
                 unlock: Script::new(UNLOCK),
                 reseal: Script::new(RESEAL),
+                add_codes: Script::new(ADD_CODES),
+                redeem_code: Script::new(REDEEM_CODE),
+                remove_codes: Script::new(REMOVE_CODES),
             },
         })
     }
@@ -288,6 +298,21 @@ impl RedisStore {
             }
         }
         Ok(reply)
+    }
+
+    /// The user's whole hash.
+    async fn read_hash(
+        &self,
+        key: &UserKey,
+        deadline: Instant,
+    ) -> Result<HashMap<String, Vec<u8>>, StoreError> {
+        let command = redis::cmd("HGETALL").arg(self.key(key)).clone();
+        let command = &command;
+        self.on_shared(
+            self.until(deadline),
+            |mut connection: Connection| async move { command.query_async(&mut connection).await },
+        )
+        .await
     }
 
     /// The lane of a change that is always acknowledged (enroll, remove, unlock).
@@ -517,14 +542,7 @@ impl FactorStore for RedisStore {
         key: &UserKey,
         deadline: Instant,
     ) -> Result<Option<FactorRecord>, StoreError> {
-        let command = redis::cmd("HGETALL").arg(self.key(key)).clone();
-        let command = &command;
-        let fields: HashMap<String, Vec<u8>> = self
-            .on_shared(self.until(deadline), |mut connection: Connection| async move {
-                command.query_async(&mut connection).await
-            })
-            .await?;
-        record_from(fields)
+        record_from(self.read_hash(key, deadline).await?)
     }
 
     async fn add(
@@ -650,6 +668,119 @@ impl FactorStore for RedisStore {
             .await
     }
 
+    async fn recovery_codes_held(
+        &self,
+        key: &UserKey,
+        deadline: Instant,
+    ) -> Result<u32, StoreError> {
+        codes_held(&self.read_hash(key, deadline).await?)
+    }
+
+    async fn add_recovery_codes(
+        &self,
+        key: &UserKey,
+        codes: NewCodes,
+        now: UnixMicros,
+        deadline: Instant,
+    ) -> Result<AddCodesOutcome, StoreError> {
+        let now_text = now.0.to_string();
+        let max = codes.max.to_string();
+        let mut args: Vec<&[u8]> = vec![now_text.as_bytes(), max.as_bytes()];
+        args.extend(codes.fields.iter().map(String::as_bytes));
+        let reply = self
+            .change(&self.scripts.add_codes, key, &args, deadline)
+            .await?;
+        match reply.status.as_str() {
+            "ok" => Ok(AddCodesOutcome::Added {
+                sequence: reply.unsigned(0)?,
+                held: reply.count(1)?,
+            }),
+            "too_many" => Ok(AddCodesOutcome::TooMany {
+                held: reply.count(0)?,
+            }),
+            _ => Err(reply.unexpected()),
+        }
+    }
+
+    /// Always on a connection that waits for the replicas (when any are required): a used
+    /// code and a new lock must survive a failover, and recovery codes are too rare at login
+    /// to be worth a first try on the shared connection.
+    async fn redeem_recovery_code(
+        &self,
+        key: &UserKey,
+        redemption: Redemption,
+        now: UnixMicros,
+        deadline: Instant,
+    ) -> Result<RedeemOutcome, StoreError> {
+        let now_text = now.0.to_string();
+        let max = redemption.policy.max_attempts.to_string();
+        let duration = redemption.policy.lock_duration_micros.to_string();
+        let mut args: Vec<&[u8]> = vec![now_text.as_bytes(), max.as_bytes(), duration.as_bytes()];
+        args.extend(redemption.candidates.iter().map(String::as_bytes));
+        let until = self.until(deadline);
+        let redis_deadline = self.redis_deadline(until).await?.to_string();
+        args.insert(0, redis_deadline.as_bytes());
+        let reply = self
+            .run(
+                self.change_lane(),
+                &self.scripts.redeem_code,
+                &self.key(key),
+                &args,
+                until,
+                |reply| match reply.status.as_str() {
+                    "ok" => true,
+                    "invalid" => reply.number(1).is_ok_and(|lock| lock != 0),
+                    _ => false,
+                },
+            )
+            .await?;
+        match reply.status.as_str() {
+            "ok" => Ok(RedeemOutcome::Accepted {
+                sequence: reply.unsigned(0)?,
+                changed_at: now,
+                remaining: reply.count(1)?,
+            }),
+            "invalid" => Ok(RedeemOutcome::Rejected {
+                failures: reply.count(0)?,
+                lock: match reply.number(1)? {
+                    0 => None,
+                    stored => Some(Lock::from_stored(stored)),
+                },
+            }),
+            "locked" => Ok(RedeemOutcome::Locked(Lock::from_stored(reply.number(0)?))),
+            "none" => Ok(RedeemOutcome::NoCodes),
+            _ => Err(reply.unexpected()),
+        }
+    }
+
+    async fn remove_recovery_codes(
+        &self,
+        key: &UserKey,
+        now: UnixMicros,
+        deadline: Instant,
+    ) -> Result<RemoveCodesOutcome, StoreError> {
+        let now_text = now.0.to_string();
+        let reply = self
+            .change(
+                &self.scripts.remove_codes,
+                key,
+                &[now_text.as_bytes()],
+                deadline,
+            )
+            .await?;
+        match reply.status.as_str() {
+            "ok" => Ok(RemoveCodesOutcome::Removed {
+                sequence: reply.unsigned(0)?,
+                changed_at: now,
+            }),
+            "none" => Ok(RemoveCodesOutcome::NoCodes),
+            "locked" => Ok(RemoveCodesOutcome::Locked(Lock::from_stored(
+                reply.number(0)?,
+            ))),
+            _ => Err(reply.unexpected()),
+        }
+    }
+
     async fn server_time(&self) -> Result<Option<UnixMicros>, StoreError> {
         let until = Instant::now() + self.timeout;
         self.redis_time(until)
@@ -671,7 +802,16 @@ mod tests {
         }
     }
 
-    const SCRIPTS: [&str; 5] = [ADD, ATTEMPT, REMOVE, UNLOCK, RESEAL];
+    const SCRIPTS: [&str; 8] = [
+        ADD,
+        ATTEMPT,
+        REMOVE,
+        UNLOCK,
+        RESEAL,
+        ADD_CODES,
+        REDEEM_CODE,
+        REMOVE_CODES,
+    ];
 
     /// `redis.url` may carry a password: a problem with it is said without the URL.
     #[test]
@@ -736,11 +876,15 @@ mod tests {
         }
     }
 
-    /// The format the prelude lets through is the one `add.lua` writes and `reply.rs` reads.
+    /// The format the prelude lets through is the one `add_codes.lua` writes (a record with
+    /// recovery codes) and `reply.rs` reads.
     #[test]
     fn the_scripts_and_the_reader_agree_on_the_format() {
         let format = reply::FORMAT;
-        assert!(ADD.contains(&format!("'v', {format}, ")), "{ADD}");
+        assert!(
+            ADD_CODES.contains(&format!("'v', {format}, ")),
+            "{ADD_CODES}"
+        );
         for script in SCRIPTS {
             assert!(script.contains(&format!("if version > {format} then")));
             assert!(script.starts_with(include_str!("../lua/prelude.lua")));

@@ -38,10 +38,12 @@ impl Primary {
     }
 }
 
-/// An enrollment as a rekey reads it: whose, and its sealed secret.
+/// A user's record as a rekey reads it: whose, the enrollment's sealed secret if there is
+/// one, and the ids of the seal keys its recovery codes were hashed under (one per code).
 pub struct SealedRecord {
     pub user: UserKey,
-    pub sealed_secret: Vec<u8>,
+    pub sealed_secret: Option<Vec<u8>>,
+    pub recovery_code_keys: Vec<String>,
 }
 
 /// What the compare-and-set did.
@@ -95,17 +97,25 @@ impl RedisStore {
             let Some(user) = user_of_key(&self.prefix, &key) else {
                 continue;
             };
-            let mut read = redis::cmd("HGET");
-            read.arg(&key).arg("k");
-            let sealed: Option<Vec<u8>> = self
+            let mut read = redis::cmd("HGETALL");
+            read.arg(&key);
+            let mut fields: std::collections::HashMap<String, Vec<u8>> = self
                 .on_shared(until, |mut connection: Connection| async move {
                     read.query_async(&mut connection).await
                 })
                 .await?;
-            if let Some(sealed_secret) = sealed {
+            // "r:<key id>:<hex>": the key id is what a rotation needs to know.
+            let recovery_code_keys: Vec<String> = fields
+                .keys()
+                .filter_map(|field| field.strip_prefix("r:")?.split_once(':'))
+                .map(|(key_id, _)| key_id.to_owned())
+                .collect();
+            let sealed_secret = fields.remove("k");
+            if sealed_secret.is_some() || !recovery_code_keys.is_empty() {
                 records.push(SealedRecord {
                     user,
                     sealed_secret,
+                    recovery_code_keys,
                 });
             }
         }

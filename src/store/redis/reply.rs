@@ -9,7 +9,7 @@ use super::super::StoreError;
 use crate::domain::{FactorId, FactorRecord, FactorState, Lock, TotpParams, UnixMicros};
 
 /// The newest format this release reads and writes.
-pub(super) const FORMAT: i64 = 2;
+pub(super) const FORMAT: i64 = 3;
 
 fn corrupt(what: &str) -> StoreError {
     StoreError::Corrupt(what.to_owned())
@@ -58,6 +58,10 @@ impl Reply {
         u64::try_from(self.number(index)?).map_err(|_| corrupt("negative count"))
     }
 
+    pub(super) fn count(&self, index: usize) -> Result<u32, StoreError> {
+        u32::try_from(self.number(index)?).map_err(|_| corrupt("count out of range"))
+    }
+
     pub(super) fn unexpected(&self) -> StoreError {
         corrupt(&self.status)
     }
@@ -98,6 +102,16 @@ fn factor_id(fields: &HashMap<String, Vec<u8>>) -> Result<FactorId, StoreError> 
         }
         None => Ok(FactorId::Legacy(required(fields, "f")?)),
     }
+}
+
+/// How many recovery codes the hash holds: its `r:` fields.
+pub(super) fn codes_held(fields: &HashMap<String, Vec<u8>>) -> Result<u32, StoreError> {
+    let format = number_field::<i64>(fields, "v")?.unwrap_or(1);
+    if format > FORMAT {
+        return Err(StoreError::NewerFormat(format));
+    }
+    let held = fields.keys().filter(|name| name.starts_with("r:")).count();
+    u32::try_from(held).map_err(|_| corrupt("r:"))
 }
 
 /// The user's hash as a record; `None` when it holds no factor (absent, or removed: only the
@@ -172,10 +186,20 @@ mod tests {
         let record = record_from(format2.clone()).unwrap().unwrap();
         assert_eq!(record.factor_id, FactorId::from_random([9; 16]));
 
+        // Format 3 adds recovery-code fields, which the record leaves aside.
         format2.insert("v".into(), b"3".to_vec());
+        format2.insert("r:k1:00ff".into(), b"1".to_vec());
+        assert_eq!(record_from(format2.clone()).unwrap(), Some(record));
+        assert_eq!(codes_held(&format2).unwrap(), 1);
+
+        format2.insert("v".into(), b"4".to_vec());
         assert!(matches!(
-            record_from(format2),
-            Err(StoreError::NewerFormat(3))
+            record_from(format2.clone()),
+            Err(StoreError::NewerFormat(4))
+        ));
+        assert!(matches!(
+            codes_held(&format2),
+            Err(StoreError::NewerFormat(4))
         ));
 
         let removed = hash(&[("q", b"5"), ("m", b"2")]);

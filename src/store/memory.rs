@@ -12,7 +12,7 @@ use super::{
     NewFactor, RedeemOutcome, Redemption, RemoveCodesOutcome, StoreError, UserKey,
 };
 use crate::domain::factor::{AttemptDecision, decide_attempt};
-use crate::domain::recovery::{RedeemDecision, Standing, decide_redeem};
+use crate::domain::recovery::{RedeemDecision, Standing, decide_redeem, may_add};
 use crate::domain::{FactorRecord, FactorState, UnixMicros};
 
 /// Per user: the factor if any; the sequence, which outlives removal (never goes back); the
@@ -240,7 +240,7 @@ impl FactorStore for MemoryStore {
         self.with_slot(key, deadline, |slot| {
             let held = count(&slot.codes);
             let adding = u32::try_from(codes.fields.len()).unwrap_or(u32::MAX);
-            if adding == 0 || held.saturating_add(adding) > codes.max {
+            if may_add(held, adding, codes.max).is_err() {
                 return AddCodesOutcome::TooMany { held };
             }
             slot.codes.extend(codes.fields);

@@ -42,6 +42,7 @@ impl Operation for GenerateCodes {
     const COUNTS_FOR_USER: bool = true;
 
     async fn run(self, on: OnUser) -> Result<GeneratedCodes, OtpError> {
+        let count = self.count.unwrap_or_else(|| on.policy().recovery_codes());
         if let Requester::User { totp_code } = self.requester {
             // Read fresh: a cached NOT_READY copy must not spare the code.
             let ready = on
@@ -50,13 +51,22 @@ impl Operation for GenerateCodes {
                 .is_some_and(|factor| factor.state == FactorState::Ready);
             if ready {
                 let code = totp_code.ok_or(OtpError::TotpCodeRequired)?;
+                // A generation that will be refused must not spend the TOTP code. (The store
+                // decides again: another generation may come in between.)
+                let held = on
+                    .deps()
+                    .store
+                    .recovery_codes_held(&on.key, on.deadline)
+                    .await
+                    .map_err(store_error)?;
+                recovery::may_add(held, count, recovery::MAX_CODES)
+                    .map_err(|_| OtpError::RecoveryCodesMaxExceeded)?;
                 // The proof is a login check like any other: counted, replay-protected,
                 // refused while locked.
                 let purpose = Purpose::Login;
                 SubmitCode { code, purpose }.run(on.again()).await?;
             }
         }
-        let count = self.count.unwrap_or_else(|| on.policy().recovery_codes());
         let codes = new_codes(count)?;
         let keys = &on.deps().keys;
         let key_id = keys.sealing_key_id();

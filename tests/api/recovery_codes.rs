@@ -186,6 +186,18 @@ async fn a_ready_factor_guards_generation_with_its_code(backend: Backend) {
     let by_admin = generate(&app, &admin(), "alice", json!({ "count": 5 })).await;
     assert_eq!(codes_of(&by_admin).len(), 5);
     assert_eq!(left(&app, &alice, "alice").await, 15);
+    // Too many: refused before the TOTP code is spent, which then still logs in.
+    app.clock.advance_secs(30);
+    let code = app.code(&secret, 0);
+    generate(
+        &app,
+        &alice,
+        "alice",
+        json!({ "count": 6, "totpCode": code }),
+    )
+    .await
+    .assert_error(409, 6, "COMMAND-8f2k9");
+    app.check(&login_page(), "alice", &code).await.assert_ok();
     assert_eq!(
         methods(&app, &alice, "alice").await,
         json!([

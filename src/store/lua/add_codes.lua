@@ -1,5 +1,5 @@
 -- Adds recovery codes to those the user holds, as ZITADEL does: the total may not pass the
--- maximum (`domain::recovery::may_add`). The caller made the codes and hashed them; no code
+-- maximum (a transcription of `domain::recovery::may_add`). The caller made the codes and hashed them; no code
 -- reaches Redis, only its keyed hash.
 -- (After prelude.lua: key, clock; ARGV[1] is the deadline.)
 -- ARGV[2]  now (the replica's clock), Unix microseconds: the change date

@@ -613,3 +613,66 @@ async fn the_same_over_grpc() {
         .await;
     assert_status(none, Code::InvalidArgument, "COMMAND-84rgg");
 }
+
+/// The Redis ACL the README gives tessera (its key prefix, the commands it sends and those its
+/// scripts call, since scripts run with the caller's rights) is enough for every call, the
+/// recovery codes included, and a command outside it is refused.
+#[actix_web::test]
+async fn the_acl_the_readme_names_is_enough() {
+    use std::sync::Arc;
+
+    use crate::helpers::{RedisServer, free_port};
+    let redis = Arc::new(RedisServer::start_on(free_port()));
+    let readme = include_str!("../../README.md");
+    let rule = readme
+        .lines()
+        .find_map(|line| line.strip_prefix("ACL SETUSER tessera "))
+        .expect("the README gives the ACL rule as `ACL SETUSER tessera …`");
+    let mut args = vec!["ACL", "SETUSER", "tessera"];
+    args.extend(rule.split_whitespace());
+    let set = redis.cli(&args).unwrap();
+    assert_eq!(set.trim(), "OK", "{set}");
+    let url = format!("redis://tessera:s3cret@127.0.0.1:{}", redis.port);
+    let app = Spawn::new(Backend::Redis).external_redis(url).start().await;
+    let alice = Token::user("acme", "alice").sign();
+    let secret = app.enroll_ready(&alice).await;
+    app.clock.advance_secs(30);
+    let code = app.code(&secret, 0);
+    let codes = codes_of(
+        &generate(
+            &app,
+            &alice,
+            "alice",
+            json!({ "count": 2, "totpCode": code }),
+        )
+        .await,
+    );
+    redeem(&app, "alice", &codes[0]).await.assert_ok();
+    redeem(&app, "alice", &codes[0])
+        .await
+        .assert_error(400, 3, "DOMAIN-6uvh0");
+    assert_eq!(left(&app, &alice, "alice").await, 1);
+    app.clock.advance_secs(30);
+    app.check(&login_page(), "alice", &app.code(&secret, 0))
+        .await
+        .assert_ok();
+    app.delete(Some(&alice), "/v2/users/alice/recovery_codes")
+        .await
+        .assert_ok();
+    app.remove_mine(&alice).await.assert_ok();
+    // The rule is not everything: a key outside the prefix and a command outside the list.
+    let denied = std::process::Command::new("redis-cli")
+        .args([
+            "-p",
+            &redis.port.to_string(),
+            "--user",
+            "tessera",
+            "--pass",
+            "s3cret",
+        ])
+        .args(["--no-auth-warning", "FLUSHALL"])
+        .output()
+        .unwrap();
+    let denied = String::from_utf8_lossy(&denied.stdout);
+    assert!(denied.contains("NOPERM"), "{denied}");
+}

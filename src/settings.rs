@@ -17,6 +17,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 use crate::auth::AuthConfig;
+use crate::domain::recovery::{DEFAULT_CODES, MAX_CODES};
 use crate::domain::{HashAlgorithm, LockoutPolicy, OtpPolicy, TotpParams};
 use crate::seal::KeyRing;
 use crate::store::{RedisConfig, RedisMode, RedisNodes};
@@ -797,10 +798,21 @@ fn parse_policies(
 ) -> Option<Policies> {
     // Every scope is checked, even after one failed: all problems at once.
     let before = problems.len();
+    // Checked here, in its own key's words; the policies then start from a valid count, so
+    // that the problem is not named again for every organization that inherits it.
+    let recovery_codes = if (1..=MAX_CODES).contains(&recovery.count) {
+        recovery.count
+    } else {
+        problems.push(format!(
+            "recovery_codes.count must be 1 to {MAX_CODES}, not {}",
+            recovery.count
+        ));
+        DEFAULT_CODES
+    };
     let instance = Instance {
         totp,
         lockout,
-        recovery,
+        recovery_codes,
     };
     let default = policy("totp", &OrgOverrides::default(), &instance, problems);
     let mut by_org = HashMap::with_capacity(orgs.len());
@@ -821,7 +833,7 @@ fn parse_policies(
 struct Instance<'a> {
     totp: &'a TotpSettings,
     lockout: &'a LockoutSettings,
-    recovery: &'a RecoveryCodeSettings,
+    recovery_codes: u32,
 }
 
 /// The instance's policy with one organization's overrides (none for the instance's own).
@@ -834,7 +846,7 @@ fn policy(
     let Instance {
         totp,
         lockout,
-        recovery,
+        recovery_codes,
     } = instance;
     let params = TotpParams::new(
         o.algorithm.unwrap_or(totp.algorithm),
@@ -853,7 +865,7 @@ fn policy(
         o.skew.unwrap_or(totp.skew),
         o.issuer.clone().unwrap_or_else(|| totp.issuer.clone()),
         lockout,
-        o.recovery_codes.unwrap_or(recovery.count),
+        o.recovery_codes.unwrap_or(*recovery_codes),
     );
     let policy_problems = policy.as_ref().err().into_iter().flatten();
     let found = params.as_ref().err().into_iter().chain(policy_problems);
@@ -1078,6 +1090,8 @@ mod tests {
                 ("TESSERA__TOTP__DIGITS", "9"),
                 ("TESSERA__ORGS__ACME__SKEW", "5"),
                 ("TESSERA__TENANTS__CALL_TIMEOUT_MS", "0"),
+                ("TESSERA__RECOVERY_CODES__COUNT", "21"),
+                ("TESSERA__ORGS__GLOBEX__RECOVERY_CODES", "0"),
             ]),
         )
         .unwrap_err()
@@ -1087,9 +1101,13 @@ mod tests {
             "totp: digits must be 6, 7 or 8, not 9",
             "orgs.acme: skew above 2",
             "tenants.call_timeout_ms must be positive",
+            "recovery_codes.count must be 1 to 20",
+            "orgs.globex: recovery_codes must be 1 to 20",
         ] {
             assert!(err.contains(problem), "{problem:?} missing from {err}");
         }
+        // Each once: the instance's count is not blamed again on every organization.
+        assert_eq!(err.matches("must be 1 to 20").count(), 2, "{err}");
     }
 
     #[test]

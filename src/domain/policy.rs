@@ -37,7 +37,8 @@ impl OtpPolicy {
         }
         if !(1..=MAX_CODES).contains(&recovery_codes) {
             problems.push(format!(
-                "recovery_codes must be 1 to {MAX_CODES} (codes a user may hold at once)"
+                "recovery_codes must be 1 to {MAX_CODES} (the most a user may hold), not \
+                 {recovery_codes}"
             ));
         }
         if problems.is_empty() {

@@ -24,6 +24,7 @@ on_every_store!(
     all_codes_are_removed_at_once,
     a_check_takes_exactly_one_of_code_and_recovery_code,
     only_the_user_and_admins_reach_the_codes,
+    every_outcome_is_counted,
 );
 
 fn admin() -> String {
@@ -675,4 +676,67 @@ async fn the_acl_the_readme_names_is_enough() {
         .unwrap();
     let denied = String::from_utf8_lossy(&denied.stdout);
     assert!(denied.contains("NOPERM"), "{denied}");
+}
+
+/// `tessera_recovery_code_checks_total` by outcome and `tessera_recovery_codes_total` by
+/// event move by exactly what happened, the rate-limited check included.
+async fn every_outcome_is_counted(backend: Backend) {
+    let app = Spawn::new(backend)
+        .with(|s| {
+            s.lockout.max_otp_attempts = 2;
+            s.lockout.lock_duration_secs = 0;
+            s.limits.per_user_per_minute = 6;
+        })
+        .start()
+        .await;
+    // No codes yet; then three generated (one call), one used, one wrong, one wrong that
+    // locks, one refused while locked; the sixth call of the minute is rate limited.
+    redeem(&app, "alice", "AAAAA-AAAAA")
+        .await
+        .assert_error(400, 3, "COMMAND-84rgg");
+    let codes = codes_of(&generate(&app, &admin(), "alice", json!({ "count": 3 })).await);
+    redeem(&app, "alice", &codes[0]).await.assert_ok();
+    for _ in 0..2 {
+        redeem(&app, "alice", "AAAAA-AAAAA")
+            .await
+            .assert_error(400, 3, "DOMAIN-6uvh0");
+    }
+    redeem(&app, "alice", &codes[1])
+        .await
+        .assert_error(400, 9, "COMMAND-SF3fg");
+    let limited = redeem(&app, "alice", &codes[1]).await;
+    limited.assert_error(429, 8, "TESSERA-rate1");
+    app.unlock(&admin(), "alice").await.assert_ok();
+    app.delete(Some(&admin()), "/v2/users/alice/recovery_codes")
+        .await
+        .assert_ok();
+    let text = app.metrics_text().await;
+    let checks = |outcome| {
+        crate::metrics::sample(
+            &text,
+            "tessera_recovery_code_checks_total",
+            &[("outcome", outcome)],
+        )
+    };
+    let counted: Vec<f64> = [
+        "no_codes",
+        "accepted",
+        "invalid",
+        "locked",
+        "rate_limited",
+        "unavailable",
+    ]
+    .into_iter()
+    .map(checks)
+    .collect();
+    assert_eq!(counted, [1.0, 1.0, 2.0, 1.0, 1.0, 0.0]);
+    let events =
+        |event| crate::metrics::sample(&text, "tessera_recovery_codes_total", &[("event", event)]);
+    assert_eq!((events("generated"), events("removed")), (3.0, 1.0));
+    let locks = crate::metrics::sample(
+        &text,
+        "tessera_otp_lock_events_total",
+        &[("event", "locked")],
+    );
+    assert_eq!(locks, 1.0, "a lock by recovery codes is a lock");
 }

@@ -171,7 +171,7 @@ impl Metrics {
             "remove",
             "unlock",
             "time",
-            "codes_held",
+            "load_user",
             "add_codes",
             "redeem_code",
             "remove_codes",

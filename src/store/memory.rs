@@ -9,7 +9,7 @@ use async_trait::async_trait;
 
 use super::{
     AddCodesOutcome, AddOutcome, Attempt, AttemptOutcome, ChangeOutcome, FactorStore, NewCodes,
-    NewFactor, RedeemOutcome, Redemption, RemoveCodesOutcome, StoreError, UserKey,
+    NewFactor, RedeemOutcome, Redemption, RemoveCodesOutcome, StoreError, UserKey, UserRecord,
 };
 use crate::domain::factor::{AttemptDecision, decide_attempt};
 use crate::domain::recovery::{RedeemDecision, Standing, decide_redeem, may_add};
@@ -218,16 +218,15 @@ impl FactorStore for MemoryStore {
         })
     }
 
-    async fn recovery_codes_held(
-        &self,
-        key: &UserKey,
-        _deadline: Instant,
-    ) -> Result<u32, StoreError> {
+    async fn load_user(&self, key: &UserKey, _deadline: Instant) -> Result<UserRecord, StoreError> {
         let slots = self
             .slots
             .lock()
             .map_err(|_| StoreError::Unavailable("memory store poisoned".into()))?;
-        Ok(slots.get(key).map_or(0, |slot| count(&slot.codes)))
+        Ok(UserRecord {
+            factor: slots.get(key).and_then(|slot| slot.factor.clone()),
+            recovery_codes: slots.get(key).map_or(0, |slot| count(&slot.codes)),
+        })
     }
 
     async fn add_recovery_codes(

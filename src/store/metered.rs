@@ -8,6 +8,7 @@ use async_trait::async_trait;
 use super::{
     AddCodesOutcome, AddOutcome, Attempt, AttemptOutcome, ChangeOutcome, FactorStore, NewCodes,
     NewFactor, RedeemOutcome, Redemption, RemoveCodesOutcome, SharedStore, StoreError, UserKey,
+    UserRecord,
 };
 use crate::domain::{FactorRecord, UnixMicros};
 use crate::metrics::Metrics;
@@ -92,12 +93,8 @@ impl FactorStore for MeteredStore {
             .await
     }
 
-    async fn recovery_codes_held(
-        &self,
-        key: &UserKey,
-        deadline: Instant,
-    ) -> Result<u32, StoreError> {
-        self.measure("codes_held", self.inner.recovery_codes_held(key, deadline))
+    async fn load_user(&self, key: &UserKey, deadline: Instant) -> Result<UserRecord, StoreError> {
+        self.measure("load_user", self.inner.load_user(key, deadline))
             .await
     }
 

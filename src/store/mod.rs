@@ -72,6 +72,13 @@ pub enum ChangeOutcome {
     NotLocked,
 }
 
+/// A user's record as a listing reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserRecord {
+    pub factor: Option<FactorRecord>,
+    pub recovery_codes: u32,
+}
+
 /// Recovery codes to add: one field per code, `r:<seal key id>:<hex HMAC>`, made by the
 /// caller (`KeyRing::recovery_hash`); no code reaches the store.
 #[derive(Clone)]
@@ -180,12 +187,9 @@ pub trait FactorStore: Send + Sync + 'static {
         now: UnixMicros,
         deadline: Instant,
     ) -> Result<ChangeOutcome, StoreError>;
-    /// How many recovery codes the user holds (never the codes).
-    async fn recovery_codes_held(
-        &self,
-        key: &UserKey,
-        deadline: Instant,
-    ) -> Result<u32, StoreError>;
+    /// The factor and how many recovery codes the user holds (never the codes), in one read:
+    /// for listings and generations. `load`, the check's read, leaves the codes out.
+    async fn load_user(&self, key: &UserKey, deadline: Instant) -> Result<UserRecord, StoreError>;
     async fn add_recovery_codes(
         &self,
         key: &UserKey,

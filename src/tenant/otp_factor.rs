@@ -325,23 +325,22 @@ impl Operation for ListFactors {
     const COUNTS_FOR_USER: bool = false;
 
     async fn run(self, on: OnUser) -> Result<UserFactors, OtpError> {
-        let totp = on
-            .read()
-            .await?
+        let user = on
+            .deps()
+            .store
+            .load_user(&on.key, on.deadline)
+            .await
+            .map_err(store_error)?;
+        let totp = user
+            .factor
             .map(|factor| FactorView {
                 state: factor.state,
             })
             .into_iter()
             .collect();
-        let recovery_codes = on
-            .deps()
-            .store
-            .recovery_codes_held(&on.key, on.deadline)
-            .await
-            .map_err(store_error)?;
         Ok(UserFactors {
             totp,
-            recovery_codes,
+            recovery_codes: user.recovery_codes,
         })
     }
 }

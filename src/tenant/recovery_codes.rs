@@ -45,21 +45,20 @@ impl Operation for GenerateCodes {
         let count = self.count.unwrap_or_else(|| on.policy().recovery_codes());
         if let Requester::User { totp_code } = self.requester {
             // Read fresh: a cached NOT_READY copy must not spare the code.
-            let ready = on
-                .read()
-                .await?
+            let user = on
+                .deps()
+                .store
+                .load_user(&on.key, on.deadline)
+                .await
+                .map_err(store_error)?;
+            let ready = user
+                .factor
                 .is_some_and(|factor| factor.state == FactorState::Ready);
             if ready {
                 let code = totp_code.ok_or(OtpError::TotpCodeRequired)?;
                 // A generation that will be refused must not spend the TOTP code. (The store
                 // decides again: another generation may come in between.)
-                let held = on
-                    .deps()
-                    .store
-                    .recovery_codes_held(&on.key, on.deadline)
-                    .await
-                    .map_err(store_error)?;
-                recovery::may_add(held, count, recovery::MAX_CODES)
+                recovery::may_add(user.recovery_codes, count, recovery::MAX_CODES)
                     .map_err(|_| OtpError::RecoveryCodesMaxExceeded)?;
                 // The proof is a login check like any other: counted, replay-protected,
                 // refused while locked.

@@ -343,10 +343,14 @@ impl Replay<'_> {
                 .load(&self.key, Self::deadline())
                 .await
                 .map_err(|e| TestCaseError::fail(e.to_string()))?;
-            let held = store
-                .recovery_codes_held(&self.key, Self::deadline())
+            let user = store
+                .load_user(&self.key, Self::deadline())
                 .await
                 .map_err(|e| TestCaseError::fail(e.to_string()))?;
+            // The check's read (the factor's fields) and the listing's (the whole record)
+            // agree on the factor.
+            proptest::prop_assert_eq!(&user.factor, &record);
+            let held = user.recovery_codes;
             answers.push((answer, comparable(record), held));
         }
         match (&op, &answers[0].0) {

@@ -22,10 +22,10 @@ use serde::Deserialize;
 
 use self::clock::RedisClock;
 use self::connections::{Connection, Connections, Connector};
-use self::reply::{Reply, codes_held, record_from};
+use self::reply::{FACTOR_FIELDS, Reply, codes_held, record_from};
 use super::{
     AddCodesOutcome, AddOutcome, Attempt, AttemptOutcome, ChangeOutcome, FactorStore, NewCodes,
-    NewFactor, RedeemOutcome, Redemption, RemoveCodesOutcome, StoreError, UserKey,
+    NewFactor, RedeemOutcome, Redemption, RemoveCodesOutcome, StoreError, UserKey, UserRecord,
 };
 use crate::domain::factor::AttemptVerdict;
 use crate::domain::{FactorRecord, FactorState, Lock, UnixMicros};
@@ -496,7 +496,8 @@ fn change_outcome(reply: &Reply, now: UnixMicros) -> Result<ChangeOutcome, Store
     }
 }
 
-/// An acceptance (the replay marker) or a new lock: what must survive a failover.
+/// An acceptance (the replay marker, a used recovery code) or a new lock: what must survive
+/// a failover. attempt.lua and redeem_code.lua both answer a lock second in "invalid".
 fn accepts_or_locks(reply: &Reply) -> bool {
     match reply.status.as_str() {
         "ok" => true,
@@ -542,7 +543,22 @@ impl FactorStore for RedisStore {
         key: &UserKey,
         deadline: Instant,
     ) -> Result<Option<FactorRecord>, StoreError> {
-        record_from(self.read_hash(key, deadline).await?)
+        // The factor's fields only: with HGETALL, a user's recovery codes would ride along
+        // on every read of the check's path.
+        let mut command = redis::cmd("HMGET");
+        command.arg(self.key(key)).arg(&FACTOR_FIELDS[..]);
+        let command = &command;
+        let values: Vec<Option<Vec<u8>>> = self
+            .on_shared(self.until(deadline), |mut connection: Connection| async move {
+                command.query_async(&mut connection).await
+            })
+            .await?;
+        let fields = FACTOR_FIELDS
+            .iter()
+            .zip(values)
+            .filter_map(|(name, value)| Some(((*name).to_owned(), value?)))
+            .collect();
+        record_from(fields)
     }
 
     async fn add(
@@ -668,12 +684,13 @@ impl FactorStore for RedisStore {
             .await
     }
 
-    async fn recovery_codes_held(
-        &self,
-        key: &UserKey,
-        deadline: Instant,
-    ) -> Result<u32, StoreError> {
-        codes_held(&self.read_hash(key, deadline).await?)
+    async fn load_user(&self, key: &UserKey, deadline: Instant) -> Result<UserRecord, StoreError> {
+        let fields = self.read_hash(key, deadline).await?;
+        let recovery_codes = codes_held(&fields)?;
+        Ok(UserRecord {
+            factor: record_from(fields)?,
+            recovery_codes,
+        })
     }
 
     async fn add_recovery_codes(
@@ -727,11 +744,7 @@ impl FactorStore for RedisStore {
                 &self.key(key),
                 &args,
                 until,
-                |reply| match reply.status.as_str() {
-                    "ok" => true,
-                    "invalid" => reply.number(1).is_ok_and(|lock| lock != 0),
-                    _ => false,
-                },
+                accepts_or_locks,
             )
             .await?;
         match reply.status.as_str() {

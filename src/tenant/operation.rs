@@ -17,7 +17,7 @@ use lru::LruCache;
 use super::TenantDeps;
 use crate::domain::{FactorId, FactorState, Lock, OtpError, OtpPolicy, TotpParams, UnixMicros};
 use crate::metrics::Metrics;
-use crate::store::{StoreError, UserKey};
+use crate::store::{StoreError, UserKey, UserRecord};
 
 /// One thing a caller asks of a user's factor.
 pub trait Operation: Send + 'static {
@@ -148,6 +148,15 @@ impl OnUser {
             sealed_secret: record.sealed_secret.into(),
             lock: record.lock,
         }))
+    }
+
+    /// The user's whole record, read fresh: the factor and how many recovery codes are left.
+    pub async fn read_user(&self) -> Result<UserRecord, OtpError> {
+        self.deps()
+            .store
+            .load_user(&self.key, self.deadline)
+            .await
+            .map_err(store_error)
     }
 }
 

@@ -325,12 +325,7 @@ impl Operation for ListFactors {
     const COUNTS_FOR_USER: bool = false;
 
     async fn run(self, on: OnUser) -> Result<UserFactors, OtpError> {
-        let user = on
-            .deps()
-            .store
-            .load_user(&on.key, on.deadline)
-            .await
-            .map_err(store_error)?;
+        let user = on.read_user().await?;
         let totp = user
             .factor
             .map(|factor| FactorView {

@@ -45,12 +45,7 @@ impl Operation for GenerateCodes {
         let count = self.count.unwrap_or_else(|| on.policy().recovery_codes());
         if let Requester::User { totp_code } = self.requester {
             // Read fresh: a cached NOT_READY copy must not spare the code.
-            let user = on
-                .deps()
-                .store
-                .load_user(&on.key, on.deadline)
-                .await
-                .map_err(store_error)?;
+            let user = on.read_user().await?;
             let ready = user
                 .factor
                 .is_some_and(|factor| factor.state == FactorState::Ready);

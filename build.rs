@@ -5,11 +5,13 @@ use prost::Message;
 const PROTOS: &[&str] = &[
     "proto/zitadel/object.proto",
     "proto/zitadel/user.proto",
+    "proto/zitadel/policy.proto",
     "proto/zitadel/auth.proto",
     "proto/zitadel/management.proto",
     "proto/zitadel/object/v2/object.proto",
     "proto/zitadel/user/v2/user_service.proto",
     "proto/tessera/otp/v1/check.proto",
+    "proto/tessera/otp/v1/admin.proto",
     "proto/google/rpc/status.proto",
 ];
 

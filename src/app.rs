@@ -23,9 +23,14 @@ use crate::metrics::Metrics;
 use crate::seal::{KeyRing, SealError};
 use crate::service::OtpService;
 use crate::settings::{Config, GrpcConfig, StoreConfig};
-use crate::store::{MemoryStore, MeteredStore, RedisConfig, RedisStore, SharedStore, StoreError};
+use crate::store::{
+    MemoryStore, MeteredStore, PolicySeed, RedisConfig, RedisStore, SharedStore, StoreError,
+};
 use crate::telemetry::RequestSpans;
-use crate::tenant::{AddressLimiter, OrgRegistry, TenantDeps};
+use crate::tenant::{
+    AddressLimiter, LockIndexFeed, LockIndexWriter, OrgRegistry, PolicyDirectory, TenantDeps,
+    policies,
+};
 use crate::tls::Tls;
 
 #[derive(Debug, thiserror::Error)]
@@ -79,6 +84,11 @@ impl Dependencies {
 struct Core {
     service: Arc<OtpService>,
     registry: Arc<OrgRegistry>,
+    store: SharedStore,
+    /// Taken by `spawn_background_tasks`.
+    lock_index_writer: Option<LockIndexWriter>,
+    /// Seeds the store did not take at the start, tried again in the background.
+    seeds_left: Vec<(Arc<str>, PolicySeed)>,
     /// The organization actors' threads.
     arbiters: Vec<Arbiter>,
     address_limiter: AddressLimiter,
@@ -106,10 +116,13 @@ impl Core {
         };
         let clock = clock.unwrap_or_else(|| Arc::new(SystemClock));
         let store: SharedStore = Arc::new(MeteredStore::new(store, metrics.clone()));
+        let (lock_index, lock_index_writer) =
+            LockIndexFeed::new(metrics.lock_index_dropped.clone());
         let deps = Arc::new(TenantDeps {
             store: store.clone(),
             keys: config.seal_keys.clone(),
-            policies: config.policies.clone(),
+            default_policy: config.policies.default.clone(),
+            lock_index,
             limits: config.limits,
             cache_capacity: config.tenants.cache_capacity,
             metrics: metrics.clone(),
@@ -122,13 +135,28 @@ impl Core {
         ));
         let address_limiter = AddressLimiter::new(config.limits.per_address);
         let readiness = Arc::new(Readiness::new(
-            store,
+            store.clone(),
             clock.clone(),
             metrics.clone(),
             config.health.max_clock_offset,
         ));
         // Once before serving, so probes and gRPC health are right from the first call.
         readiness.check().await;
+        // Before serving too, so that a seeded organization's first call has its policy;
+        // what the store does not take now is tried again in the background.
+        let seeds: Vec<(Arc<str>, PolicySeed)> = config
+            .policies
+            .seeds
+            .iter()
+            .map(|(org, seed)| (Arc::from(org.as_str()), seed.clone()))
+            .collect();
+        let seeds_left =
+            policies::seed(&store, seeds, clock.now(), config.tenants.call_timeout).await;
+        let policy_directory = PolicyDirectory::new(
+            store.clone(),
+            registry.clone(),
+            config.policies.default.clone(),
+        );
         let service = Arc::new(OtpService {
             registry: registry.clone(),
             verifier,
@@ -138,6 +166,9 @@ impl Core {
             trusted_proxies: config.http.trusted_proxies.clone(),
             check_role: config.auth.check_role.clone(),
             admin_role: config.auth.admin_role.clone(),
+            policy_read_role: config.auth.policy_read_role.clone(),
+            policy_write_role: config.auth.policy_write_role.clone(),
+            policies: policy_directory,
             management_needs_client_cert: tls.as_ref().is_some_and(|tls| tls.verifies_clients()),
             metrics,
             readiness: readiness.clone(),
@@ -145,6 +176,9 @@ impl Core {
         Ok(Self {
             service,
             registry,
+            store,
+            lock_index_writer: Some(lock_index_writer),
+            seeds_left,
             arbiters,
             address_limiter,
             readiness,
@@ -154,8 +188,25 @@ impl Core {
 
     /// What keeps the parts current while the servers run: token keys, TLS material, idle
     /// actors, readiness.
-    fn spawn_background_tasks(&self, config: &Config) {
+    fn spawn_background_tasks(&mut self, config: &Config) {
         spawn_key_refreshes(self.service.verifier.clone());
+        if let Some(writer) = self.lock_index_writer.take() {
+            actix_rt::spawn(writer.run(self.store.clone(), config.tenants.call_timeout));
+        }
+        actix_rt::spawn(policies::watch(
+            self.registry.clone(),
+            self.store.clone(),
+            config.tenants.policy_refresh,
+        ));
+        let seeds = std::mem::take(&mut self.seeds_left);
+        if !seeds.is_empty() {
+            spawn_seeding(
+                self.store.clone(),
+                self.service.clock.clone(),
+                seeds,
+                config.tenants.call_timeout,
+            );
+        }
         if let (Some(tls), Some(tls_config)) = (&self.tls, &config.tls) {
             spawn_tls_reloads(tls.clone(), tls_config.reload_interval);
         }
@@ -198,7 +249,7 @@ impl Application {
         clock: Option<SharedClock>,
         store: Option<SharedStore>,
     ) -> Result<Self, StartError> {
-        let core = Core::build(&config, clock, store).await?;
+        let mut core = Core::build(&config, clock, store).await?;
         let state = web::Data::new(HttpState {
             service: core.service.clone(),
             body_limit: config.http.body_limit_bytes,
@@ -518,6 +569,22 @@ fn spawn_readiness_checks(readiness: Arc<Readiness>, every: Duration) {
         loop {
             ticks.tick().await;
             readiness.check().await;
+        }
+    });
+}
+
+/// Tries the seeds the store did not take at the start again, until it takes them all.
+fn spawn_seeding(
+    store: SharedStore,
+    clock: SharedClock,
+    mut seeds: Vec<(Arc<str>, PolicySeed)>,
+    timeout: Duration,
+) {
+    actix_rt::spawn(async move {
+        let mut ticks = actix_rt::time::interval(Duration::from_secs(1));
+        while !seeds.is_empty() {
+            ticks.tick().await;
+            seeds = policies::seed(&store, seeds, clock.now(), timeout).await;
         }
     });
 }

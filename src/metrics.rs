@@ -32,6 +32,11 @@ pub struct Metrics {
     pub recovery_code_checks: IntCounterVec,
     /// Recovery-code sets changed: "generated" (codes made), "removed" (sets removed).
     pub recovery_code_events: IntCounterVec,
+    /// Notes for the index of locked users dropped because the queue was full (the store
+    /// away for long): those users show in the listing again at their next refused attempt.
+    pub lock_index_dropped: prometheus::IntCounter,
+    /// Changes of organizations' policies through the API, by part ("lockout", "otp").
+    pub policy_changes: IntCounterVec,
 }
 
 /// The outcomes of `tessera_recovery_code_checks_total`.
@@ -175,13 +180,34 @@ impl Metrics {
             "add_codes",
             "redeem_code",
             "remove_codes",
+            "load_policies",
+            "write_policy",
+            "seed_policies",
+            "policy_changes",
+            "index_locks",
+            "lock_candidates",
         ] {
             store_errors.with_label_values(&[op]);
         }
         for reason in ["missing", "not_bearer", "invalid", "unchecked"] {
             token_failures.with_label_values(&[reason]);
         }
+        let lock_index_dropped = prometheus::IntCounter::new(
+            "tessera_lock_index_dropped_total",
+            "Notes for the index of locked users dropped because the store was away too long.",
+        )?;
+        registry.register(Box::new(lock_index_dropped.clone()))?;
+        let policy_changes = counter(
+            "tessera_policy_changes_total",
+            "Changes of organizations' policies through the API, by part (lockout, otp).",
+            &["part"],
+        )?;
+        for part in ["lockout", "otp"] {
+            policy_changes.with_label_values(&[part]);
+        }
         Ok(Self {
+            lock_index_dropped,
+            policy_changes,
             registry,
             requests,
             request_seconds,

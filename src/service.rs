@@ -7,8 +7,9 @@
 //! only the checks here build scopes. A `me` call takes an `OwnScope` (the token's own
 //! user); a management call an `OrgScope<Check>` or `OrgScope<Admin>`, which
 //! `OtpService::org_scope` builds only after the role check (and, over mTLS, the client
-//! certificate); a v2 user-API call a `UserScope`, one of the two. A new operation that
-//! skips the check does not compile.
+//! certificate); a v2 user-API call a `UserScope`, one of the two; a call on an organization
+//! as a whole (its policies, its locked users) a `TenantScope<R>`. A new operation that skips
+//! the check does not compile.
 
 use std::marker::PhantomData;
 use std::net::IpAddr;
@@ -20,12 +21,15 @@ use secrecy::SecretString;
 
 use crate::auth::{Caller, TokenVerifier, org_header, user_id};
 use crate::clock::SharedClock;
+use crate::domain::ids::is_valid_id;
+use crate::domain::policy::{CustomLockout, OtpSettings, Stamped, WriteMode};
 use crate::domain::recovery::MAX_CODES;
-use crate::domain::{Details, FactorState, OtpError, Purpose};
+use crate::domain::{Details, FactorState, OtpError, Purpose, UnixMicros};
+use crate::store::{PolicyPart, PolicyWrite, PolicyWritten, UserRecord};
 use crate::tenant::{
-    AddressLimiter, Enroll, Enrollment, FactorView, GenerateCodes, GeneratedCodes, ListFactors,
-    Operation, OrgRegistry, RedeemCode, RemoveCodes, RemoveFactor, Requester, SubmitCode,
-    UnlockFactor,
+    AddressLimiter, Enroll, Enrollment, FactorView, GenerateCodes, GeneratedCodes, InspectUser,
+    ListFactors, LockedPage, Operation, OrgRegistry, PolicyDirectory, RedeemCode, RemoveCodes,
+    RemoveFactor, Requester, SubmitCode, UnlockFactor, locked_users,
 };
 
 pub struct OtpService {
@@ -39,6 +43,9 @@ pub struct OtpService {
     pub trusted_proxies: Vec<IpNet>,
     pub check_role: String,
     pub admin_role: String,
+    pub policy_read_role: String,
+    pub policy_write_role: String,
+    pub policies: PolicyDirectory,
     /// Management calls need a client certificate from the configured CA (mTLS).
     pub management_needs_client_cert: bool,
     pub metrics: Arc<crate::metrics::Metrics>,
@@ -78,26 +85,50 @@ pub struct OwnScope {
     user: Arc<str>,
 }
 
-/// The role a management call needs in the organization it acts on.
+/// The role a management call needs in the organization it acts on: any one of `names`.
 pub trait Role {
-    fn name(service: &OtpService) -> &str;
+    fn names(service: &OtpService) -> Vec<&str>;
 }
 
 /// The login check (`auth.check_role`).
 pub struct Check;
-/// Removal and unlock (`auth.admin_role`).
+/// Removal, unlock and the admin views (`auth.admin_role`).
 pub struct Admin;
+/// Reads of the organization's policies: `auth.admin_role` or `auth.policy_read_role`.
+pub struct PolicyRead;
+/// Changes of the organization's policies: `auth.admin_role` or `auth.policy_write_role`.
+pub struct PolicyChange;
 
 impl Role for Check {
-    fn name(service: &OtpService) -> &str {
-        &service.check_role
+    fn names(service: &OtpService) -> Vec<&str> {
+        vec![&service.check_role]
     }
 }
 
 impl Role for Admin {
-    fn name(service: &OtpService) -> &str {
-        &service.admin_role
+    fn names(service: &OtpService) -> Vec<&str> {
+        vec![&service.admin_role]
     }
+}
+
+impl Role for PolicyRead {
+    fn names(service: &OtpService) -> Vec<&str> {
+        vec![&service.admin_role, &service.policy_read_role]
+    }
+}
+
+impl Role for PolicyChange {
+    fn names(service: &OtpService) -> Vec<&str> {
+        vec![&service.admin_role, &service.policy_write_role]
+    }
+}
+
+/// An organization a management call acts on as a whole (its policies, its locked users)
+/// with role `R`. Built only by `OtpService::tenant_scope`, once the caller was found to hold
+/// `R` there.
+pub struct TenantScope<R: Role> {
+    org: Arc<str>,
+    role: PhantomData<R>,
 }
 
 /// The user a v2 user-API call acts on (`/v2/users/{user_id}/…`): the caller's own, in the
@@ -185,16 +216,30 @@ impl OtpService {
         org_header_value: Option<&[u8]>,
         user: &str,
     ) -> Result<OrgScope<R>, OtpError> {
+        let TenantScope { org, .. } = self.tenant_scope::<R>(auth, org_header_value)?;
+        Ok(OrgScope {
+            org,
+            user: user_id(user)?,
+            role: PhantomData,
+        })
+    }
+
+    /// The organization a management call on it as a whole acts on, for role `R`: as
+    /// `org_scope`, without a user.
+    pub fn tenant_scope<R: Role>(
+        &self,
+        auth: &Authenticated,
+        org_header_value: Option<&[u8]>,
+    ) -> Result<TenantScope<R>, OtpError> {
         if self.management_needs_client_cert && !auth.client_certified {
             return Err(OtpError::ClientCertificateRequired);
         }
         let org = auth
             .caller
-            .management_org(org_header(org_header_value)?, R::name(self))?;
+            .management_org(org_header(org_header_value)?, &R::names(self))?;
         tracing::Span::current().record("tenant", org.as_ref());
-        Ok(OrgScope {
+        Ok(TenantScope {
             org,
-            user: user_id(user)?,
             role: PhantomData,
         })
     }
@@ -379,6 +424,203 @@ impl OtpService {
         self.run(scope, UnlockFactor).await
     }
 
+    /// ZITADEL's ListHumanAuthFactors: the user's READY factors, as ZITADEL lists them.
+    pub async fn list_human_auth_factors(
+        &self,
+        scope: OrgScope<Admin>,
+    ) -> Result<Vec<FactorView>, OtpError> {
+        let ready_only = FactorFilter::new(&[], &[]);
+        let factors = self.run(scope, ListFactors).await?;
+        Ok(ready_only.apply(factors.totp))
+    }
+
+    /// tessera's admin view of one user: the factor, the lockout standing, the codes left.
+    pub async fn user_factor(&self, scope: OrgScope<Admin>) -> Result<UserView, OtpError> {
+        let now = self.clock.now();
+        let record = self.run(scope, InspectUser).await?;
+        Ok(UserView::of(record, now))
+    }
+
+    /// One page of the organization's locked users (`tenant::locked_users`): `page_size` 0
+    /// is 100, at most 1000; `page_token` is the last page's `next_page_token`.
+    pub async fn locked_users(
+        &self,
+        scope: TenantScope<Admin>,
+        page_size: u32,
+        page_token: &str,
+    ) -> Result<LockedPage, OtpError> {
+        const DEFAULT_PAGE: usize = 100;
+        const MAX_PAGE: usize = 1000;
+        let limit = match usize::try_from(page_size) {
+            Ok(0) => DEFAULT_PAGE,
+            Ok(size) => size.min(MAX_PAGE),
+            Err(_) => MAX_PAGE,
+        };
+        let after = match page_token {
+            "" => None,
+            token if is_valid_id(token) => Some(token),
+            _ => return Err(OtpError::PageTokenInvalid),
+        };
+        let deps = self.registry.deps();
+        let (now, deadline) = (self.clock.now(), self.deadline());
+        locked_users(deps, &scope.org, after, limit, now, deadline).await
+    }
+
+    /// ZITADEL's GetLockoutPolicy: the organization's own, else the instance's.
+    pub async fn lockout_policy(
+        &self,
+        scope: TenantScope<PolicyRead>,
+    ) -> Result<LockoutPolicyView, OtpError> {
+        let policies = self.policies.read(&scope.org, self.deadline()).await?;
+        let sequence = policies.stored.sequence;
+        Ok(match policies.stored.lockout {
+            Some(custom) => LockoutPolicyView {
+                policy: custom.value,
+                is_default: false,
+                details: stamped_details(&custom, sequence, &scope.org),
+            },
+            None => LockoutPolicyView {
+                policy: self.default_lockout(),
+                is_default: true,
+                details: Details::default_policy(scope.org),
+            },
+        })
+    }
+
+    /// ZITADEL's GetDefaultLockoutPolicy: the instance's.
+    pub fn default_lockout_policy(&self, scope: TenantScope<PolicyRead>) -> LockoutPolicyView {
+        LockoutPolicyView {
+            policy: self.default_lockout(),
+            is_default: true,
+            details: Details::default_policy(scope.org),
+        }
+    }
+
+    fn default_lockout(&self) -> CustomLockout {
+        CustomLockout {
+            max_otp_attempts: self.policies.default_policy().lockout().max_attempts,
+            max_password_attempts: 0,
+        }
+    }
+
+    /// ZITADEL's AddCustomLockoutPolicy (`WriteMode::Add`), UpdateCustomLockoutPolicy
+    /// (`Update`) and ResetLockoutPolicyToDefault (`Reset`, `policy` unused), with
+    /// ZITADEL's errors.
+    pub async fn write_lockout_policy(
+        &self,
+        scope: TenantScope<PolicyChange>,
+        mode: WriteMode,
+        policy: CustomLockout,
+    ) -> Result<Details, OtpError> {
+        let write = match mode {
+            WriteMode::Reset => PolicyWrite::reset(PolicyPart::Lockout, mode),
+            _ => PolicyWrite::lockout(mode, &policy),
+        };
+        let now = self.clock.now();
+        let written = self.write_policy(&scope.org, write, now).await?;
+        match (written, mode) {
+            (PolicyWritten::Written { sequence }, WriteMode::Add) => {
+                Ok(Details::created(sequence, now, scope.org))
+            }
+            (PolicyWritten::Written { sequence }, _) => {
+                Ok(Details::changed(sequence, now, scope.org))
+            }
+            (PolicyWritten::Exists, _) => Err(OtpError::LockoutPolicyExists),
+            (PolicyWritten::Absent { .. }, WriteMode::Reset) => {
+                Err(OtpError::LockoutPolicyNotFoundOnReset)
+            }
+            (PolicyWritten::Absent { .. }, _) => Err(OtpError::LockoutPolicyNotFound),
+            (PolicyWritten::Unchanged { .. }, _) => Err(OtpError::LockoutPolicyNotChanged),
+        }
+    }
+
+    /// tessera's GetOtpPolicy: the organization's own, else the instance's.
+    pub async fn otp_policy(
+        &self,
+        scope: TenantScope<PolicyRead>,
+    ) -> Result<OtpPolicyView, OtpError> {
+        let policies = self.policies.read(&scope.org, self.deadline()).await?;
+        let sequence = policies.stored.sequence;
+        Ok(match policies.stored.otp {
+            Some(custom) => OtpPolicyView {
+                settings: custom.value.clone(),
+                is_default: false,
+                details: stamped_details(&custom, sequence, &scope.org),
+            },
+            None => OtpPolicyView {
+                settings: OtpSettings::of(self.policies.default_policy()),
+                is_default: true,
+                details: Details::default_policy(scope.org),
+            },
+        })
+    }
+
+    /// tessera's SetOtpPolicy: the fields given, the instance's for the others; checked
+    /// whole, then stored (the same again changes nothing).
+    pub async fn set_otp_policy(
+        &self,
+        scope: TenantScope<PolicyChange>,
+        request: OtpSettingsRequest,
+    ) -> Result<Details, OtpError> {
+        let settings = request.over(OtpSettings::of(self.policies.default_policy()))?;
+        // The failures that lock are the lockout policy's: any number checks the rest.
+        let max_attempts = self.policies.default_policy().lockout().max_attempts;
+        settings
+            .policy(max_attempts)
+            .map_err(|problems| OtpError::PolicyInvalid(problems.join("; ")))?;
+        let now = self.clock.now();
+        let write = PolicyWrite::otp(WriteMode::Set, &settings);
+        self.declarative(scope, write, now).await
+    }
+
+    /// tessera's ResetOtpPolicy: back to the instance's (already there: no error).
+    pub async fn reset_otp_policy(
+        &self,
+        scope: TenantScope<PolicyChange>,
+    ) -> Result<Details, OtpError> {
+        let write = PolicyWrite::reset(PolicyPart::Otp, WriteMode::Reset);
+        self.declarative(scope, write, self.clock.now()).await
+    }
+
+    /// A Set or Reset: every outcome is the state asked for, with the sequence it has.
+    async fn declarative(
+        &self,
+        scope: TenantScope<PolicyChange>,
+        write: PolicyWrite,
+        now: UnixMicros,
+    ) -> Result<Details, OtpError> {
+        match self.write_policy(&scope.org, write, now).await? {
+            PolicyWritten::Written { sequence } => Ok(Details::changed(sequence, now, scope.org)),
+            PolicyWritten::Absent { sequence } | PolicyWritten::Unchanged { sequence } => {
+                Ok(Details {
+                    sequence,
+                    creation_date: None,
+                    change_date: None,
+                    resource_owner: scope.org,
+                })
+            }
+            PolicyWritten::Exists => Err(OtpError::Internal),
+        }
+    }
+
+    async fn write_policy(
+        &self,
+        org: &Arc<str>,
+        write: PolicyWrite,
+        now: UnixMicros,
+    ) -> Result<PolicyWritten, OtpError> {
+        let part = write.part.field();
+        let written = self
+            .policies
+            .write(org, write, now, self.deadline())
+            .await?;
+        if let PolicyWritten::Written { .. } = written {
+            self.metrics.policy_changes.with_label_values(&[part]).inc();
+            tracing::info!(part, "the organization's policy changed");
+        }
+        Ok(written)
+    }
+
     /// Runs `op` on the scope's user in its organization's actor, stamped with the clock's
     /// time and the request's deadline. Private: only the methods above, each of which
     /// names the scope its operation needs, reach it.
@@ -390,6 +632,113 @@ impl OtpService {
         let Target { org, user } = scope.into();
         let (now, deadline) = (self.clock.now(), self.deadline());
         self.registry.org(&org)?.run(user, op, now, deadline).await
+    }
+}
+
+/// The details of a stored policy part: the organization's policy sequence, the part's dates.
+fn stamped_details<T>(part: &Stamped<T>, sequence: u64, org: &Arc<str>) -> Details {
+    Details {
+        sequence,
+        creation_date: Some(part.created_at),
+        change_date: Some(part.changed_at),
+        resource_owner: org.clone(),
+    }
+}
+
+/// tessera's SetOtpPolicy as asked: each field, or none for the instance's value.
+#[derive(Debug, Clone, Default)]
+pub struct OtpSettingsRequest {
+    pub issuer: Option<String>,
+    pub algorithm: Option<crate::domain::HashAlgorithm>,
+    pub digits: Option<u32>,
+    pub period_secs: Option<u32>,
+    pub skew: Option<u32>,
+    pub lock_duration_secs: Option<u32>,
+    pub show_failures: Option<bool>,
+    pub recovery_codes: Option<u32>,
+}
+
+impl OtpSettingsRequest {
+    /// The settings asked, over `default`'s. A number too large for its field is named.
+    fn over(self, default: OtpSettings) -> Result<OtpSettings, OtpError> {
+        let narrow = |name: &str, value: Option<u32>, fallback: u8| -> Result<u8, OtpError> {
+            value.map_or(Ok(fallback), |value| {
+                u8::try_from(value)
+                    .map_err(|_| OtpError::PolicyInvalid(format!("{name} {value} is too large")))
+            })
+        };
+        Ok(OtpSettings {
+            issuer: self.issuer.unwrap_or(default.issuer),
+            algorithm: self.algorithm.unwrap_or(default.algorithm),
+            digits: narrow("digits", self.digits, default.digits)?,
+            period_secs: self.period_secs.unwrap_or(default.period_secs),
+            skew: narrow("skew", self.skew, default.skew)?,
+            lock_duration_secs: self
+                .lock_duration_secs
+                .map_or(default.lock_duration_secs, u64::from),
+            show_failures: self.show_failures.unwrap_or(default.show_failures),
+            recovery_codes: self.recovery_codes.unwrap_or(default.recovery_codes),
+        })
+    }
+}
+
+/// A lockout policy as ZITADEL's GetLockoutPolicy shows it.
+pub struct LockoutPolicyView {
+    pub policy: CustomLockout,
+    /// The organization follows the instance's (it set none, or reset it).
+    pub is_default: bool,
+    pub details: Details,
+}
+
+/// tessera's OTP policy of an organization as its Get shows it.
+pub struct OtpPolicyView {
+    pub settings: OtpSettings,
+    pub is_default: bool,
+    pub details: Details,
+}
+
+/// An admin's view of one user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserView {
+    /// The TOTP factor, if the user has one.
+    pub factor: Option<FactorSummary>,
+    /// Consecutive failures (TOTP and recovery codes) since the last success or unlock.
+    pub failures: u32,
+    /// The active lock, if any (an expired one is none).
+    pub lock: Option<crate::domain::Lock>,
+    pub recovery_codes: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FactorSummary {
+    pub state: FactorState,
+    pub created_at: UnixMicros,
+    /// The start of the time step of the last code accepted (at enrollment's verification
+    /// or a login check), to the step: the record keeps the step, for replay protection.
+    pub last_success: Option<UnixMicros>,
+}
+
+impl UserView {
+    fn of(record: UserRecord, now: UnixMicros) -> Self {
+        let lock = record.standing.lock.filter(|lock| lock.is_active(now));
+        Self {
+            factor: record.factor.map(|factor| FactorSummary {
+                state: factor.state,
+                created_at: factor.created_at,
+                last_success: factor.last_step.map(|step| {
+                    let secs = step.saturating_mul(u64::from(factor.params.period_secs()));
+                    UnixMicros::from_secs(i64::try_from(secs).unwrap_or(i64::MAX))
+                }),
+            }),
+            // An expired lock's count starts again at the next attempt.
+            failures: if record.standing.lock.is_some() && lock.is_none() {
+                0
+            } else {
+                record.standing.failures
+            },
+            lock,
+            recovery_codes: record.recovery_codes,
+        }
     }
 }
 

@@ -127,6 +127,100 @@ pub struct AuthenticationMethodsResponse {
     pub auth_method_types: Vec<&'static str>,
 }
 
+/// ZITADEL's `zitadel.policy.v1.LockoutPolicy`: its attempts are uint64, strings in JSON.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LockoutPolicyJson {
+    pub details: DetailsJson,
+    #[serde(serialize_with = "as_string", skip_serializing_if = "is_zero")]
+    pub max_password_attempts: u64,
+    #[serde(serialize_with = "as_string", skip_serializing_if = "is_zero")]
+    pub max_otp_attempts: u64,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub is_default: bool,
+}
+
+/// GetLockoutPolicy's and GetDefaultLockoutPolicy's answer (the latter without the
+/// deprecated top-level `isDefault`).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LockoutPolicyResponse {
+    pub policy: LockoutPolicyJson,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub is_default: Option<bool>,
+}
+
+/// tessera's `OtpPolicy`. Every field is written, zeros and false included: the policy is
+/// read to be compared and copied, and a missing field would read as "not set".
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OtpPolicyJson {
+    pub details: DetailsJson,
+    pub issuer: String,
+    pub algorithm: &'static str,
+    pub digits: u32,
+    pub period_secs: u32,
+    pub skew: u32,
+    pub lock_duration_secs: u64,
+    pub show_failures: bool,
+    pub recovery_code_count: u32,
+    pub is_default: bool,
+}
+
+#[derive(Serialize)]
+pub struct OtpPolicyResponse {
+    pub policy: OtpPolicyJson,
+}
+
+/// tessera's admin view of one user's TOTP factor.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FactorSummaryJson {
+    pub state: &'static str,
+    pub creation_date: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_successful_check: Option<String>,
+}
+
+/// tessera's GetUserFactor: counts and `locked` always written.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UserFactorResponse {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub otp: Option<FactorSummaryJson>,
+    pub failed_attempts: u32,
+    pub locked: bool,
+    /// Absent while locked: until an admin unlocks.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub locked_until: Option<String>,
+    pub recovery_codes_remaining: u32,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LockedUserJson {
+    pub user_id: String,
+    pub failed_attempts: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub locked_until: Option<String>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LockedUsersResponse {
+    pub result: Vec<LockedUserJson>,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub next_page_token: String,
+}
+
+/// When a lock ends, as the views write it: none for "until an admin unlocks".
+pub fn locked_until(lock: crate::domain::Lock) -> Option<String> {
+    match lock {
+        crate::domain::Lock::Until(until) => Some(timestamp(until)),
+        crate::domain::Lock::UntilUnlocked => None,
+    }
+}
+
 pub fn auth_factor_state(state: FactorState) -> &'static str {
     match state {
         FactorState::NotReady => "AUTH_FACTOR_STATE_NOT_READY",

@@ -25,14 +25,14 @@ impl Caller {
     }
 
     /// The organization a management call acts in: the `x-zitadel-orgid` header when present
-    /// (see `org_header`), else the caller's own; the caller must hold `role` for it.
+    /// (see `org_header`), else the caller's own; the caller must hold one of `roles` for it.
     pub fn management_org(
         &self,
         header_org: Option<Arc<str>>,
-        role: &str,
+        roles: &[&str],
     ) -> Result<Arc<str>, OtpError> {
         let org = header_org.unwrap_or_else(|| self.org.clone());
-        if self.has_role_for(role, &org) {
+        if roles.iter().any(|role| self.has_role_for(role, &org)) {
             Ok(org)
         } else {
             Err(OtpError::PermissionDenied)
@@ -116,22 +116,29 @@ mod tests {
     fn roles_count_only_for_their_organizations() {
         let c = caller();
         assert_eq!(
-            c.management_org(None, "otp.check").unwrap().as_ref(),
+            c.management_org(None, &["otp.check"]).unwrap().as_ref(),
             "org-a"
         );
         assert_eq!(
-            c.management_org(Some(Arc::from("org-a")), "otp.check")
+            c.management_org(Some(Arc::from("org-a")), &["otp.check"])
                 .unwrap()
                 .as_ref(),
             "org-a"
         );
         assert_eq!(
-            c.management_org(Some(Arc::from("org-b")), "otp.check"),
+            c.management_org(Some(Arc::from("org-b")), &["otp.check"]),
             Err(OtpError::PermissionDenied)
         );
         assert_eq!(
-            c.management_org(None, "otp.admin"),
+            c.management_org(None, &["otp.admin"]),
             Err(OtpError::PermissionDenied)
+        );
+        assert_eq!(
+            c.management_org(None, &["otp.admin", "otp.check"])
+                .unwrap()
+                .as_ref(),
+            "org-a",
+            "any one of the roles"
         );
     }
 

@@ -29,6 +29,10 @@ pub struct AuthSettings {
     pub login_name_claim: String,
     pub check_role: String,
     pub admin_role: String,
+    /// Reads of an organization's policies, besides `admin_role` (ZITADEL's `policy.read`).
+    pub policy_read_role: String,
+    /// Changes of an organization's policies, besides `admin_role` (ZITADEL's `policy.write`).
+    pub policy_write_role: String,
     /// RFC 7662 introspection of opaque tokens: on when a client id or a key file is set.
     pub introspection_url: String,
     pub introspection_client_id: String,
@@ -72,6 +76,10 @@ pub struct AuthConfig {
     pub claims: ClaimNames,
     pub check_role: String,
     pub admin_role: String,
+    /// Reads of an organization's policies, besides `admin_role` (ZITADEL's `policy.read`).
+    pub policy_read_role: String,
+    /// Changes of an organization's policies, besides `admin_role` (ZITADEL's `policy.write`).
+    pub policy_write_role: String,
     /// Read `{issuer}/.well-known/openid-configuration` at start, for the JWKS URL (when no
     /// JWKS file or URL is set) and the introspection endpoint (when it is not set).
     pub discover: bool,
@@ -175,6 +183,8 @@ impl AuthSettings {
             },
             check_role: self.check_role,
             admin_role: self.admin_role,
+            policy_read_role: self.policy_read_role,
+            policy_write_role: self.policy_write_role,
             discover,
             introspection,
         }

@@ -633,6 +633,8 @@ mod tests {
             },
             check_role: "otp.check".into(),
             admin_role: "otp.admin".into(),
+            policy_read_role: "policy.read".into(),
+            policy_write_role: "policy.write".into(),
             discover: false,
             introspection: None,
         }

@@ -26,6 +26,16 @@ impl Details {
         }
     }
 
+    /// An organization's policy that is the instance's: nothing the organization changed.
+    pub fn default_policy(resource_owner: Arc<str>) -> Self {
+        Self {
+            sequence: 0,
+            creation_date: None,
+            change_date: None,
+            resource_owner,
+        }
+    }
+
     pub fn changed(sequence: u64, at: UnixMicros, resource_owner: Arc<str>) -> Self {
         Self {
             sequence,

@@ -112,6 +112,22 @@ pub enum OtpError {
     RecoveryCodesMaxExceeded,
     #[error("A current TOTP code is required to generate recovery codes")]
     TotpCodeRequired,
+    #[error("Lockout Policy already exists")]
+    LockoutPolicyExists,
+    /// ZITADEL's Update of a lockout policy the organization does not have.
+    #[error("Lockout Policy not found")]
+    LockoutPolicyNotFound,
+    /// ZITADEL's Reset of a lockout policy the organization does not have (another id).
+    #[error("Lockout Policy not found")]
+    LockoutPolicyNotFoundOnReset,
+    #[error("Lockout Policy has not been changed")]
+    LockoutPolicyNotChanged,
+    #[error("The policy is invalid: {0}")]
+    PolicyInvalid(String),
+    #[error("The page token is not one this listing gave")]
+    PageTokenInvalid,
+    #[error("The query string is malformed")]
+    MalformedQuery,
     #[error("Internal error")]
     Internal,
 }
@@ -152,6 +168,14 @@ impl OtpError {
             Self::RecoveryCodeCountInvalid => "COMMAND-7c0nx",
             Self::RecoveryCodesMaxExceeded => "COMMAND-8f2k9",
             Self::TotpCodeRequired => "TESSERA-code3",
+            // ZITADEL's ids (internal/command/org_policy_lockout.go).
+            Self::LockoutPolicyExists => "ORG-0olDf",
+            Self::LockoutPolicyNotFound => "ORG-ADfs1",
+            Self::LockoutPolicyNotFoundOnReset => "ORG-D4zuz",
+            Self::LockoutPolicyNotChanged => "ORG-0JFSr",
+            Self::PolicyInvalid(_) => "TESSERA-policy1",
+            Self::PageTokenInvalid => "TESSERA-page1",
+            Self::MalformedQuery => "TESSERA-query1",
             Self::Internal => "TESSERA-int1",
         }
     }
@@ -173,17 +197,25 @@ impl OtpError {
             | Self::InvalidRecoveryCode(_)
             | Self::RecoveryCodesNotAdded
             | Self::RecoveryCodeCountInvalid
-            | Self::TotpCodeRequired => GrpcCode::InvalidArgument,
+            | Self::TotpCodeRequired
+            | Self::PolicyInvalid(_)
+            | Self::PageTokenInvalid
+            | Self::MalformedQuery => GrpcCode::InvalidArgument,
             // ZITADEL's code for a locked user's recovery codes.
             Self::FactorNotFound
             | Self::RemoveNotFound
             | Self::RouteNotFound
-            | Self::RecoveryCodesLocked => GrpcCode::NotFound,
+            | Self::RecoveryCodesLocked
+            | Self::LockoutPolicyNotFound
+            | Self::LockoutPolicyNotFoundOnReset => GrpcCode::NotFound,
             Self::FactorAlreadyReady
             | Self::FactorLocked
             | Self::FactorNotReady
-            | Self::NotLocked => GrpcCode::FailedPrecondition,
-            Self::FactorAlreadyExists | Self::RecoveryCodesMaxExceeded => GrpcCode::AlreadyExists,
+            | Self::NotLocked
+            | Self::LockoutPolicyNotChanged => GrpcCode::FailedPrecondition,
+            Self::FactorAlreadyExists
+            | Self::RecoveryCodesMaxExceeded
+            | Self::LockoutPolicyExists => GrpcCode::AlreadyExists,
             Self::RateLimited { .. } | Self::BodyTooLarge => GrpcCode::ResourceExhausted,
             Self::Unavailable | Self::TokenCheckUnavailable => GrpcCode::Unavailable,
             Self::MethodNotAllowed | Self::UnsupportedCompression => GrpcCode::Unimplemented,
@@ -228,6 +260,11 @@ mod tests {
             (OtpError::RecoveryCodesLocked, "COMMAND-d9u8q", 5),
             (OtpError::RecoveryCodeCountInvalid, "COMMAND-7c0nx", 3),
             (OtpError::RecoveryCodesMaxExceeded, "COMMAND-8f2k9", 6),
+            // ZITADEL's lockout-policy ids and codes.
+            (OtpError::LockoutPolicyExists, "ORG-0olDf", 6),
+            (OtpError::LockoutPolicyNotFound, "ORG-ADfs1", 5),
+            (OtpError::LockoutPolicyNotFoundOnReset, "ORG-D4zuz", 5),
+            (OtpError::LockoutPolicyNotChanged, "ORG-0JFSr", 9),
         ];
         for (err, id, code) in cases {
             assert_eq!(err.id(), id);

@@ -2,16 +2,19 @@
 //! One process only; its state ends with the process.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use async_trait::async_trait;
 
+use super::policy::policies_from;
 use super::{
-    AddCodesOutcome, AddOutcome, Attempt, AttemptOutcome, ChangeOutcome, FactorStore, NewCodes,
-    NewFactor, RedeemOutcome, Redemption, RemoveCodesOutcome, StoreError, UserKey, UserRecord,
+    AddCodesOutcome, AddOutcome, Attempt, AttemptOutcome, ChangeOutcome, FactorStore,
+    LockIndexChange, NewCodes, NewFactor, PolicyChanges, PolicySeed, PolicyWrite, PolicyWritten,
+    RedeemOutcome, Redemption, RemoveCodesOutcome, StoreError, UserKey, UserRecord, stored_form,
 };
 use crate::domain::factor::{AttemptDecision, decide_attempt};
+use crate::domain::policy::{StoredPolicies, WriteDecision, decide_write};
 use crate::domain::recovery::{RedeemDecision, Standing, decide_redeem, may_add};
 use crate::domain::{FactorRecord, FactorState, UnixMicros};
 
@@ -66,9 +69,52 @@ impl Slot {
     }
 }
 
+/// The organizations' policies as the Redis hashes hold them (field -> value), the change
+/// index with its epoch, and the indexes of locked users.
+#[derive(Default)]
+struct Organizations {
+    policies: HashMap<String, HashMap<String, Vec<u8>>>,
+    epoch: u64,
+    changed: HashMap<String, u64>,
+    locked: HashMap<String, BTreeSet<String>>,
+}
+
+impl Organizations {
+    /// A change of `org`'s policies, as write_policy.lua ends one: the next sequence (at
+    /// least the clock's microseconds), and the organization noted under a new epoch.
+    fn changed(&mut self, org: &str) -> u64 {
+        let hash = self.policies.entry(org.to_owned()).or_default();
+        let last = field_number(hash, "q");
+        let clock = u64::try_from(chrono::Utc::now().timestamp_micros()).unwrap_or(0);
+        let sequence = last.saturating_add(1).max(clock);
+        hash.insert("q".into(), sequence.to_string().into_bytes());
+        hash.insert("v".into(), b"1".to_vec());
+        self.epoch += 1;
+        self.changed.insert(org.to_owned(), self.epoch);
+        sequence
+    }
+}
+
+fn field_number(hash: &HashMap<String, Vec<u8>>, name: &str) -> u64 {
+    hash.get(name)
+        .and_then(|bytes| std::str::from_utf8(bytes).ok()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Sets a part with its dates: created the first time, changed every time.
+fn set_part(hash: &mut HashMap<String, Vec<u8>>, field: &str, form: &str, now: UnixMicros) {
+    let stamp = now.0.to_string().into_bytes();
+    if !hash.contains_key(field) {
+        hash.insert(format!("{field}.c"), stamp.clone());
+    }
+    hash.insert(field.to_owned(), form.as_bytes().to_vec());
+    hash.insert(format!("{field}.m"), stamp);
+}
+
 #[derive(Default)]
 pub struct MemoryStore {
     slots: Mutex<HashMap<UserKey, Slot>>,
+    orgs: Mutex<Organizations>,
 }
 
 impl MemoryStore {
@@ -92,6 +138,22 @@ impl MemoryStore {
             return Err(StoreError::Timeout);
         }
         Ok(change(slots.entry(key.clone()).or_default()))
+    }
+
+    /// As `with_slot`, for the organizations' part.
+    fn with_orgs<T>(
+        &self,
+        deadline: Instant,
+        change: impl FnOnce(&mut Organizations) -> T,
+    ) -> Result<T, StoreError> {
+        let mut orgs = self
+            .orgs
+            .lock()
+            .map_err(|_| StoreError::Unavailable("memory store poisoned".into()))?;
+        if Instant::now() > deadline {
+            return Err(StoreError::Timeout);
+        }
+        Ok(change(&mut orgs))
     }
 }
 
@@ -226,6 +288,7 @@ impl FactorStore for MemoryStore {
         Ok(UserRecord {
             factor: slots.get(key).and_then(|slot| slot.factor.clone()),
             recovery_codes: slots.get(key).map_or(0, |slot| count(&slot.codes)),
+            standing: slots.get(key).map(Slot::standing).unwrap_or_default(),
         })
     }
 
@@ -311,6 +374,140 @@ impl FactorStore for MemoryStore {
                 sequence: slot.changed(now),
                 changed_at: now,
             }
+        })
+    }
+
+    async fn load_policies(
+        &self,
+        org: &str,
+        deadline: Instant,
+    ) -> Result<StoredPolicies, StoreError> {
+        self.with_orgs(deadline, |orgs| {
+            orgs.policies
+                .get(org)
+                .map_or_else(|| Ok(StoredPolicies::default()), policies_from)
+        })?
+    }
+
+    async fn write_policy(
+        &self,
+        org: &str,
+        write: PolicyWrite,
+        now: UnixMicros,
+        deadline: Instant,
+    ) -> Result<PolicyWritten, StoreError> {
+        self.with_orgs(deadline, |orgs| {
+            let field = write.part.field();
+            let hash = orgs.policies.get(org);
+            let sequence = hash.map_or(0, |hash| field_number(hash, "q"));
+            let current = hash
+                .and_then(|hash| hash.get(field))
+                .map(|form| String::from_utf8_lossy(form).into_owned());
+            match decide_write(write.mode, current.as_deref(), &write.form) {
+                WriteDecision::Exists => return PolicyWritten::Exists,
+                WriteDecision::Absent => return PolicyWritten::Absent { sequence },
+                WriteDecision::Unchanged => return PolicyWritten::Unchanged { sequence },
+                WriteDecision::Write => {}
+            }
+            let hash = orgs.policies.entry(org.to_owned()).or_default();
+            if write.mode == crate::domain::policy::WriteMode::Reset {
+                for name in [field.to_owned(), format!("{field}.c"), format!("{field}.m")] {
+                    hash.remove(&name);
+                }
+            } else {
+                set_part(hash, field, &write.form, now);
+            }
+            PolicyWritten::Written {
+                sequence: orgs.changed(org),
+            }
+        })
+    }
+
+    async fn seed_policies(
+        &self,
+        org: &str,
+        seed: &PolicySeed,
+        now: UnixMicros,
+        deadline: Instant,
+    ) -> Result<bool, StoreError> {
+        self.with_orgs(deadline, |orgs| {
+            let hash = orgs.policies.entry(org.to_owned()).or_default();
+            if hash.contains_key("seeded") {
+                return false;
+            }
+            hash.insert("seeded".into(), b"1".to_vec());
+            hash.insert("v".into(), b"1".to_vec());
+            let parts = [
+                ("lockout", seed.lockout.as_ref().map(stored_form)),
+                ("otp", seed.otp.as_ref().map(stored_form)),
+            ];
+            let mut wrote = false;
+            for (field, form) in parts {
+                if let Some(form) = form
+                    && !hash.contains_key(field)
+                {
+                    set_part(hash, field, &form, now);
+                    wrote = true;
+                }
+            }
+            if wrote {
+                orgs.changed(org);
+            }
+            wrote
+        })
+    }
+
+    async fn policy_changes(
+        &self,
+        since: u64,
+        deadline: Instant,
+    ) -> Result<PolicyChanges, StoreError> {
+        self.with_orgs(deadline, |orgs| PolicyChanges {
+            epoch: orgs.epoch,
+            orgs: orgs
+                .changed
+                .iter()
+                .filter(|(_, epoch)| **epoch > since)
+                .map(|(org, _)| Arc::from(org.as_str()))
+                .collect(),
+        })
+    }
+
+    async fn index_locks(
+        &self,
+        changes: &[LockIndexChange],
+        deadline: Instant,
+    ) -> Result<(), StoreError> {
+        self.with_orgs(deadline, |orgs| {
+            for change in changes {
+                let index = orgs.locked.entry(change.key.org.to_string()).or_default();
+                if change.locked {
+                    index.insert(change.key.user.to_string());
+                } else {
+                    index.remove(change.key.user.as_ref());
+                }
+            }
+        })
+    }
+
+    async fn lock_candidates(
+        &self,
+        org: &str,
+        after: Option<&str>,
+        limit: usize,
+        deadline: Instant,
+    ) -> Result<Vec<Arc<str>>, StoreError> {
+        self.with_orgs(deadline, |orgs| {
+            let Some(index) = orgs.locked.get(org) else {
+                return Vec::new();
+            };
+            let after = after.unwrap_or("");
+            index
+                .iter()
+                .filter(|user| user.as_str() > after)
+                .take(limit)
+                .map(|user| Arc::from(user.as_str()))
+                .collect()
         })
     }
 }

@@ -6,10 +6,11 @@ use std::time::Instant;
 use async_trait::async_trait;
 
 use super::{
-    AddCodesOutcome, AddOutcome, Attempt, AttemptOutcome, ChangeOutcome, FactorStore, NewCodes,
-    NewFactor, RedeemOutcome, Redemption, RemoveCodesOutcome, SharedStore, StoreError, UserKey,
-    UserRecord,
+    AddCodesOutcome, AddOutcome, Attempt, AttemptOutcome, ChangeOutcome, FactorStore,
+    LockIndexChange, NewCodes, NewFactor, PolicyChanges, PolicySeed, PolicyWrite, PolicyWritten,
+    RedeemOutcome, Redemption, RemoveCodesOutcome, SharedStore, StoreError, UserKey, UserRecord,
 };
+use crate::domain::policy::StoredPolicies;
 use crate::domain::{FactorRecord, UnixMicros};
 use crate::metrics::Metrics;
 
@@ -134,5 +135,74 @@ impl FactorStore for MeteredStore {
 
     async fn server_time(&self) -> Result<Option<UnixMicros>, StoreError> {
         self.measure("time", self.inner.server_time()).await
+    }
+
+    async fn load_policies(
+        &self,
+        org: &str,
+        deadline: Instant,
+    ) -> Result<StoredPolicies, StoreError> {
+        self.measure("load_policies", self.inner.load_policies(org, deadline))
+            .await
+    }
+
+    async fn write_policy(
+        &self,
+        org: &str,
+        write: PolicyWrite,
+        now: UnixMicros,
+        deadline: Instant,
+    ) -> Result<PolicyWritten, StoreError> {
+        self.measure(
+            "write_policy",
+            self.inner.write_policy(org, write, now, deadline),
+        )
+        .await
+    }
+
+    async fn seed_policies(
+        &self,
+        org: &str,
+        seed: &PolicySeed,
+        now: UnixMicros,
+        deadline: Instant,
+    ) -> Result<bool, StoreError> {
+        self.measure(
+            "seed_policies",
+            self.inner.seed_policies(org, seed, now, deadline),
+        )
+        .await
+    }
+
+    async fn policy_changes(
+        &self,
+        since: u64,
+        deadline: Instant,
+    ) -> Result<PolicyChanges, StoreError> {
+        self.measure("policy_changes", self.inner.policy_changes(since, deadline))
+            .await
+    }
+
+    async fn index_locks(
+        &self,
+        changes: &[LockIndexChange],
+        deadline: Instant,
+    ) -> Result<(), StoreError> {
+        self.measure("index_locks", self.inner.index_locks(changes, deadline))
+            .await
+    }
+
+    async fn lock_candidates(
+        &self,
+        org: &str,
+        after: Option<&str>,
+        limit: usize,
+        deadline: Instant,
+    ) -> Result<Vec<Arc<str>>, StoreError> {
+        self.measure(
+            "lock_candidates",
+            self.inner.lock_candidates(org, after, limit, deadline),
+        )
+        .await
     }
 }

@@ -7,6 +7,7 @@
 
 mod memory;
 mod metered;
+mod policy;
 mod redis;
 
 use std::sync::Arc;
@@ -16,9 +17,14 @@ use async_trait::async_trait;
 
 pub use memory::MemoryStore;
 pub use metered::MeteredStore;
+pub use policy::{
+    LockIndexChange, PolicyChanges, PolicyPart, PolicySeed, PolicyWrite, PolicyWritten, stored_form,
+};
 pub use redis::{Primary, RedisConfig, RedisMode, RedisNodes, RedisStore, Resealed, SealedRecord};
 
 use crate::domain::factor::AttemptVerdict;
+use crate::domain::policy::StoredPolicies;
+use crate::domain::recovery::Standing;
 use crate::domain::{
     FactorId, FactorRecord, FactorState, Lock, LockoutPolicy, TotpParams, UnixMicros,
 };
@@ -77,6 +83,9 @@ pub enum ChangeOutcome {
 pub struct UserRecord {
     pub factor: Option<FactorRecord>,
     pub recovery_codes: u32,
+    /// The user's failures and lock, TOTP factor or not (a user with recovery codes only
+    /// locks too).
+    pub standing: Standing,
 }
 
 /// Recovery codes to add: one field per code, `r:<seal key id>:<hex HMAC>`, made by the
@@ -211,6 +220,50 @@ pub trait FactorStore: Send + Sync + 'static {
         now: UnixMicros,
         deadline: Instant,
     ) -> Result<RemoveCodesOutcome, StoreError>;
+    /// The organization's own policies (none: it follows the instance's).
+    async fn load_policies(
+        &self,
+        org: &str,
+        deadline: Instant,
+    ) -> Result<StoredPolicies, StoreError>;
+    /// Changes one part of the organization's policies by `decide_write`, atomically with
+    /// the change index that replicas poll (`policy_changes`).
+    async fn write_policy(
+        &self,
+        org: &str,
+        write: PolicyWrite,
+        now: UnixMicros,
+        deadline: Instant,
+    ) -> Result<PolicyWritten, StoreError>;
+    /// Applies the configuration's seed once (see `PolicySeed`); true when it wrote a part.
+    async fn seed_policies(
+        &self,
+        org: &str,
+        seed: &PolicySeed,
+        now: UnixMicros,
+        deadline: Instant,
+    ) -> Result<bool, StoreError>;
+    /// The organizations whose policies changed after epoch `since`.
+    async fn policy_changes(
+        &self,
+        since: u64,
+        deadline: Instant,
+    ) -> Result<PolicyChanges, StoreError>;
+    /// Adds users to, or takes them out of, their organizations' indexes of locked users.
+    /// The index is a list of candidates, kept after the fact: a reader rechecks each one.
+    async fn index_locks(
+        &self,
+        changes: &[LockIndexChange],
+        deadline: Instant,
+    ) -> Result<(), StoreError>;
+    /// Up to `limit` users of the organization's index, in id order, after `after`.
+    async fn lock_candidates(
+        &self,
+        org: &str,
+        after: Option<&str>,
+        limit: usize,
+        deadline: Instant,
+    ) -> Result<Vec<Arc<str>>, StoreError>;
     /// The store's own clock, when it has one (Redis `TIME`): replicas take time steps from
     /// their own clocks, so readiness compares them with a common one.
     async fn server_time(&self) -> Result<Option<UnixMicros>, StoreError> {

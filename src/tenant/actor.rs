@@ -4,6 +4,7 @@
 
 use std::rc::Rc;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
@@ -25,11 +26,11 @@ pub struct OrgActor {
 }
 
 impl OrgActor {
-    pub fn new(org: Arc<str>, deps: Arc<TenantDeps>) -> Self {
+    pub fn new(org: Arc<str>, deps: Arc<TenantDeps>, policy_generation: Arc<AtomicU64>) -> Self {
         Self {
             user_limiter: deps.limits.per_user.map(RateLimiter::keyed),
             org_limiter: deps.limits.per_org.map(RateLimiter::direct),
-            state: Rc::new(OrgState::new(org, deps)),
+            state: Rc::new(OrgState::new(org, deps, policy_generation)),
         }
     }
 

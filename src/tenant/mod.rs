@@ -5,8 +5,10 @@
 
 mod actor;
 mod limits;
+mod lock_index;
 mod operation;
 mod otp_factor;
+pub mod policies;
 mod recovery_codes;
 mod registry;
 
@@ -14,11 +16,13 @@ use std::sync::Arc;
 
 pub use actor::OrgActor;
 pub use limits::{AddressLimiter, LimitSettings, Limits};
+pub use lock_index::{LockIndexFeed, LockIndexWriter, LockedPage, LockedUser, locked_users};
 pub use operation::{OnUser, Operation};
 pub use otp_factor::{
-    Enroll, Enrollment, FactorView, ListFactors, RemoveFactor, SubmitCode, UnlockFactor,
-    UserFactors,
+    Enroll, Enrollment, FactorView, InspectUser, ListFactors, RemoveFactor, SubmitCode,
+    UnlockFactor, UserFactors,
 };
+pub use policies::{OrgPolicies, PolicyDirectory};
 pub use recovery_codes::{
     GenerateCodes, GeneratedCodes, RedeemCode, Redeemed, RemoveCodes, Requester,
 };
@@ -28,32 +32,23 @@ use std::collections::HashMap;
 
 use crate::domain::OtpPolicy;
 use crate::seal::KeyRing;
-use crate::store::SharedStore;
+use crate::store::{PolicySeed, SharedStore};
 
-/// The instance's policy and the organizations that override it.
+/// The instance's policy, and the configuration's seeds of organizations' own (written to
+/// the store once: see `PolicySeed`), keyed by organization id.
 #[derive(Debug, Clone)]
 pub struct Policies {
     pub default: Arc<OtpPolicy>,
-    /// Keyed by organization id in lower case: the environment can give keys only so
-    /// (`TESSERA__ORGS__ACME__…` must apply to the organization "ACME").
-    pub by_org: HashMap<String, Arc<OtpPolicy>>,
-}
-
-impl Policies {
-    /// Once per organization actor, so the lower-casing costs nothing per request.
-    pub fn for_org(&self, org: &str) -> Arc<OtpPolicy> {
-        self.by_org
-            .get(&org.to_lowercase())
-            .unwrap_or(&self.default)
-            .clone()
-    }
+    pub seeds: HashMap<String, PolicySeed>,
 }
 
 /// What every organization actor shares.
 pub struct TenantDeps {
     pub store: SharedStore,
     pub keys: Arc<KeyRing>,
-    pub policies: Policies,
+    /// What an organization follows where it set no policy of its own.
+    pub default_policy: Arc<OtpPolicy>,
+    pub lock_index: LockIndexFeed,
     pub limits: Limits,
     pub cache_capacity: usize,
     pub metrics: Arc<crate::metrics::Metrics>,

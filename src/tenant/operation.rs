@@ -10,7 +10,8 @@ use std::future::Future;
 use std::num::NonZeroUsize;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Instant;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use lru::LruCache;
 
@@ -49,17 +50,32 @@ pub struct CachedFactor {
     pub lock: Option<Lock>,
 }
 
+/// How long an organization's policy is used before it is read again even though no change
+/// was seen: a second line behind the change index (`policies.rs`), which every replica
+/// polls; one read a minute per active organization and replica.
+const POLICY_MAX_AGE: Duration = Duration::from_secs(60);
+
+/// The organization's policy as last read, and which generation of it.
+struct LoadedPolicy {
+    generation: u64,
+    policy: Arc<OtpPolicy>,
+    read_at: Instant,
+}
+
 /// The organization's part of the actor that its operations share: they run on the actor's
 /// thread, so a `RefCell` suffices.
 pub(super) struct OrgState {
     pub org: Arc<str>,
     pub deps: Arc<TenantDeps>,
-    pub policy: Arc<OtpPolicy>,
+    /// Raised by the registry when the organization's policy changed (`policies.rs`); the
+    /// loaded policy is used while its generation is this one.
+    policy_generation: Arc<AtomicU64>,
+    policy: RefCell<Option<LoadedPolicy>>,
     cache: RefCell<LruCache<Arc<str>, CachedFactor>>,
 }
 
 impl OrgState {
-    pub fn new(org: Arc<str>, deps: Arc<TenantDeps>) -> Self {
+    pub fn new(org: Arc<str>, deps: Arc<TenantDeps>, policy_generation: Arc<AtomicU64>) -> Self {
         let capacity = NonZeroUsize::new(deps.cache_capacity).unwrap_or(NonZeroUsize::MIN);
         // Bounded at `capacity`, but grown with use: `LruCache::new` reserves the whole
         // table up front, 1.3 MB per organization at the default 50,000, even for a tenant
@@ -67,11 +83,48 @@ impl OrgState {
         let mut cache = LruCache::unbounded();
         cache.resize(capacity);
         Self {
-            policy: deps.policies.for_org(&org),
             org,
             deps,
+            policy_generation,
+            policy: RefCell::new(None),
             cache: RefCell::new(cache),
         }
+    }
+
+    /// The organization's policy: the one loaded, unless a change was seen since or it is
+    /// older than `POLICY_MAX_AGE`; then read again (the only store read it costs). Calls in
+    /// between may each read it; they are few, and the last read wins.
+    async fn policy(&self, deadline: Instant) -> Result<Arc<OtpPolicy>, OtpError> {
+        // Taken before the read: a change seen during it raises the generation past this one,
+        // and the next call reads again.
+        let wanted = self.policy_generation.load(Ordering::Acquire);
+        if let Some(loaded) = self.policy.borrow().as_ref()
+            && loaded.generation == wanted
+            && loaded.read_at.elapsed() < POLICY_MAX_AGE
+        {
+            return Ok(loaded.policy.clone());
+        }
+        let stored = self
+            .deps
+            .store
+            .load_policies(&self.org, deadline)
+            .await
+            .map_err(store_error)?;
+        let policy = stored
+            .effective(&self.deps.default_policy)
+            .map_err(|problems| {
+                // Written only after the same checks: a stricter release, or a hand edit.
+                // Fail closed rather than guess a looser lockout.
+                tracing::error!(?problems, "the organization's stored policy does not pass");
+                OtpError::Internal
+            })?;
+        let policy = Arc::new(policy);
+        *self.policy.borrow_mut() = Some(LoadedPolicy {
+            generation: wanted,
+            policy: policy.clone(),
+            read_at: Instant::now(),
+        });
+        Ok(policy)
     }
 }
 
@@ -101,9 +154,15 @@ impl OnUser {
         &self.state.deps
     }
 
-    /// The organization's policy.
-    pub fn policy(&self) -> &OtpPolicy {
-        &self.state.policy
+    /// The organization's policy, as current as the last change this replica saw.
+    pub async fn policy(&self) -> Result<Arc<OtpPolicy>, OtpError> {
+        self.state.policy(self.deadline).await
+    }
+
+    /// Notes in the organization's index of locked users that this user is, or no longer
+    /// is, locked (`lock_index.rs`: after the fact, off the request's path).
+    pub fn note_lock(&self, locked: bool) {
+        self.deps().lock_index.note(&self.key, locked);
     }
 
     /// The cached copy of the user's factor, if any (a hint: see `CachedFactor`).

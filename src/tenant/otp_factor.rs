@@ -11,7 +11,7 @@ use crate::domain::totp::NormalizedCode;
 use crate::domain::{Details, FactorId, FactorState, OtpError, Purpose, TotpParams};
 use crate::metrics::Metrics;
 use crate::seal::PlainSecret;
-use crate::store::{AddOutcome, Attempt, AttemptOutcome, ChangeOutcome, NewFactor};
+use crate::store::{AddOutcome, Attempt, AttemptOutcome, ChangeOutcome, NewFactor, UserRecord};
 
 /// AddMyAuthFactorOTP: a new secret, NOT_READY until a code confirms it. Replaces a factor
 /// that is not ready yet; refused once one is.
@@ -56,7 +56,8 @@ impl Operation for Enroll {
                 tracing::error!(error = %err, "sealing a new OTP secret failed");
                 OtpError::Internal
             })?;
-        let params = on.policy().params();
+        let policy = on.policy().await?;
+        let params = policy.params();
         let factor = NewFactor {
             factor_id,
             params,
@@ -78,7 +79,6 @@ impl Operation for Enroll {
             lock: None,
         });
         let secret_base32 = data_encoding::BASE32_NOPAD.encode(&secret);
-        let policy = on.policy();
         let uri = otpauth_uri(policy.issuer(), &self.account, &params, &secret_base32);
         Ok(Enrollment {
             secret: SecretString::from(secret_base32),
@@ -108,7 +108,7 @@ impl Operation for SubmitCode {
     async fn run(self, on: OnUser) -> Result<Details, OtpError> {
         let SubmitCode { code, purpose } = self;
         let metrics = &on.deps().metrics;
-        let policy = on.policy();
+        let policy = on.policy().await?;
         let cached = on.cached();
         let mut from_cache = cached.is_some();
         let mut current = match cached {
@@ -135,7 +135,8 @@ impl Operation for SubmitCode {
                 on.remember(factor);
                 return Err(refused);
             }
-            let matched_step = matching_step(&on, &factor, &code).inspect_err(|_| on.forget())?;
+            let matched_step =
+                matching_step(&on, &factor, &code, policy.skew()).inspect_err(|_| on.forget())?;
             let attempt = Attempt {
                 factor_id: factor.factor_id,
                 purpose,
@@ -167,6 +168,13 @@ impl Operation for SubmitCode {
                 outcome
             {
                 metrics.lock_events.with_label_values(&["locked"]).inc();
+            }
+            // A new lock enters the organization's index; a refusal while locked notes it
+            // again, which heals an entry that a crash lost before it was written.
+            if let AttemptOutcome::Committed(AttemptVerdict::Rejected { lock: Some(_), .. })
+            | AttemptOutcome::Locked(_) = outcome
+            {
+                on.note_lock(true);
             }
             return match outcome {
                 AttemptOutcome::Committed(AttemptVerdict::Accepted {
@@ -234,6 +242,7 @@ fn matching_step(
     on: &OnUser,
     factor: &CachedFactor,
     code: &SecretString,
+    skew: u8,
 ) -> Result<Option<u64>, OtpError> {
     let Some(code) = NormalizedCode::parse(code.expose_secret(), factor.params.digits()) else {
         return Ok(None);
@@ -247,12 +256,9 @@ fn matching_step(
             tracing::error!(error = %err, "a stored OTP secret does not open");
             OtpError::Internal
         })?;
-    Ok(factor.params.matching_step(
-        secret.expose_secret(),
-        &code,
-        on.now.unsigned_secs(),
-        on.policy().skew(),
-    ))
+    Ok(factor
+        .params
+        .matching_step(secret.expose_secret(), &code, on.now.unsigned_secs(), skew))
 }
 
 /// RemoveMyAuthFactorOTP and RemoveHumanAuthFactorOTP.
@@ -291,6 +297,7 @@ impl Operation for UnlockFactor {
                 changed_at,
             } => {
                 on.update_cached(|cached| cached.lock = None);
+                on.note_lock(false);
                 on.deps()
                     .metrics
                     .lock_events
@@ -362,6 +369,19 @@ pub(crate) fn otpauth_uri(
         params.digits(),
         params.period_secs()
     )
+}
+
+/// The user's whole record read fresh, for an admin's view of it: the factor, the codes
+/// left and where the user stands against lockout.
+pub struct InspectUser;
+
+impl Operation for InspectUser {
+    type Output = UserRecord;
+    const COUNTS_FOR_USER: bool = false;
+
+    async fn run(self, on: OnUser) -> Result<UserRecord, OtpError> {
+        on.read_user().await
+    }
 }
 
 #[cfg(test)]

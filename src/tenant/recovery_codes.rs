@@ -42,7 +42,10 @@ impl Operation for GenerateCodes {
     const COUNTS_FOR_USER: bool = true;
 
     async fn run(self, on: OnUser) -> Result<GeneratedCodes, OtpError> {
-        let count = self.count.unwrap_or_else(|| on.policy().recovery_codes());
+        let count = match self.count {
+            Some(count) => count,
+            None => on.policy().await?.recovery_codes(),
+        };
         if let Requester::User { totp_code } = self.requester {
             // Read fresh: a cached NOT_READY copy must not spare the code.
             let user = on.read_user().await?;
@@ -155,7 +158,7 @@ impl Operation for RedeemCode {
                     .collect()
             })
             .unwrap_or_default();
-        let policy = on.policy().lockout();
+        let policy = on.policy().await?.lockout();
         let redemption = Redemption { candidates, policy };
         let outcome = on
             .deps()
@@ -184,6 +187,7 @@ impl Operation for RedeemCode {
                 tracing::warn!("a recovery code that is not one of the user's came at login");
                 if lock.is_some() {
                     metrics.lock_events.with_label_values(&["locked"]).inc();
+                    on.note_lock(true);
                 }
                 on.update_cached(|cached| cached.lock = lock);
                 Err(policy.invalid_recovery_code(failures))
@@ -191,6 +195,7 @@ impl Operation for RedeemCode {
             RedeemOutcome::Locked(lock) => {
                 count(metrics, "locked");
                 on.update_cached(|cached| cached.lock = Some(lock));
+                on.note_lock(true);
                 Err(OtpError::FactorLocked)
             }
             RedeemOutcome::NoCodes => {

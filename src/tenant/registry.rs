@@ -5,7 +5,7 @@
 //! when it is idle and no lease is out, so no caller can hold its address afterwards.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -20,6 +20,8 @@ struct Entry {
     addr: Addr<OrgActor>,
     lease: Arc<()>,
     last_used: Instant,
+    /// Shared with the actor: raised when the organization's policy changed.
+    policy_generation: Arc<AtomicU64>,
 }
 
 /// An organization's actor, held for one call.
@@ -90,6 +92,12 @@ impl OrgRegistry {
         }
     }
 
+    /// What the organizations' actors share: for calls on an organization as a whole,
+    /// which no one user's actor call serves (the listing of locked users).
+    pub fn deps(&self) -> &TenantDeps {
+        &self.deps
+    }
+
     pub fn org(&self, org: &Arc<str>) -> Result<OrgHandle, OtpError> {
         let mut entries = self.entries.lock().map_err(|_| OtpError::Internal)?;
         let now = Instant::now();
@@ -100,11 +108,13 @@ impl OrgRegistry {
             return Ok(self.handle(entry));
         }
         // New, or replacing one that stopped by itself.
-        let addr = self.start(org.clone())?;
+        let policy_generation = Arc::new(AtomicU64::new(0));
+        let addr = self.start(org.clone(), policy_generation.clone())?;
         let entry = Entry {
             addr,
             lease: Arc::new(()),
             last_used: now,
+            policy_generation,
         };
         let handle = self.handle(&entry);
         entries.insert(org.clone(), entry);
@@ -129,7 +139,30 @@ impl OrgRegistry {
         }
     }
 
-    fn start(&self, org: Arc<str>) -> Result<Addr<OrgActor>, OtpError> {
+    /// The organization's policy changed: its actor, if one is live, reads it again at its
+    /// next call. (One that starts later reads it anyway.)
+    pub fn policy_changed(&self, org: &str) {
+        if let Ok(entries) = self.entries.lock()
+            && let Some(entry) = entries.get(org)
+        {
+            entry.policy_generation.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+
+    /// Every organization's policy may have changed.
+    pub fn all_policies_changed(&self) {
+        if let Ok(entries) = self.entries.lock() {
+            for entry in entries.values() {
+                entry.policy_generation.fetch_add(1, Ordering::AcqRel);
+            }
+        }
+    }
+
+    fn start(
+        &self,
+        org: Arc<str>,
+        policy_generation: Arc<AtomicU64>,
+    ) -> Result<Addr<OrgActor>, OtpError> {
         let index = self.next_arbiter.fetch_add(1, Ordering::Relaxed);
         let arbiter = self
             .arbiters
@@ -139,7 +172,7 @@ impl OrgRegistry {
         let capacity = self.mailbox_capacity;
         Ok(OrgActor::start_in_arbiter(arbiter, move |ctx| {
             ctx.set_mailbox_capacity(capacity);
-            OrgActor::new(org, deps)
+            OrgActor::new(org, deps, policy_generation)
         }))
     }
 

@@ -25,6 +25,7 @@ mod limits;
 mod metrics;
 mod observability;
 mod openid;
+mod policies;
 mod process;
 mod python;
 mod recovery_codes;

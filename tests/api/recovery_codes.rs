@@ -690,6 +690,36 @@ async fn the_acl_the_readme_names_is_enough() {
         .await
         .assert_ok();
     app.remove_mine(&alice).await.assert_ok();
+    // An organization's policies, their change index, and the index of locked users.
+    let root = Token::user("acme", "root").role("otp.admin", "acme").sign();
+    app.post(
+        Some(&root),
+        "/management/v1/policies/lockout",
+        json!({"maxOtpAttempts": 1}),
+    )
+    .await
+    .assert_ok();
+    let bob = Token::user("acme", "bob").sign();
+    app.ready_for_login(&bob).await;
+    app.check(&login_page(), "bob", "000000").await;
+    let started = std::time::Instant::now();
+    loop {
+        let listed = app
+            .send(
+                app.client
+                    .get(app.url("/management/v1/locked_users"))
+                    .bearer_auth(&root),
+            )
+            .await;
+        if listed.assert_ok()["result"][0]["userId"] == "bob" {
+            break;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "{listed:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     // The rule is not everything: a key outside the prefix and a command outside the list.
     let denied = std::process::Command::new("redis-cli")
         .args([

@@ -358,8 +358,11 @@ async fn no_request_answers_503_after_redis_closes_idle_connections() {
     // Redis checks idle clients about once a second.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let after = client_ids(&redis);
+    // The replica's poll for policy changes (every `tenants.policy_refresh_ms`) keeps the
+    // connection it runs on busy: at most that one survives, every quiet one is closed.
+    let survivors = before.intersection(&after).count();
     assert!(
-        before.is_disjoint(&after),
+        before.len() >= 2 && survivors <= 1,
         "idle connections were not closed: {before:?} then {after:?}"
     );
     nothing_answers_503(&app, &users, true).await;

@@ -58,6 +58,25 @@ fn rpc_of(path: &str) -> Option<&'static str> {
         "/zitadel.user.v2.UserService/GenerateRecoveryCodes" => "GenerateRecoveryCodes",
         "/zitadel.user.v2.UserService/RemoveRecoveryCodes" => "RemoveRecoveryCodes",
         "/tessera.otp.v1.RecoveryCodeService/GetRecoveryCodes" => "GetRecoveryCodes",
+        "/zitadel.management.v1.ManagementService/ListHumanAuthFactors" => "ListHumanAuthFactors",
+        "/zitadel.management.v1.ManagementService/GetLockoutPolicy" => "GetLockoutPolicy",
+        "/zitadel.management.v1.ManagementService/GetDefaultLockoutPolicy" => {
+            "GetDefaultLockoutPolicy"
+        }
+        "/zitadel.management.v1.ManagementService/AddCustomLockoutPolicy" => {
+            "AddCustomLockoutPolicy"
+        }
+        "/zitadel.management.v1.ManagementService/UpdateCustomLockoutPolicy" => {
+            "UpdateCustomLockoutPolicy"
+        }
+        "/zitadel.management.v1.ManagementService/ResetLockoutPolicyToDefault" => {
+            "ResetLockoutPolicyToDefault"
+        }
+        "/tessera.otp.v1.PolicyService/GetOtpPolicy" => "GetOtpPolicy",
+        "/tessera.otp.v1.PolicyService/SetOtpPolicy" => "SetOtpPolicy",
+        "/tessera.otp.v1.PolicyService/ResetOtpPolicy" => "ResetOtpPolicy",
+        "/tessera.otp.v1.UserAdminService/GetUserFactor" => "GetUserFactor",
+        "/tessera.otp.v1.UserAdminService/ListLockedUsers" => "ListLockedUsers",
         _ => return None,
     })
 }

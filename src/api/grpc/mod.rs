@@ -4,6 +4,7 @@
 //! needs no proto files). Connections are accepted and bounded by `listener.rs`; every API
 //! call passes `gate.rs`.
 
+mod admin;
 pub mod codec;
 pub mod gate;
 pub mod listener;
@@ -18,7 +19,9 @@ use http::{HeaderName, HeaderValue, Method};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use self::pb::tessera::otp::v1::otp_check_service_server::OtpCheckServiceServer;
+use self::pb::tessera::otp::v1::policy_service_server::PolicyServiceServer;
 use self::pb::tessera::otp::v1::recovery_code_service_server::RecoveryCodeServiceServer;
+use self::pb::tessera::otp::v1::user_admin_service_server::UserAdminServiceServer;
 use self::pb::zitadel::auth::v1::auth_service_server::AuthServiceServer;
 use self::pb::zitadel::management::v1::management_service_server::ManagementServiceServer;
 use self::pb::zitadel::user::v2::user_service_server::UserServiceServer;
@@ -103,6 +106,10 @@ pub async fn serve(
     health
         .set_serving::<RecoveryCodeServiceServer<Services>>()
         .await;
+    health.set_serving::<PolicyServiceServer<Services>>().await;
+    health
+        .set_serving::<UserAdminServiceServer<Services>>()
+        .await;
     // gRPC health follows readiness (store reachable, clock in bounds).
     let readiness = service_readiness;
     tokio::spawn(async move {
@@ -123,6 +130,8 @@ pub async fn serve(
                     "tessera.otp.v1.OtpCheckService",
                     "zitadel.user.v2.UserService",
                     "tessera.otp.v1.RecoveryCodeService",
+                    "tessera.otp.v1.PolicyService",
+                    "tessera.otp.v1.UserAdminService",
                 ] {
                     health.set_service_status(service, status).await;
                 }
@@ -154,6 +163,12 @@ pub async fn serve(
         .add_service(OtpCheckServiceServer::new(services.clone()).max_decoding_message_size(limit))
         .add_service(
             RecoveryCodeServiceServer::new(services.clone()).max_decoding_message_size(limit),
+        )
+        .add_service(PolicyServiceServer::new(services.clone()).max_decoding_message_size(limit))
+        .add_service(
+            UserAdminServiceServer::new(services.clone())
+                .max_decoding_message_size(limit)
+                .max_encoding_message_size(limit.max(256 * 1024)),
         )
         .add_service(
             UserServiceServer::new(services)

@@ -22,6 +22,11 @@ pub mod zitadel {
             tonic::include_proto!("zitadel.user.v2");
         }
     }
+    pub mod policy {
+        pub mod v1 {
+            tonic::include_proto!("zitadel.policy.v1");
+        }
+    }
     pub mod object {
         pub mod v2 {
             tonic::include_proto!("zitadel.object.v2");

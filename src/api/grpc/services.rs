@@ -10,17 +10,20 @@ use super::pb::tessera::otp::v1 as check;
 use super::pb::zitadel::auth::v1 as auth;
 use super::pb::zitadel::management::v1 as management;
 use super::pb::zitadel::object::v2 as object_v2;
+use super::pb::zitadel::policy::v1 as policy;
 use super::pb::zitadel::user::v1 as user;
 use super::pb::zitadel::user::v2 as user_v2;
 use super::status::{details, details_v2, status};
+use crate::domain::policy::{CustomLockout, WriteMode};
 use crate::domain::{FactorState, OtpError};
 use crate::service::{
-    Authenticated, AuthenticationMethod, FactorFilter, FactorKind, OtpService, StateQuery,
+    Authenticated, AuthenticationMethod, FactorFilter, FactorKind, LockoutPolicyView, OtpService,
+    StateQuery,
 };
 
 #[derive(Clone)]
 pub struct Services {
-    service: Arc<OtpService>,
+    pub(super) service: Arc<OtpService>,
 }
 
 impl Services {
@@ -30,7 +33,7 @@ impl Services {
 }
 
 /// The caller the gate proved, and the request's message.
-fn take<T>(request: Request<T>) -> Result<(Arc<Authenticated>, T), Status> {
+pub(super) fn take<T>(request: Request<T>) -> Result<(Arc<Authenticated>, T), Status> {
     let auth = request
         .extensions()
         .get::<Arc<Authenticated>>()
@@ -41,18 +44,18 @@ fn take<T>(request: Request<T>) -> Result<(Arc<Authenticated>, T), Status> {
 }
 
 /// `x-zitadel-orgid` as received; the service parses it.
-fn org_header<T>(request: &Request<T>) -> Option<Vec<u8>> {
+pub(super) fn org_header<T>(request: &Request<T>) -> Option<Vec<u8>> {
     request
         .metadata()
         .get("x-zitadel-orgid")
         .map(|v| v.as_bytes().to_vec())
 }
 
-fn fail(err: OtpError) -> Status {
+pub(super) fn fail(err: OtpError) -> Status {
     status(&err)
 }
 
-fn auth_factor_state(state: FactorState) -> user::AuthFactorState {
+pub(super) fn auth_factor_state(state: FactorState) -> user::AuthFactorState {
     match state {
         FactorState::NotReady => user::AuthFactorState::NotReady,
         FactorState::Ready => user::AuthFactorState::Ready,
@@ -151,6 +154,151 @@ impl management::management_service_server::ManagementService for Services {
         Ok(Response::new(management::UnlockUserResponse {
             details: Some(details(&unlocked)),
         }))
+    }
+
+    async fn list_human_auth_factors(
+        &self,
+        request: Request<management::ListHumanAuthFactorsRequest>,
+    ) -> Result<Response<management::ListHumanAuthFactorsResponse>, Status> {
+        let org = org_header(&request);
+        let (caller, message) = take(request)?;
+        let scope = self
+            .service
+            .org_scope(&caller, org.as_deref(), &message.user_id)
+            .map_err(fail)?;
+        let factors = self
+            .service
+            .list_human_auth_factors(scope)
+            .await
+            .map_err(fail)?;
+        Ok(Response::new(management::ListHumanAuthFactorsResponse {
+            result: factors
+                .into_iter()
+                .map(|factor| user::AuthFactor {
+                    state: auth_factor_state(factor.state) as i32,
+                    r#type: Some(user::auth_factor::Type::Otp(user::AuthFactorOtp {})),
+                })
+                .collect(),
+        }))
+    }
+
+    async fn get_lockout_policy(
+        &self,
+        request: Request<management::GetLockoutPolicyRequest>,
+    ) -> Result<Response<management::GetLockoutPolicyResponse>, Status> {
+        let org = org_header(&request);
+        let (caller, _) = take(request)?;
+        let scope = self
+            .service
+            .tenant_scope(&caller, org.as_deref())
+            .map_err(fail)?;
+        let view = self.service.lockout_policy(scope).await.map_err(fail)?;
+        Ok(Response::new(management::GetLockoutPolicyResponse {
+            is_default: view.is_default,
+            policy: Some(lockout_policy(&view)),
+        }))
+    }
+
+    async fn get_default_lockout_policy(
+        &self,
+        request: Request<management::GetDefaultLockoutPolicyRequest>,
+    ) -> Result<Response<management::GetDefaultLockoutPolicyResponse>, Status> {
+        let org = org_header(&request);
+        let (caller, _) = take(request)?;
+        let scope = self
+            .service
+            .tenant_scope(&caller, org.as_deref())
+            .map_err(fail)?;
+        let view = self.service.default_lockout_policy(scope);
+        Ok(Response::new(management::GetDefaultLockoutPolicyResponse {
+            policy: Some(lockout_policy(&view)),
+        }))
+    }
+
+    async fn add_custom_lockout_policy(
+        &self,
+        request: Request<management::AddCustomLockoutPolicyRequest>,
+    ) -> Result<Response<management::AddCustomLockoutPolicyResponse>, Status> {
+        let org = org_header(&request);
+        let (caller, message) = take(request)?;
+        let policy = CustomLockout {
+            max_otp_attempts: message.max_otp_attempts,
+            max_password_attempts: message.max_password_attempts,
+        };
+        let written = self
+            .write_lockout(&caller, org, WriteMode::Add, policy)
+            .await?;
+        Ok(Response::new(management::AddCustomLockoutPolicyResponse {
+            details: Some(details(&written)),
+        }))
+    }
+
+    async fn update_custom_lockout_policy(
+        &self,
+        request: Request<management::UpdateCustomLockoutPolicyRequest>,
+    ) -> Result<Response<management::UpdateCustomLockoutPolicyResponse>, Status> {
+        let org = org_header(&request);
+        let (caller, message) = take(request)?;
+        let policy = CustomLockout {
+            max_otp_attempts: message.max_otp_attempts,
+            max_password_attempts: message.max_password_attempts,
+        };
+        let written = self
+            .write_lockout(&caller, org, WriteMode::Update, policy)
+            .await?;
+        Ok(Response::new(
+            management::UpdateCustomLockoutPolicyResponse {
+                details: Some(details(&written)),
+            },
+        ))
+    }
+
+    async fn reset_lockout_policy_to_default(
+        &self,
+        request: Request<management::ResetLockoutPolicyToDefaultRequest>,
+    ) -> Result<Response<management::ResetLockoutPolicyToDefaultResponse>, Status> {
+        let org = org_header(&request);
+        let (caller, _) = take(request)?;
+        let policy = CustomLockout {
+            max_otp_attempts: 0,
+            max_password_attempts: 0,
+        };
+        let written = self
+            .write_lockout(&caller, org, WriteMode::Reset, policy)
+            .await?;
+        Ok(Response::new(
+            management::ResetLockoutPolicyToDefaultResponse {
+                details: Some(details(&written)),
+            },
+        ))
+    }
+}
+
+impl Services {
+    async fn write_lockout(
+        &self,
+        caller: &Authenticated,
+        org: Option<Vec<u8>>,
+        mode: WriteMode,
+        policy: CustomLockout,
+    ) -> Result<crate::domain::Details, Status> {
+        let scope = self
+            .service
+            .tenant_scope(caller, org.as_deref())
+            .map_err(fail)?;
+        self.service
+            .write_lockout_policy(scope, mode, policy)
+            .await
+            .map_err(fail)
+    }
+}
+
+fn lockout_policy(view: &LockoutPolicyView) -> policy::LockoutPolicy {
+    policy::LockoutPolicy {
+        details: Some(details(&view.details)),
+        max_password_attempts: u64::from(view.policy.max_password_attempts),
+        max_otp_attempts: u64::from(view.policy.max_otp_attempts),
+        is_default: view.is_default,
     }
 }
 

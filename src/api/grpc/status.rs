@@ -49,7 +49,7 @@ pub fn status(err: &OtpError) -> tonic::Status {
     status
 }
 
-fn timestamp(at: UnixMicros) -> prost_types::Timestamp {
+pub(super) fn timestamp(at: UnixMicros) -> prost_types::Timestamp {
     prost_types::Timestamp {
         seconds: at.0.div_euclid(1_000_000),
         nanos: i32::try_from(at.0.rem_euclid(1_000_000) * 1_000).unwrap_or(0),

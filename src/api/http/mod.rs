@@ -3,6 +3,7 @@
 
 mod extract;
 mod handlers;
+mod policies;
 mod user_v2;
 
 pub use extract::{ClientCertified, on_connect};
@@ -237,9 +238,13 @@ pub fn routes(config: &mut web::ServiceConfig) {
         .service(
             observed(
                 "/management/v1/users/{user_id}/auth_factors/otp",
-                &[(Method::DELETE, "RemoveHumanAuthFactorOTP")],
+                &[
+                    (Method::DELETE, "RemoveHumanAuthFactorOTP"),
+                    (Method::GET, "GetUserFactor"),
+                ],
             )
-            .route(web::delete().to(remove_user_otp)),
+            .route(web::delete().to(remove_user_otp))
+            .route(web::get().to(policies::get_user_factor)),
         )
         .service(
             observed(
@@ -306,6 +311,55 @@ pub fn routes(config: &mut web::ServiceConfig) {
                 &[(Method::GET, "GetRecoveryCodes")],
             )
             .route(web::get().to(user_v2::get_recovery_codes)),
+        )
+        .service(
+            observed(
+                "/management/v1/policies/lockout",
+                &[
+                    (Method::GET, "GetLockoutPolicy"),
+                    (Method::POST, "AddCustomLockoutPolicy"),
+                    (Method::PUT, "UpdateCustomLockoutPolicy"),
+                    (Method::DELETE, "ResetLockoutPolicyToDefault"),
+                ],
+            )
+            .route(web::get().to(policies::get_lockout_policy))
+            .route(web::post().to(policies::add_custom_lockout_policy))
+            .route(web::put().to(policies::update_custom_lockout_policy))
+            .route(web::delete().to(policies::reset_lockout_policy)),
+        )
+        .service(
+            observed(
+                "/management/v1/policies/default/lockout",
+                &[(Method::GET, "GetDefaultLockoutPolicy")],
+            )
+            .route(web::get().to(policies::get_default_lockout_policy)),
+        )
+        .service(
+            observed(
+                "/management/v1/policies/otp",
+                &[
+                    (Method::GET, "GetOtpPolicy"),
+                    (Method::PUT, "SetOtpPolicy"),
+                    (Method::DELETE, "ResetOtpPolicy"),
+                ],
+            )
+            .route(web::get().to(policies::get_otp_policy))
+            .route(web::put().to(policies::set_otp_policy))
+            .route(web::delete().to(policies::reset_otp_policy)),
+        )
+        .service(
+            observed(
+                "/management/v1/users/{user_id}/auth_factors/_search",
+                &[(Method::POST, "ListHumanAuthFactors")],
+            )
+            .route(web::post().to(policies::list_human_auth_factors)),
+        )
+        .service(
+            observed(
+                "/management/v1/locked_users",
+                &[(Method::GET, "ListLockedUsers")],
+            )
+            .route(web::get().to(policies::list_locked_users)),
         )
         .service(plain("/debug/healthz").route(web::get().to(healthz)))
         .service(plain("/debug/ready").route(web::get().to(ready)))

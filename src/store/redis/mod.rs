@@ -22,12 +22,15 @@ use serde::Deserialize;
 
 use self::clock::RedisClock;
 use self::connections::{Connection, Connections, Connector};
-use self::reply::{FACTOR_FIELDS, Reply, codes_held, record_from};
+use self::reply::{FACTOR_FIELDS, Reply, codes_held, record_from, standing_of};
+use super::policy::policies_from;
 use super::{
-    AddCodesOutcome, AddOutcome, Attempt, AttemptOutcome, ChangeOutcome, FactorStore, NewCodes,
-    NewFactor, RedeemOutcome, Redemption, RemoveCodesOutcome, StoreError, UserKey, UserRecord,
+    AddCodesOutcome, AddOutcome, Attempt, AttemptOutcome, ChangeOutcome, FactorStore,
+    LockIndexChange, NewCodes, NewFactor, PolicyChanges, PolicySeed, PolicyWrite, PolicyWritten,
+    RedeemOutcome, Redemption, RemoveCodesOutcome, StoreError, UserKey, UserRecord, stored_form,
 };
 use crate::domain::factor::AttemptVerdict;
+use crate::domain::policy::StoredPolicies;
 use crate::domain::{FactorRecord, FactorState, Lock, UnixMicros};
 
 /// A script's source: `lua/prelude.lua` (the deadline and the format, checked by every
@@ -50,6 +53,20 @@ const ADD_CODES: &str = script_source!("add_codes");
 const REDEEM_CODE: &str = script_source!("redeem_code");
 const REMOVE_CODES: &str = script_source!("remove_codes");
 
+/// A script over an organization's policies: `lua/policy_prelude.lua` and its body.
+macro_rules! policy_script_source {
+    ($name:literal) => {
+        concat!(
+            include_str!("../lua/policy_prelude.lua"),
+            include_str!(concat!("../lua/", $name, ".lua"))
+        )
+    };
+}
+
+const WRITE_POLICY: &str = policy_script_source!("write_policy");
+const SEED_POLICY: &str = policy_script_source!("seed_policy");
+const POLICY_CHANGES: &str = include_str!("../lua/policy_changes.lua");
+
 struct Scripts {
     add: Script,
     attempt: Script,
@@ -59,6 +76,9 @@ struct Scripts {
     add_codes: Script,
     redeem_code: Script,
     remove_codes: Script,
+    write_policy: Script,
+    seed_policy: Script,
+    policy_changes: Script,
 }
 
 /// How Redis is deployed: one server (or a primary behind a stable address), or a Cluster.
@@ -185,12 +205,63 @@ impl RedisStore {
                 add_codes: Script::new(ADD_CODES),
                 redeem_code: Script::new(REDEEM_CODE),
                 remove_codes: Script::new(REMOVE_CODES),
+                write_policy: Script::new(WRITE_POLICY),
+                seed_policy: Script::new(SEED_POLICY),
+                policy_changes: Script::new(POLICY_CHANGES),
             },
         })
     }
 
     pub fn key(&self, key: &UserKey) -> String {
         redis_key(&self.prefix, key)
+    }
+
+    /// The keys of an organization's policies: its hash, the epoch and the change index, all
+    /// under the one hash tag `{policies}` (see `lua/policy_prelude.lua`). One slot holds every
+    /// organization's policies: they are small, written rarely and read once per actor.
+    fn policy_keys(&self, org: &str) -> [String; 3] {
+        let mut hash = format!("{}:{{policies}}:org:", self.prefix);
+        escape_into(&mut hash, org);
+        let [epoch, changes] = self.policy_index_keys();
+        [hash, epoch, changes]
+    }
+
+    fn policy_index_keys(&self) -> [String; 2] {
+        [
+            format!("{}:{{policies}}:epoch", self.prefix),
+            format!("{}:{{policies}}:changes", self.prefix),
+        ]
+    }
+
+    /// An organization's index of locked users: a sorted set of user ids (all scored 0, so
+    /// that it pages in id order), in a slot of its own, not its users'.
+    fn lock_index_key(&self, org: &str) -> String {
+        let mut key = format!("{}:locked:{{", self.prefix);
+        escape_into(&mut key, org);
+        key.push('}');
+        key
+    }
+
+    /// Runs a policy script over `org`'s keys, in the lane of an acknowledged change.
+    async fn policy_script(
+        &self,
+        script: &Script,
+        org: &str,
+        args: &[&[u8]],
+        deadline: Instant,
+    ) -> Result<Reply, StoreError> {
+        let until = self.until(deadline);
+        let redis_deadline = self.redis_deadline(until).await?.to_string();
+        let mut all: Vec<&[u8]> = Vec::with_capacity(args.len() + 2);
+        all.push(redis_deadline.as_bytes());
+        all.extend_from_slice(args);
+        all.push(org.as_bytes());
+        let keys = self.policy_keys(org);
+        let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+        self.run(self.change_lane(), script, &keys, &all, until, |reply| {
+            reply.status == "ok"
+        })
+        .await
     }
 
     /// When this call stops waiting: the request's deadline, or the store timeout if sooner.
@@ -253,12 +324,17 @@ impl RedisStore {
         &self,
         lane: Lane,
         script: &Script,
-        key: &str,
+        keys: &[&str],
         args: &[&[u8]],
         until: Instant,
         must_replicate: impl Fn(&Reply) -> bool,
     ) -> Result<Reply, StoreError> {
-        let mut invocation = script.key(key);
+        let mut invocation = script.prepare_invoke();
+        for key in keys {
+            invocation.key(*key);
+        }
+        // Every key of a script shares one slot: the first routes the WAIT.
+        let key = keys.first().copied().unwrap_or_default();
         for arg in args {
             invocation.arg(*arg);
         }
@@ -355,7 +431,7 @@ impl RedisStore {
         self.run(
             self.change_lane(),
             script,
-            &self.key(key),
+            &[&self.key(key)],
             &all,
             until,
             |reply| reply.status == "ok",
@@ -623,9 +699,14 @@ impl FactorStore for RedisStore {
         };
         let script = &self.scripts.attempt;
         let reply = if self.wait_replicas == 0 {
-            self.run(Lane::Shared, script, &redis_key, &args(b"0"), until, |_| {
-                false
-            })
+            self.run(
+                Lane::Shared,
+                script,
+                &[&redis_key],
+                &args(b"0"),
+                until,
+                |_| false,
+            )
             .await?
         } else if attempt.matched_step.is_some() {
             // Most likely an acceptance, which must reach the replicas: straight to a
@@ -633,7 +714,7 @@ impl FactorStore for RedisStore {
             self.run(
                 Lane::Durable,
                 script,
-                &redis_key,
+                &[&redis_key],
                 &args(b"0"),
                 until,
                 accepts_or_locks,
@@ -643,15 +724,20 @@ impl FactorStore for RedisStore {
             // A wrong code changes only the failure count, unless it locks: try it on the
             // shared connection, and only a lock goes to one that waits.
             let first = self
-                .run(Lane::Shared, script, &redis_key, &args(b"1"), until, |_| {
-                    false
-                })
+                .run(
+                    Lane::Shared,
+                    script,
+                    &[&redis_key],
+                    &args(b"1"),
+                    until,
+                    |_| false,
+                )
                 .await?;
             if first.status == "hold" {
                 self.run(
                     Lane::Durable,
                     script,
-                    &redis_key,
+                    &[&redis_key],
                     &args(b"0"),
                     until,
                     accepts_or_locks,
@@ -687,9 +773,11 @@ impl FactorStore for RedisStore {
     async fn load_user(&self, key: &UserKey, deadline: Instant) -> Result<UserRecord, StoreError> {
         let fields = self.read_hash(key, deadline).await?;
         let recovery_codes = codes_held(&fields)?;
+        let standing = standing_of(&fields)?;
         Ok(UserRecord {
             factor: record_from(fields)?,
             recovery_codes,
+            standing,
         })
     }
 
@@ -741,7 +829,7 @@ impl FactorStore for RedisStore {
             .run(
                 self.change_lane(),
                 &self.scripts.redeem_code,
-                &self.key(key),
+                &[&self.key(key)],
                 &args,
                 until,
                 accepts_or_locks,
@@ -792,6 +880,165 @@ impl FactorStore for RedisStore {
             ))),
             _ => Err(reply.unexpected()),
         }
+    }
+
+    async fn load_policies(
+        &self,
+        org: &str,
+        deadline: Instant,
+    ) -> Result<StoredPolicies, StoreError> {
+        let [hash, _, _] = self.policy_keys(org);
+        let command = redis::cmd("HGETALL").arg(hash).clone();
+        let command = &command;
+        let fields: HashMap<String, Vec<u8>> = self
+            .on_shared(self.until(deadline), |mut connection: Connection| async move {
+                command.query_async(&mut connection).await
+            })
+            .await?;
+        policies_from(&fields)
+    }
+
+    async fn write_policy(
+        &self,
+        org: &str,
+        write: PolicyWrite,
+        now: UnixMicros,
+        deadline: Instant,
+    ) -> Result<PolicyWritten, StoreError> {
+        let now_text = now.0.to_string();
+        let args: [&[u8]; 4] = [
+            write.part.field().as_bytes(),
+            write.mode.as_str().as_bytes(),
+            write.form.as_bytes(),
+            now_text.as_bytes(),
+        ];
+        let reply = self
+            .policy_script(&self.scripts.write_policy, org, &args, deadline)
+            .await?;
+        match reply.status.as_str() {
+            "ok" => Ok(PolicyWritten::Written {
+                sequence: reply.unsigned(0)?,
+            }),
+            "exists" => Ok(PolicyWritten::Exists),
+            "absent" => Ok(PolicyWritten::Absent {
+                sequence: reply.unsigned(0)?,
+            }),
+            "unchanged" => Ok(PolicyWritten::Unchanged {
+                sequence: reply.unsigned(0)?,
+            }),
+            _ => Err(reply.unexpected()),
+        }
+    }
+
+    async fn seed_policies(
+        &self,
+        org: &str,
+        seed: &PolicySeed,
+        now: UnixMicros,
+        deadline: Instant,
+    ) -> Result<bool, StoreError> {
+        let lockout = seed.lockout.as_ref().map(stored_form).unwrap_or_default();
+        let otp = seed.otp.as_ref().map(stored_form).unwrap_or_default();
+        let now_text = now.0.to_string();
+        let args: [&[u8]; 3] = [lockout.as_bytes(), otp.as_bytes(), now_text.as_bytes()];
+        let reply = self
+            .policy_script(&self.scripts.seed_policy, org, &args, deadline)
+            .await?;
+        match reply.status.as_str() {
+            "ok" => Ok(true),
+            "kept" => Ok(false),
+            _ => Err(reply.unexpected()),
+        }
+    }
+
+    async fn policy_changes(
+        &self,
+        since: u64,
+        deadline: Instant,
+    ) -> Result<PolicyChanges, StoreError> {
+        let [epoch, changes] = self.policy_index_keys();
+        let mut invocation = self.scripts.policy_changes.prepare_invoke();
+        invocation.key(epoch).key(changes).arg(since);
+        let invocation = &invocation;
+        let reply: Vec<String> = self
+            .on_shared(
+                self.until(deadline),
+                |mut connection: Connection| async move {
+                    invocation.invoke_async(&mut connection).await
+                },
+            )
+            .await?;
+        let mut reply = reply.into_iter();
+        let epoch = reply
+            .next()
+            .and_then(|epoch| epoch.parse().ok())
+            .ok_or_else(|| StoreError::Corrupt("policy epoch".into()))?;
+        Ok(PolicyChanges {
+            epoch,
+            orgs: reply.map(Arc::from).collect(),
+        })
+    }
+
+    async fn index_locks(
+        &self,
+        changes: &[LockIndexChange],
+        deadline: Instant,
+    ) -> Result<(), StoreError> {
+        // One command per organization and kind: each index is one key, maybe on its own node.
+        let mut by_index: HashMap<(String, bool), Vec<&str>> = HashMap::new();
+        for change in changes {
+            by_index
+                .entry((self.lock_index_key(&change.key.org), change.locked))
+                .or_default()
+                .push(&change.key.user);
+        }
+        let until = self.until(deadline);
+        for ((index, locked), users) in by_index {
+            let mut command = if locked {
+                let mut command = redis::cmd("ZADD");
+                command.arg(&index);
+                for user in users {
+                    command.arg(0).arg(user);
+                }
+                command
+            } else {
+                let mut command = redis::cmd("ZREM");
+                command.arg(&index).arg(users);
+                command
+            };
+            let command = &mut command;
+            let _: i64 = self
+                .on_shared(until, |mut connection: Connection| async move {
+                    command.query_async(&mut connection).await
+                })
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn lock_candidates(
+        &self,
+        org: &str,
+        after: Option<&str>,
+        limit: usize,
+        deadline: Instant,
+    ) -> Result<Vec<Arc<str>>, StoreError> {
+        let min = after.map_or_else(|| "-".to_owned(), |after| format!("({after}"));
+        let mut command = redis::cmd("ZRANGEBYLEX");
+        command
+            .arg(self.lock_index_key(org))
+            .arg(min)
+            .arg("+")
+            .arg("LIMIT")
+            .arg(0)
+            .arg(limit);
+        let command = &command;
+        let users: Vec<String> = self
+            .on_shared(self.until(deadline), |mut connection: Connection| async move {
+                command.query_async(&mut connection).await
+            })
+            .await?;
+        Ok(users.into_iter().map(Arc::from).collect())
     }
 
     async fn server_time(&self) -> Result<Option<UnixMicros>, StoreError> {

@@ -120,6 +120,16 @@ pub(super) fn codes_held(fields: &HashMap<String, Vec<u8>>) -> Result<u32, Store
     u32::try_from(held).map_err(|_| corrupt("r:"))
 }
 
+/// The user's failures and lock (`n`, `u`), whether or not a factor holds them.
+pub(super) fn standing_of(
+    fields: &HashMap<String, Vec<u8>>,
+) -> Result<crate::domain::recovery::Standing, StoreError> {
+    Ok(crate::domain::recovery::Standing {
+        failures: number_field(fields, "n")?.unwrap_or(0),
+        lock: number_field::<i64>(fields, "u")?.map(Lock::from_stored),
+    })
+}
+
 /// The user's hash as a record; `None` when it holds no factor (absent, or removed: only the
 /// sequence is left).
 pub(super) fn record_from(

@@ -1,0 +1,27 @@
+-- Changes one part of an organization's policies: a transcription of `decide_write`
+-- (src/domain/policy.rs), and the memory store runs the function itself; the API tests run
+-- on both stores.
+-- (After policy_prelude.lua: key, clock, sequence, changed(), set_part(); ARGV[1] is the deadline.)
+-- ARGV[2]  the part: "lockout" | "otp"
+-- ARGV[3]  the mode: "add" | "update" | "set" | "reset"
+-- ARGV[4]  the part's new stored form ("" for a reset)
+-- ARGV[5]  now (the replica's clock), Unix microseconds: the part's dates
+-- ARGV[6]  the organization id (its entry in the change index)
+-- Returns  {"ok", sequence} | {"exists"} | {"absent", sequence} | {"unchanged", sequence}
+local part, mode, form = ARGV[2], ARGV[3], ARGV[4]
+local current = redis.call('HGET', key, part)
+if mode == 'add' and current then
+  return {'exists'}
+end
+if (mode == 'update' or mode == 'reset') and not current then
+  return {'absent', sequence}
+end
+if (mode == 'update' or mode == 'set') and current == form then
+  return {'unchanged', sequence}
+end
+if mode == 'reset' then
+  redis.call('HDEL', key, part, part .. '.c', part .. '.m')
+else
+  set_part(part, form, ARGV[5])
+end
+return {'ok', changed(ARGV[6])}

@@ -1,6 +1,7 @@
 //! Independent clients talk to tessera: Python's grpcio with stubs generated from proto/,
 //! codes from pyotp (the v1 Auth API, the login check, the v2 user API); and the community
-//! `zitadel` crate, whose client is generated from ZITADEL's own protos (the v2 user API).
+//! `zitadel` crate, whose client is generated from ZITADEL's own protos (the v2 user API and
+//! the management API's lockout policy).
 
 use std::process::Command;
 
@@ -72,27 +73,9 @@ async fn the_zitadel_crate_client_walks_through_the_v2_user_api() {
     let app = spawn_app(Backend::Memory).await;
     let alice = Token::user("acme", "alice").sign();
     let admin = Token::user("acme", "ops").role("otp.admin", "acme").sign();
-    let root = env!("CARGO_MANIFEST_DIR");
     let endpoint = app.grpc_address.clone();
     let now = app.now_secs().to_string();
-    let output = actix_rt::task::spawn_blocking(move || {
-        Command::new(env!("CARGO"))
-            .args(["run", "--quiet", "--locked", "--manifest-path"])
-            .arg(format!("{root}/tests/clients/zitadel-rs/Cargo.toml"))
-            .arg("--target-dir")
-            .arg(format!("{root}/target/clients"))
-            .args(["--", &endpoint, &alice, &admin, "alice", &now])
-            .output()
-    })
-    .await
-    .unwrap()
-    .expect("cargo runs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let stdout = run_zitadel_crate_client(vec![endpoint, alice, admin, "alice".into(), now]).await;
     assert_lines_with_rising_sequences(
         &stdout,
         &[
@@ -106,6 +89,59 @@ async fn the_zitadel_crate_client_walks_through_the_v2_user_api() {
             "removed again NotFound Multifactor OTP (OneTimePassword) doesn't exist (COMMAND-Hd9sd)",
         ],
     );
+}
+
+/// The calls ZITADEL's Terraform provider makes for `zitadel_lockout_policy`, with the
+/// messages of ZITADEL's own management.proto as the `zitadel` crate generates them.
+#[actix_web::test]
+async fn the_zitadel_crate_client_manages_the_lockout_policy() {
+    let app = spawn_app(Backend::Memory).await;
+    let alice = Token::user("acme", "alice").sign();
+    app.ready_for_login(&alice).await;
+    let admin = Token::user("acme", "ops").role("otp.admin", "acme").sign();
+    let endpoint = app.grpc_address.clone();
+    let stdout =
+        run_zitadel_crate_client(vec!["lockout".into(), endpoint, admin, "alice".into()]).await;
+    assert_lines_with_rising_sequences(
+        &stdout,
+        &[
+            "default is_default=true policy.is_default=true max_otp=5 max_password=0 owner=acme",
+            "added sequence=# owner=acme created=true",
+            "added again AlreadyExists Lockout Policy already exists (ORG-0olDf)",
+            "updated same FailedPrecondition Lockout Policy has not been changed (ORG-0JFSr)",
+            "updated sequence=#",
+            "custom is_default=false policy.is_default=false max_otp=4 max_password=10 owner=acme",
+            "factors 1",
+            "reset sequence=#",
+            "reset again NotFound Lockout Policy not found (ORG-D4zuz)",
+        ],
+    );
+}
+
+/// What the community `zitadel` crate's client (tests/clients/zitadel-rs) printed given
+/// `args`; it must succeed. scripts/test builds it beforehand into target/clients.
+async fn run_zitadel_crate_client(args: Vec<String>) -> String {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let output = actix_rt::task::spawn_blocking(move || {
+        Command::new(env!("CARGO"))
+            .args(["run", "--quiet", "--locked", "--manifest-path"])
+            .arg(format!("{root}/tests/clients/zitadel-rs/Cargo.toml"))
+            .arg("--target-dir")
+            .arg(format!("{root}/target/clients"))
+            .arg("--")
+            .args(args)
+            .output()
+    })
+    .await
+    .unwrap()
+    .expect("cargo runs");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
 }
 
 /// What `tests/clients/<script>` printed, given the app's gRPC address and then `args`; it

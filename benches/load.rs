@@ -37,11 +37,21 @@ use helpers::{AUDIENCE, ISSUER, RedisCluster, RedisServer, Token, fixture, free_
 
 const ORG: &str = "bench";
 
-/// The check's script as tessera sends it: the prelude (deadline, format), then the body.
+/// The check's script as tessera sends it: the prelude (deadline, format), the audit trail's
+/// writer, then the body.
 const ATTEMPT_SCRIPT: &str = concat!(
     include_str!("../src/store/lua/prelude.lua"),
+    include_str!("../src/store/lua/audit.lua"),
     include_str!("../src/store/lua/attempt.lua")
 );
+
+/// The audit stamp tessera passes with a check (`store::Stamp::script_arg`): now, a request
+/// id, the acting user and organization, a truncated address, 100 events kept for 90 days.
+fn audit_stamp(now: i64) -> String {
+    format!(
+        "{now}\n513fbb036695a7247b0dd92d257531f5\nlogin\n{ORG}\n127.0.0.0/24\n100\n7776000000\n"
+    )
+}
 
 struct Options {
     users: usize,
@@ -505,9 +515,12 @@ fn start_floor(redis_url: String, port: u16, users: usize) {
                                 let id = ids.get(index).map_or(&[][..], Vec::as_slice);
                                 // A wrong code: count a failure.
                                 let step = if body.code.is_empty() { "0" } else { "-1" };
+                                let hash = format!("tessera:{{{ORG}:{user}}}");
                                 let reply: redis::RedisResult<Vec<redis::Value>> = script
-                                    .key(format!("tessera:{{{ORG}:{user}}}"))
+                                    .key(&hash)
+                                    .key(format!("{hash}:events"))
                                     .arg(deadline)
+                                    .arg(audit_stamp(now))
                                     .arg(id)
                                     .arg("2")
                                     .arg(step)
@@ -623,7 +636,9 @@ fn redis_benchmark(redis: &RedisServer, o: &Options) -> f64 {
     let now = chrono::Utc::now().timestamp_micros();
     // A deadline an hour ahead: the run takes seconds.
     let deadline = (now + 3_600_000_000).to_string();
+    let stamp = audit_stamp(now);
     let now = now.to_string();
+    let events = format!("{key}:events");
     let out = Command::new("redis-benchmark")
         .args([
             "-p",
@@ -633,7 +648,8 @@ fn redis_benchmark(redis: &RedisServer, o: &Options) -> f64 {
         ])
         .args(["-n", "400000", "--threads", "2", "-q"])
         .args([
-            "EVALSHA", sha, "1", &key, &deadline, id, "2", "-1", &now, "0", "0", "0",
+            "EVALSHA", sha, "2", &key, &events, &deadline, &stamp, id, "2", "-1", &now, "0", "0",
+            "0",
         ])
         .output()
         .expect("redis-benchmark (Debian: redis-tools)");

@@ -18,6 +18,7 @@ use crate::api::grpc::{self, GrpcOptions};
 use crate::api::http::{HttpState, routes};
 use crate::auth::{TokenVerifier, VerifierError};
 use crate::clock::{SharedClock, SystemClock};
+use crate::domain::audit::Retention;
 use crate::health::Readiness;
 use crate::metrics::Metrics;
 use crate::seal::{KeyRing, SealError};
@@ -28,8 +29,8 @@ use crate::store::{
 };
 use crate::telemetry::RequestSpans;
 use crate::tenant::{
-    AddressLimiter, LockIndexFeed, LockIndexWriter, OrgRegistry, PolicyDirectory, TenantDeps,
-    policies,
+    AddressLimiter, AuditFeed, AuditFeedCopier, LockIndexFeed, LockIndexWriter, OrgRegistry,
+    PolicyDirectory, TenantDeps, policies,
 };
 use crate::tls::Tls;
 
@@ -87,6 +88,8 @@ struct Core {
     store: SharedStore,
     /// Taken by `spawn_background_tasks`.
     lock_index_writer: Option<LockIndexWriter>,
+    /// Taken by `spawn_background_tasks`.
+    audit_feed_copier: Option<AuditFeedCopier>,
     /// Seeds the store did not take at the start, tried again in the background.
     seeds_left: Vec<(Arc<str>, PolicySeed)>,
     /// The organization actors' threads.
@@ -118,11 +121,13 @@ impl Core {
         let store: SharedStore = Arc::new(MeteredStore::new(store, metrics.clone()));
         let (lock_index, lock_index_writer) =
             LockIndexFeed::new(metrics.lock_index_dropped.clone());
+        let (audit_feed, audit_feed_copier) = AuditFeed::new(metrics.audit_feed_dropped.clone());
         let deps = Arc::new(TenantDeps {
             store: store.clone(),
             keys: config.seal_keys.clone(),
             default_policy: config.policies.default.clone(),
             lock_index,
+            audit_feed: audit_feed.clone(),
             limits: config.limits,
             cache_capacity: config.tenants.cache_capacity,
             metrics: metrics.clone(),
@@ -150,8 +155,15 @@ impl Core {
             .iter()
             .map(|(org, seed)| (Arc::from(org.as_str()), seed.clone()))
             .collect();
-        let seeds_left =
-            policies::seed(&store, seeds, clock.now(), config.tenants.call_timeout).await;
+        let seeds_left = policies::seed(
+            &store,
+            &audit_feed,
+            seeds,
+            clock.now(),
+            config.policies.default.retention(),
+            config.tenants.call_timeout,
+        )
+        .await;
         let policy_directory = PolicyDirectory::new(
             store.clone(),
             registry.clone(),
@@ -169,6 +181,7 @@ impl Core {
             policy_read_role: config.auth.policy_read_role.clone(),
             policy_write_role: config.auth.policy_write_role.clone(),
             policies: policy_directory,
+            address_recording: config.client_address,
             management_needs_client_cert: tls.as_ref().is_some_and(|tls| tls.verifies_clients()),
             metrics,
             readiness: readiness.clone(),
@@ -178,6 +191,7 @@ impl Core {
             registry,
             store,
             lock_index_writer: Some(lock_index_writer),
+            audit_feed_copier: Some(audit_feed_copier),
             seeds_left,
             arbiters,
             address_limiter,
@@ -193,6 +207,9 @@ impl Core {
         if let Some(writer) = self.lock_index_writer.take() {
             actix_rt::spawn(writer.run(self.store.clone(), config.tenants.call_timeout));
         }
+        if let Some(copier) = self.audit_feed_copier.take() {
+            actix_rt::spawn(copier.run(self.store.clone(), config.tenants.call_timeout));
+        }
         actix_rt::spawn(policies::watch(
             self.registry.clone(),
             self.store.clone(),
@@ -202,8 +219,10 @@ impl Core {
         if !seeds.is_empty() {
             spawn_seeding(
                 self.store.clone(),
+                self.registry.deps().audit_feed.clone(),
                 self.service.clock.clone(),
                 seeds,
+                config.policies.default.retention(),
                 config.tenants.call_timeout,
             );
         }
@@ -576,15 +595,17 @@ fn spawn_readiness_checks(readiness: Arc<Readiness>, every: Duration) {
 /// Tries the seeds the store did not take at the start again, until it takes them all.
 fn spawn_seeding(
     store: SharedStore,
+    feed: AuditFeed,
     clock: SharedClock,
     mut seeds: Vec<(Arc<str>, PolicySeed)>,
+    retention: Retention,
     timeout: Duration,
 ) {
     actix_rt::spawn(async move {
         let mut ticks = actix_rt::time::interval(Duration::from_secs(1));
         while !seeds.is_empty() {
             ticks.tick().await;
-            seeds = policies::seed(&store, seeds, clock.now(), timeout).await;
+            seeds = policies::seed(&store, &feed, seeds, clock.now(), retention, timeout).await;
         }
     });
 }

@@ -35,6 +35,7 @@ pub struct Metrics {
     /// Notes for the index of locked users dropped because the queue was full (the store
     /// away for long): those users show in the listing again at their next refused attempt.
     pub lock_index_dropped: prometheus::IntCounter,
+    pub audit_feed_dropped: prometheus::IntCounter,
     /// Changes of organizations' policies through the API, by part ("lockout", "otp").
     pub policy_changes: IntCounterVec,
 }
@@ -186,6 +187,9 @@ impl Metrics {
             "policy_changes",
             "index_locks",
             "lock_candidates",
+            "user_events",
+            "copy_to_feed",
+            "feed_events",
         ] {
             store_errors.with_label_values(&[op]);
         }
@@ -197,6 +201,12 @@ impl Metrics {
             "Notes for the index of locked users dropped because the store was away too long.",
         )?;
         registry.register(Box::new(lock_index_dropped.clone()))?;
+        let audit_feed_dropped = prometheus::IntCounter::new(
+            "tessera_audit_feed_dropped_total",
+            "Notes for organizations' audit feeds dropped because the store was away too long \
+             (the source's next change copies its events).",
+        )?;
+        registry.register(Box::new(audit_feed_dropped.clone()))?;
         let policy_changes = counter(
             "tessera_policy_changes_total",
             "Changes of organizations' policies through the API, by part (lockout, otp).",
@@ -206,6 +216,7 @@ impl Metrics {
             policy_changes.with_label_values(&[part]);
         }
         Ok(Self {
+            audit_feed_dropped,
             lock_index_dropped,
             policy_changes,
             registry,

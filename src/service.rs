@@ -21,15 +21,16 @@ use secrecy::SecretString;
 
 use crate::auth::{Caller, TokenVerifier, org_header, user_id};
 use crate::clock::SharedClock;
+use crate::domain::audit::{AddressRecording, AuditEvent, Author, EventFilter, Retention};
 use crate::domain::ids::is_valid_id;
 use crate::domain::policy::{CustomLockout, OtpSettings, Stamped, WriteMode};
 use crate::domain::recovery::MAX_CODES;
 use crate::domain::{Details, FactorState, OtpError, Purpose, UnixMicros};
-use crate::store::{PolicyPart, PolicyWrite, PolicyWritten, UserRecord};
+use crate::store::{PolicyPart, PolicyWrite, PolicyWritten, Stamp, UserKey, UserRecord, entry_id};
 use crate::tenant::{
     AddressLimiter, Enroll, Enrollment, FactorView, GenerateCodes, GeneratedCodes, InspectUser,
     ListFactors, LockedPage, Operation, OrgRegistry, PolicyDirectory, RedeemCode, RemoveCodes,
-    RemoveFactor, Requester, SubmitCode, UnlockFactor, locked_users,
+    RemoveFactor, Requester, SubmitCode, UnlockFactor, locked_users, store_error,
 };
 
 pub struct OtpService {
@@ -46,6 +47,8 @@ pub struct OtpService {
     pub policy_read_role: String,
     pub policy_write_role: String,
     pub policies: PolicyDirectory,
+    /// How much of the client's address audit events keep.
+    pub address_recording: AddressRecording,
     /// Management calls need a client certificate from the configured CA (mTLS).
     pub management_needs_client_cert: bool,
     pub metrics: Arc<crate::metrics::Metrics>,
@@ -60,12 +63,16 @@ pub struct Origin<'a> {
     pub authorization: Option<&'a [u8]>,
     /// The connection presented a client certificate that the configured CA signed.
     pub client_certified: bool,
+    /// The request's id (`telemetry::RequestId`), for its audit events.
+    pub request_id: &'a str,
 }
 
 /// A caller proven by a token, and what the connection proved: a call's gates passed.
 pub struct Authenticated {
     pub caller: Arc<Caller>,
     pub client_certified: bool,
+    /// The caller as the audit events of its changes record it.
+    pub actor: Arc<Author>,
 }
 
 impl Authenticated {
@@ -74,6 +81,7 @@ impl Authenticated {
         OwnScope {
             org: self.caller.org.clone(),
             user: self.caller.user.clone(),
+            actor: self.actor.clone(),
         }
     }
 }
@@ -83,6 +91,7 @@ impl Authenticated {
 pub struct OwnScope {
     org: Arc<str>,
     user: Arc<str>,
+    actor: Arc<Author>,
 }
 
 /// The role a management call needs in the organization it acts on: any one of `names`.
@@ -128,6 +137,7 @@ impl Role for PolicyChange {
 /// `R` there.
 pub struct TenantScope<R: Role> {
     org: Arc<str>,
+    actor: Arc<Author>,
     role: PhantomData<R>,
 }
 
@@ -144,6 +154,7 @@ pub enum UserScope {
 pub struct OrgScope<R: Role> {
     org: Arc<str>,
     user: Arc<str>,
+    actor: Arc<Author>,
     role: PhantomData<R>,
 }
 
@@ -175,7 +186,8 @@ impl OtpService {
 
     /// The gates every call passes before any work: the client address limit, then the token.
     pub async fn authenticate(&self, origin: &Origin<'_>) -> Result<Authenticated, OtpError> {
-        if let Some(address) = self.client_address(origin) {
+        let address = self.client_address(origin);
+        if let Some(address) = address {
             self.address_limiter.check(address)?;
         }
         self.verifier
@@ -183,9 +195,16 @@ impl OtpService {
             .await
             .map(|caller| {
                 tracing::Span::current().record("tenant", caller.org.as_ref());
+                let actor = Arc::new(Author {
+                    request_id: Arc::from(origin.request_id),
+                    user: caller.user.clone(),
+                    org: caller.org.clone(),
+                    address: self.address_recording.record(address).map(Arc::from),
+                });
                 Authenticated {
                     caller,
                     client_certified: origin.client_certified,
+                    actor,
                 }
             })
             .inspect_err(|err| {
@@ -216,10 +235,11 @@ impl OtpService {
         org_header_value: Option<&[u8]>,
         user: &str,
     ) -> Result<OrgScope<R>, OtpError> {
-        let TenantScope { org, .. } = self.tenant_scope::<R>(auth, org_header_value)?;
+        let TenantScope { org, actor, .. } = self.tenant_scope::<R>(auth, org_header_value)?;
         Ok(OrgScope {
             org,
             user: user_id(user)?,
+            actor,
             role: PhantomData,
         })
     }
@@ -240,6 +260,7 @@ impl OtpService {
         tracing::Span::current().record("tenant", org.as_ref());
         Ok(TenantScope {
             org,
+            actor: auth.actor.clone(),
             role: PhantomData,
         })
     }
@@ -466,6 +487,91 @@ impl OtpService {
         locked_users(deps, &scope.org, after, limit, now, deadline).await
     }
 
+    /// One user's events, newest first, straight from the stream each change appends to;
+    /// `page_token` is the last page's `next_page_token`.
+    pub async fn user_events(
+        &self,
+        scope: OrgScope<Admin>,
+        page_size: u32,
+        page_token: &str,
+    ) -> Result<EventPage, OtpError> {
+        let limit = page_limit(page_size);
+        let before = event_cursor(page_token)?;
+        let key = UserKey {
+            org: scope.org,
+            user: scope.user,
+        };
+        let events = self
+            .registry
+            .deps()
+            .store
+            .user_events(&key, before, limit, self.deadline())
+            .await
+            .map_err(store_error)?;
+        let next = (events.len() == limit)
+            .then(|| events.last().map(|event| event.id.clone()))
+            .flatten();
+        Ok(EventPage { events, next })
+    }
+
+    /// The organization's events that `filter` asks for, newest first, from its feed (see
+    /// `tenant::AuditFeed` for how it lags the users' own streams). A page may hold fewer
+    /// than `page_size` while more follow: at most `SCAN` entries are read per call, and
+    /// `next` says where to go on.
+    pub async fn org_events(
+        &self,
+        scope: TenantScope<Admin>,
+        filter: EventFilter,
+        page_size: u32,
+        page_token: &str,
+    ) -> Result<EventPage, OtpError> {
+        const SCAN: usize = 10_000;
+        let limit = page_limit(page_size);
+        let batch = limit.max(100);
+        let mut before = event_cursor(page_token)?.map(str::to_owned);
+        let store = &self.registry.deps().store;
+        let deadline = self.deadline();
+        let mut events = Vec::with_capacity(limit);
+        let mut scanned = 0;
+        loop {
+            let read = store
+                .feed_events(&scope.org, before.as_deref(), batch, deadline)
+                .await
+                .map_err(store_error)?;
+            let complete = read.len() < batch;
+            for event in read {
+                scanned += 1;
+                // The feed is in the order of copying, and a copy comes after its event: an
+                // entry copied before `since` ends the search, and every older one with it.
+                let copied_ms = entry_id(&event.id).map_or(0, |(ms, _)| ms);
+                if filter.since.is_some_and(|since| {
+                    i64::try_from(copied_ms).unwrap_or(i64::MAX) < since.0 / 1000
+                }) {
+                    return Ok(EventPage { events, next: None });
+                }
+                before = Some(event.id.clone());
+                if filter.matches(&event) {
+                    events.push(event);
+                    if events.len() == limit {
+                        return Ok(EventPage {
+                            events,
+                            next: before,
+                        });
+                    }
+                }
+            }
+            if complete {
+                return Ok(EventPage { events, next: None });
+            }
+            if scanned >= SCAN {
+                return Ok(EventPage {
+                    events,
+                    next: before,
+                });
+            }
+        }
+    }
+
     /// ZITADEL's GetLockoutPolicy: the organization's own, else the instance's.
     pub async fn lockout_policy(
         &self,
@@ -517,7 +623,7 @@ impl OtpService {
             _ => PolicyWrite::lockout(mode, &policy),
         };
         let now = self.clock.now();
-        let written = self.write_policy(&scope.org, write, now).await?;
+        let written = self.write_policy(&scope, write, now).await?;
         match (written, mode) {
             (PolicyWritten::Written { sequence }, WriteMode::Add) => {
                 Ok(Details::created(sequence, now, scope.org))
@@ -541,14 +647,17 @@ impl OtpService {
     ) -> Result<OtpPolicyView, OtpError> {
         let policies = self.policies.read(&scope.org, self.deadline()).await?;
         let sequence = policies.stored.sequence;
+        let retention = policies.effective.retention();
         Ok(match policies.stored.otp {
             Some(custom) => OtpPolicyView {
                 settings: custom.value.clone(),
+                retention,
                 is_default: false,
                 details: stamped_details(&custom, sequence, &scope.org),
             },
             None => OtpPolicyView {
                 settings: OtpSettings::of(self.policies.default_policy()),
+                retention,
                 is_default: true,
                 details: Details::default_policy(scope.org),
             },
@@ -589,7 +698,7 @@ impl OtpService {
         write: PolicyWrite,
         now: UnixMicros,
     ) -> Result<Details, OtpError> {
-        match self.write_policy(&scope.org, write, now).await? {
+        match self.write_policy(&scope, write, now).await? {
             PolicyWritten::Written { sequence } => Ok(Details::changed(sequence, now, scope.org)),
             PolicyWritten::Absent { sequence } | PolicyWritten::Unchanged { sequence } => {
                 Ok(Details {
@@ -603,16 +712,30 @@ impl OtpService {
         }
     }
 
+    /// One change of the organization's policies, with its `policy_changed` event, kept as
+    /// long as the organization keeps events now.
     async fn write_policy(
         &self,
-        org: &Arc<str>,
+        scope: &TenantScope<PolicyChange>,
         write: PolicyWrite,
         now: UnixMicros,
     ) -> Result<PolicyWritten, OtpError> {
         let part = write.part.field();
+        let deadline = self.deadline();
+        let retention = self
+            .policies
+            .read(&scope.org, deadline)
+            .await?
+            .effective
+            .retention();
+        let stamp = Stamp {
+            now,
+            actor: scope.actor.clone(),
+            retention,
+        };
         let written = self
             .policies
-            .write(org, write, now, self.deadline())
+            .write(&scope.org, write, &stamp, deadline)
             .await?;
         if let PolicyWritten::Written { .. } = written {
             self.metrics.policy_changes.with_label_values(&[part]).inc();
@@ -629,10 +752,38 @@ impl OtpService {
         scope: impl Into<Target>,
         op: Op,
     ) -> Result<Op::Output, OtpError> {
-        let Target { org, user } = scope.into();
+        let Target { org, user, actor } = scope.into();
         let (now, deadline) = (self.clock.now(), self.deadline());
-        self.registry.org(&org)?.run(user, op, now, deadline).await
+        self.registry
+            .org(&org)?
+            .run(user, actor, op, now, deadline)
+            .await
     }
+}
+
+/// A page size as the listings take it: 0 is 100, at most 1000.
+fn page_limit(page_size: u32) -> usize {
+    match usize::try_from(page_size) {
+        Ok(0) => 100,
+        Ok(size) => size.min(1000),
+        Err(_) => 1000,
+    }
+}
+
+/// A page token of the event listings: empty, or a stream entry id one of them gave.
+fn event_cursor(page_token: &str) -> Result<Option<&str>, OtpError> {
+    match page_token {
+        "" => Ok(None),
+        token if entry_id(token).is_some() => Ok(Some(token)),
+        _ => Err(OtpError::PageTokenInvalid),
+    }
+}
+
+/// One page of events, and where the next starts (none: the last).
+#[derive(Debug, Clone)]
+pub struct EventPage {
+    pub events: Vec<AuditEvent>,
+    pub next: Option<String>,
 }
 
 /// The details of a stored policy part: the organization's policy sequence, the part's dates.
@@ -656,6 +807,9 @@ pub struct OtpSettingsRequest {
     pub lock_duration_secs: Option<u32>,
     pub show_failures: Option<bool>,
     pub recovery_codes: Option<u32>,
+    pub audit_max_events_per_user: Option<u32>,
+    pub audit_max_events: Option<u32>,
+    pub audit_max_age_days: Option<u32>,
 }
 
 impl OtpSettingsRequest {
@@ -678,6 +832,13 @@ impl OtpSettingsRequest {
                 .map_or(default.lock_duration_secs, u64::from),
             show_failures: self.show_failures.unwrap_or(default.show_failures),
             recovery_codes: self.recovery_codes.unwrap_or(default.recovery_codes),
+            retention: default.retention.map(|retention| Retention {
+                max_events_per_user: self
+                    .audit_max_events_per_user
+                    .unwrap_or(retention.max_events_per_user),
+                max_events: self.audit_max_events.unwrap_or(retention.max_events),
+                max_age_days: self.audit_max_age_days.unwrap_or(retention.max_age_days),
+            }),
         })
     }
 }
@@ -693,6 +854,9 @@ pub struct LockoutPolicyView {
 /// tessera's OTP policy of an organization as its Get shows it.
 pub struct OtpPolicyView {
     pub settings: OtpSettings,
+    /// The audit trail's retention that applies (a stored policy older than the setting
+    /// follows the instance's).
+    pub retention: Retention,
     pub is_default: bool,
     pub details: Details,
 }
@@ -810,11 +974,12 @@ impl FactorFilter {
 struct Target {
     org: Arc<str>,
     user: Arc<str>,
+    actor: Arc<Author>,
 }
 
 impl From<OwnScope> for Target {
-    fn from(OwnScope { org, user }: OwnScope) -> Self {
-        Self { org, user }
+    fn from(OwnScope { org, user, actor }: OwnScope) -> Self {
+        Self { org, user, actor }
     }
 }
 
@@ -832,6 +997,7 @@ impl<R: Role> From<OrgScope<R>> for Target {
         Self {
             org: scope.org,
             user: scope.user,
+            actor: scope.actor,
         }
     }
 }

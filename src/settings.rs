@@ -17,6 +17,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 use crate::auth::AuthConfig;
+use crate::domain::audit::{AddressRecording, Retention};
 use crate::domain::policy::{CustomLockout, OtpSettings};
 use crate::domain::recovery::{DEFAULT_CODES, MAX_CODES};
 use crate::domain::{HashAlgorithm, LockoutPolicy, OtpPolicy, TotpParams};
@@ -76,6 +77,7 @@ pub struct Settings {
     pub health: HealthSettings,
     pub log: LogSettings,
     pub process: ProcessSettings,
+    pub audit: AuditSettings,
     /// Seeds of organizations' own policies, written to the store once each (`PolicySeed`);
     /// the API changes them from then on. Keyed by organization id in lower case (see
     /// `normalize_org_keys`).
@@ -244,6 +246,17 @@ pub struct HealthSettings {
 #[serde(deny_unknown_fields)]
 pub struct ProcessSettings {
     pub allow_core_dumps: bool,
+}
+
+/// The audit trail (`domain::audit`): how much of the client's address an event keeps, and
+/// the instance's retention, which an organization's OTP policy may replace.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditSettings {
+    pub client_address: AddressRecording,
+    pub max_events_per_user: u32,
+    pub max_events: u32,
+    pub max_age_days: u32,
 }
 
 #[derive(Debug, Deserialize)]
@@ -493,10 +506,22 @@ impl Settings {
         let tls = self.tls.parse(&mut problems);
         let store = parse_store(self.store, self.redis, &mut problems);
         let auth = self.auth.parse(mode == Mode::Dev, &mut problems);
+        let retention = Retention {
+            max_events_per_user: self.audit.max_events_per_user,
+            max_events: self.audit.max_events,
+            max_age_days: self.audit.max_age_days,
+        };
+        let retention_problems = retention.problems();
+        problems.extend(
+            retention_problems
+                .iter()
+                .map(|problem| format!("audit: {problem}")),
+        );
         let policies = parse_policies(
             &self.totp,
             &self.lockout,
             &self.recovery_codes,
+            retention,
             self.orgs,
             &mut problems,
         );
@@ -542,6 +567,7 @@ impl Settings {
             },
             log: self.log,
             process: self.process,
+            client_address: self.audit.client_address,
             loaded_from: self.loaded_from,
             warnings: self.warnings,
         })
@@ -565,6 +591,8 @@ pub struct Config {
     pub health: HealthConfig,
     pub log: LogSettings,
     pub process: ProcessSettings,
+    /// How much of the client's address audit events keep.
+    pub client_address: AddressRecording,
     /// The layers read, for the start's log: the files and the config directory.
     pub loaded_from: String,
     /// What loading found wrong but not fatal (stray variables), for the start's log.
@@ -808,6 +836,7 @@ fn parse_policies(
     totp: &TotpSettings,
     lockout: &LockoutSettings,
     recovery: &RecoveryCodeSettings,
+    retention: Retention,
     orgs: HashMap<String, OrgOverrides>,
     problems: &mut Vec<String>,
 ) -> Option<Policies> {
@@ -828,6 +857,7 @@ fn parse_policies(
         totp,
         lockout,
         recovery_codes,
+        retention,
     };
     let default = policy("totp", &OrgOverrides::default(), &instance, problems);
     let mut seeds = HashMap::with_capacity(orgs.len());
@@ -881,6 +911,7 @@ struct Instance<'a> {
     totp: &'a TotpSettings,
     lockout: &'a LockoutSettings,
     recovery_codes: u32,
+    retention: Retention,
 }
 
 /// The instance's policy with one organization's overrides (none for the instance's own).
@@ -894,6 +925,7 @@ fn policy(
         totp,
         lockout,
         recovery_codes,
+        retention,
     } = instance;
     let params = TotpParams::new(
         o.algorithm.unwrap_or(totp.algorithm),
@@ -913,7 +945,9 @@ fn policy(
         o.issuer.clone().unwrap_or_else(|| totp.issuer.clone()),
         lockout,
         o.recovery_codes.unwrap_or(*recovery_codes),
-    );
+    )
+    // The retention was checked under its own name, once (`parse`).
+    .map(|policy| policy.clone().with_retention(*retention).unwrap_or(policy));
     let policy_problems = policy.as_ref().err().into_iter().flatten();
     let found = params.as_ref().err().into_iter().chain(policy_problems);
     let before = problems.len();

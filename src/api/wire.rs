@@ -165,6 +165,9 @@ pub struct OtpPolicyJson {
     pub show_failures: bool,
     pub recovery_code_count: u32,
     pub is_default: bool,
+    pub audit_max_events_per_user: u32,
+    pub audit_max_events: u32,
+    pub audit_max_age_days: u32,
 }
 
 #[derive(Serialize)]
@@ -353,4 +356,48 @@ mod tests {
             r#"{"result":[{"state":"AUTH_FACTOR_STATE_READY","otp":{}}]}"#
         );
     }
+}
+
+/// One audit event as the event listings show it.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EventJson {
+    /// Its id in the stream listed: the next page's token when it is a page's last.
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
+    #[serde(serialize_with = "as_string")]
+    pub sequence: u64,
+    pub creation_date: String,
+    pub request_id: String,
+    pub actor_user_id: String,
+    pub actor_org_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_address: Option<String>,
+}
+
+impl From<crate::domain::audit::AuditEvent> for EventJson {
+    fn from(event: crate::domain::audit::AuditEvent) -> Self {
+        Self {
+            kind: event.kind.as_str(),
+            user_id: event.user.map(|user| user.to_string()),
+            sequence: event.sequence,
+            creation_date: timestamp(event.at),
+            request_id: event.request_id,
+            actor_user_id: event.actor_user,
+            actor_org_id: event.actor_org,
+            client_address: event.address,
+            id: event.id,
+        }
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EventsResponse {
+    pub result: Vec<EventJson>,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub next_page_token: String,
 }

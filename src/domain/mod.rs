@@ -9,6 +9,7 @@
 //! ```
 //! Any state may also carry a lock (after too many failures) that expires or is lifted by an admin.
 
+pub mod audit;
 pub mod details;
 pub mod error;
 pub mod factor;

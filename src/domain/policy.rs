@@ -10,6 +10,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::audit::Retention;
 use super::factor::LockoutPolicy;
 use super::recovery::MAX_CODES;
 use super::time::UnixMicros;
@@ -23,6 +24,7 @@ pub struct OtpPolicy {
     issuer: String,
     lockout: LockoutPolicy,
     recovery_codes: u32,
+    retention: Retention,
 }
 
 impl OtpPolicy {
@@ -57,6 +59,7 @@ impl OtpPolicy {
                 issuer,
                 lockout,
                 recovery_codes,
+                retention: Retention::default(),
             })
         } else {
             Err(problems)
@@ -85,6 +88,21 @@ impl OtpPolicy {
     pub fn recovery_codes(&self) -> u32 {
         self.recovery_codes
     }
+
+    /// How long the organization keeps its audit events.
+    pub fn retention(&self) -> Retention {
+        self.retention
+    }
+
+    /// The same policy keeping events for `retention`, if it is within bounds.
+    pub fn with_retention(mut self, retention: Retention) -> Result<Self, Vec<String>> {
+        let problems = retention.problems();
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        self.retention = retention;
+        Ok(self)
+    }
 }
 
 /// An organization's own lockout policy (ZITADEL's `LockoutPolicy`). The password attempts
@@ -108,6 +126,10 @@ pub struct OtpSettings {
     pub lock_duration_secs: u64,
     pub show_failures: bool,
     pub recovery_codes: u32,
+    /// The audit trail's retention (absent from forms stored before it existed: the
+    /// instance's then).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention: Option<Retention>,
 }
 
 /// The longest lock a policy may set: a year (and far from overflowing microseconds).
@@ -127,6 +149,7 @@ impl OtpSettings {
                 .unwrap_or(0),
             show_failures: lockout.show_failures,
             recovery_codes: policy.recovery_codes(),
+            retention: Some(policy.retention()),
         }
     }
 
@@ -155,8 +178,14 @@ impl OtpSettings {
             lockout,
             self.recovery_codes,
         );
+        if let Some(retention) = self.retention {
+            problems.extend(retention.problems());
+        }
         match policy {
-            Ok(policy) if problems.is_empty() => Ok(policy),
+            Ok(policy) if problems.is_empty() => match self.retention {
+                Some(retention) => policy.with_retention(retention),
+                None => Ok(policy),
+            },
             Ok(_) => Err(problems),
             Err(more) => {
                 problems.extend(more);
@@ -194,10 +223,11 @@ impl StoredPolicies {
             .map_or(default.lockout().max_attempts, |custom| {
                 custom.value.max_otp_attempts
             });
-        let settings = self
+        let mut settings = self
             .otp
             .as_ref()
             .map_or_else(|| OtpSettings::of(default), |custom| custom.value.clone());
+        settings.retention.get_or_insert(default.retention());
         settings.policy(max_attempts)
     }
 }

@@ -1,18 +1,20 @@
 //! The embedded store of `tessera dev` and tests: the Lua scripts' semantics over a map.
 //! One process only; its state ends with the process.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use async_trait::async_trait;
 
+use super::audit::{FeedSource, Stamp, entry_id};
 use super::policy::policies_from;
 use super::{
     AddCodesOutcome, AddOutcome, Attempt, AttemptOutcome, ChangeOutcome, FactorStore,
     LockIndexChange, NewCodes, NewFactor, PolicyChanges, PolicySeed, PolicyWrite, PolicyWritten,
     RedeemOutcome, Redemption, RemoveCodesOutcome, StoreError, UserKey, UserRecord, stored_form,
 };
+use crate::domain::audit::{AuditEvent, EventKind, Retention, attempt_events, redeem_events};
 use crate::domain::factor::{AttemptDecision, decide_attempt};
 use crate::domain::policy::{StoredPolicies, WriteDecision, decide_write};
 use crate::domain::recovery::{RedeemDecision, Standing, decide_redeem, may_add};
@@ -28,6 +30,100 @@ struct Slot {
     /// while there is one, its record holds them, as the hash's `n` and `u` do in Redis.
     standing: Standing,
     codes: BTreeSet<String>,
+    events: EventStream,
+}
+
+/// Events as Redis keeps them: a user's (or an organization's own) newest last here, with
+/// ids `<sequence>-<n>` as `lua/audit.lua` makes them; a feed's with a stream's ids
+/// `<ms>-<n>`. Trimmed by count and by age as the scripts trim.
+#[derive(Default)]
+struct EventStream {
+    entries: VecDeque<AuditEvent>,
+    last: (u64, u64),
+}
+
+impl EventStream {
+    fn wall_ms() -> u64 {
+        u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap_or(0)
+    }
+
+    /// Drops the oldest past `max_events`, and those whose id's first number (a sequence in
+    /// microseconds, or a stream's milliseconds) is below `oldest`.
+    fn trim(&mut self, max_events: u32, oldest: u64) {
+        while self.entries.len() > max_events as usize {
+            self.entries.pop_front();
+        }
+        while self
+            .entries
+            .front()
+            .and_then(|event| entry_id(&event.id))
+            .is_some_and(|(first, _)| first < oldest)
+        {
+            self.entries.pop_front();
+        }
+    }
+
+    /// Appends a copied event under a stream id, as the feed's XADD does.
+    fn push(&mut self, mut event: AuditEvent, retention: Retention) {
+        let ms = Self::wall_ms();
+        self.last = if ms > self.last.0 {
+            (ms, 0)
+        } else {
+            (self.last.0, self.last.1 + 1)
+        };
+        event.id = format!("{}-{}", self.last.0, self.last.1);
+        self.entries.push_back(event);
+        let age_ms = u64::try_from(retention.max_age_micros() / 1000).unwrap_or(0);
+        self.trim(retention.max_events, self.last.0.saturating_sub(age_ms));
+    }
+
+    /// The change's events, as `lua/audit.lua` appends them.
+    fn record(
+        &mut self,
+        kinds: &[EventKind],
+        user: Option<&Arc<str>>,
+        sequence: u64,
+        stamp: &Stamp,
+    ) {
+        for (index, kind) in kinds.iter().enumerate() {
+            self.entries.push_back(AuditEvent {
+                id: format!("{sequence}-{}", index + 1),
+                kind: *kind,
+                user: user.cloned(),
+                at: stamp.now,
+                sequence,
+                request_id: stamp.actor.request_id.to_string(),
+                actor_user: stamp.actor.user.to_string(),
+                actor_org: stamp.actor.org.to_string(),
+                address: stamp.actor.address.as_deref().map(str::to_owned),
+            });
+        }
+        let clock = Self::wall_ms().saturating_mul(1000);
+        let age = u64::try_from(stamp.retention.max_age_micros()).unwrap_or(0);
+        self.trim(
+            stamp.retention.max_events_per_user,
+            clock.saturating_sub(age),
+        );
+    }
+
+    /// Newest first, before `before`.
+    fn page(&self, before: Option<&str>, limit: usize) -> Vec<AuditEvent> {
+        let before = before.and_then(entry_id);
+        self.entries
+            .iter()
+            .rev()
+            .filter(|event| before.is_none_or(|before| entry_id(&event.id) < Some(before)))
+            .take(limit)
+            .cloned()
+            .collect()
+    }
+}
+
+/// An organization's feed, and how far it copied each source (`store::audit`).
+#[derive(Default)]
+struct Feed {
+    stream: EventStream,
+    copied: HashMap<String, String>,
 }
 
 impl Slot {
@@ -77,6 +173,8 @@ struct Organizations {
     epoch: u64,
     changed: HashMap<String, u64>,
     locked: HashMap<String, BTreeSet<String>>,
+    policy_events: HashMap<String, EventStream>,
+    feeds: HashMap<String, Feed>,
 }
 
 impl Organizations {
@@ -175,9 +273,10 @@ impl FactorStore for MemoryStore {
         &self,
         key: &UserKey,
         factor: NewFactor,
-        now: UnixMicros,
+        stamp: &Stamp,
         deadline: Instant,
     ) -> Result<AddOutcome, StoreError> {
+        let now = stamp.now;
         self.with_slot(key, deadline, |slot| {
             if slot
                 .factor
@@ -201,6 +300,8 @@ impl FactorStore for MemoryStore {
                 created_at: now,
                 changed_at: now,
             });
+            slot.events
+                .record(&[EventKind::Enrolled], Some(&key.user), sequence, stamp);
             AddOutcome::Added {
                 sequence,
                 created_at: now,
@@ -212,11 +313,14 @@ impl FactorStore for MemoryStore {
         &self,
         key: &UserKey,
         attempt: Attempt,
-        now: UnixMicros,
+        stamp: &Stamp,
         deadline: Instant,
     ) -> Result<AttemptOutcome, StoreError> {
+        let now = stamp.now;
         self.with_slot(key, deadline, |slot| {
             let decision = decide_attempt(slot.factor.as_ref(), &attempt, now);
+            // A lock the attempt may pass is one that expired: the commit clears it.
+            let lock_expired = slot.factor.as_ref().is_some_and(|f| f.lock.is_some());
             match decision {
                 AttemptDecision::Absent => AttemptOutcome::Absent,
                 AttemptDecision::WrongState(state) => AttemptOutcome::WrongState(state),
@@ -227,6 +331,8 @@ impl FactorStore for MemoryStore {
                     if let Some(factor) = slot.factor.as_mut() {
                         factor.apply(&committed, sequence, now);
                     }
+                    let kinds = attempt_events(attempt.purpose, &committed, lock_expired);
+                    slot.events.record(&kinds, Some(&key.user), sequence, stamp);
                     committed
                         .verdict(sequence, now)
                         .map_or(AttemptOutcome::Absent, AttemptOutcome::Committed)
@@ -238,9 +344,10 @@ impl FactorStore for MemoryStore {
     async fn remove(
         &self,
         key: &UserKey,
-        now: UnixMicros,
+        stamp: &Stamp,
         deadline: Instant,
     ) -> Result<ChangeOutcome, StoreError> {
+        let now = stamp.now;
         self.with_slot(key, deadline, |slot| {
             let Some(removed) = slot.factor.take() else {
                 return ChangeOutcome::Absent;
@@ -250,8 +357,11 @@ impl FactorStore for MemoryStore {
                 failures: removed.failures,
                 lock: removed.lock,
             };
+            let sequence = slot.next_sequence();
+            slot.events
+                .record(&[EventKind::Removed], Some(&key.user), sequence, stamp);
             ChangeOutcome::Changed {
-                sequence: slot.next_sequence(),
+                sequence,
                 changed_at: now,
             }
         })
@@ -260,9 +370,10 @@ impl FactorStore for MemoryStore {
     async fn unlock(
         &self,
         key: &UserKey,
-        now: UnixMicros,
+        stamp: &Stamp,
         deadline: Instant,
     ) -> Result<ChangeOutcome, StoreError> {
+        let now = stamp.now;
         self.with_slot(key, deadline, |slot| {
             let standing = slot.standing();
             if standing.lock.is_none_or(|lock| !lock.is_active(now)) {
@@ -273,8 +384,11 @@ impl FactorStore for MemoryStore {
                 };
             }
             slot.set_standing(Standing::default());
+            let sequence = slot.changed(now);
+            slot.events
+                .record(&[EventKind::Unlocked], Some(&key.user), sequence, stamp);
             ChangeOutcome::Changed {
-                sequence: slot.changed(now),
+                sequence,
                 changed_at: now,
             }
         })
@@ -296,9 +410,10 @@ impl FactorStore for MemoryStore {
         &self,
         key: &UserKey,
         codes: NewCodes,
-        now: UnixMicros,
+        stamp: &Stamp,
         deadline: Instant,
     ) -> Result<AddCodesOutcome, StoreError> {
+        let now = stamp.now;
         self.with_slot(key, deadline, |slot| {
             let held = count(&slot.codes);
             let adding = u32::try_from(codes.fields.len()).unwrap_or(u32::MAX);
@@ -306,8 +421,11 @@ impl FactorStore for MemoryStore {
                 return AddCodesOutcome::TooMany { held };
             }
             slot.codes.extend(codes.fields);
+            let sequence = slot.changed(now);
+            let kinds = [EventKind::RecoveryCodesGenerated];
+            slot.events.record(&kinds, Some(&key.user), sequence, stamp);
             AddCodesOutcome::Added {
-                sequence: slot.changed(now),
+                sequence,
                 held: count(&slot.codes),
             }
         })
@@ -317,9 +435,10 @@ impl FactorStore for MemoryStore {
         &self,
         key: &UserKey,
         redemption: Redemption,
-        now: UnixMicros,
+        stamp: &Stamp,
         deadline: Instant,
     ) -> Result<RedeemOutcome, StoreError> {
+        let now = stamp.now;
         self.with_slot(key, deadline, |slot| {
             let found = redemption
                 .candidates
@@ -333,9 +452,11 @@ impl FactorStore for MemoryStore {
                 &redemption.policy,
                 now,
             );
-            match decision {
-                RedeemDecision::Locked(lock) => RedeemOutcome::Locked(lock),
-                RedeemDecision::NoCodes => RedeemOutcome::NoCodes,
+            // A lock the redemption may pass is one that expired: the commit clears it.
+            let kinds = redeem_events(&decision, standing.lock.is_some());
+            let outcome = match decision {
+                RedeemDecision::Locked(lock) => return RedeemOutcome::Locked(lock),
+                RedeemDecision::NoCodes => return RedeemOutcome::NoCodes,
                 RedeemDecision::Accept { remaining } => {
                     if let Some(field) = found {
                         slot.codes.remove(field);
@@ -352,16 +473,20 @@ impl FactorStore for MemoryStore {
                     slot.changed(now);
                     RedeemOutcome::Rejected { failures, lock }
                 }
-            }
+            };
+            let sequence = slot.sequence;
+            slot.events.record(&kinds, Some(&key.user), sequence, stamp);
+            outcome
         })
     }
 
     async fn remove_recovery_codes(
         &self,
         key: &UserKey,
-        now: UnixMicros,
+        stamp: &Stamp,
         deadline: Instant,
     ) -> Result<RemoveCodesOutcome, StoreError> {
+        let now = stamp.now;
         self.with_slot(key, deadline, |slot| {
             if let Some(lock) = slot.standing().lock.filter(|lock| lock.is_active(now)) {
                 return RemoveCodesOutcome::Locked(lock);
@@ -370,8 +495,11 @@ impl FactorStore for MemoryStore {
                 return RemoveCodesOutcome::NoCodes;
             }
             slot.codes.clear();
+            let sequence = slot.changed(now);
+            let kinds = [EventKind::RecoveryCodesRemoved];
+            slot.events.record(&kinds, Some(&key.user), sequence, stamp);
             RemoveCodesOutcome::Removed {
-                sequence: slot.changed(now),
+                sequence,
                 changed_at: now,
             }
         })
@@ -393,9 +521,10 @@ impl FactorStore for MemoryStore {
         &self,
         org: &str,
         write: PolicyWrite,
-        now: UnixMicros,
+        stamp: &Stamp,
         deadline: Instant,
     ) -> Result<PolicyWritten, StoreError> {
+        let now = stamp.now;
         self.with_orgs(deadline, |orgs| {
             let field = write.part.field();
             let hash = orgs.policies.get(org);
@@ -417,9 +546,12 @@ impl FactorStore for MemoryStore {
             } else {
                 set_part(hash, field, &write.form, now);
             }
-            PolicyWritten::Written {
-                sequence: orgs.changed(org),
-            }
+            let sequence = orgs.changed(org);
+            orgs.policy_events
+                .entry(org.to_owned())
+                .or_default()
+                .record(&[EventKind::PolicyChanged], None, sequence, stamp);
+            PolicyWritten::Written { sequence }
         })
     }
 
@@ -427,9 +559,10 @@ impl FactorStore for MemoryStore {
         &self,
         org: &str,
         seed: &PolicySeed,
-        now: UnixMicros,
+        stamp: &Stamp,
         deadline: Instant,
     ) -> Result<bool, StoreError> {
+        let now = stamp.now;
         self.with_orgs(deadline, |orgs| {
             let hash = orgs.policies.entry(org.to_owned()).or_default();
             if hash.contains_key("seeded") {
@@ -451,7 +584,11 @@ impl FactorStore for MemoryStore {
                 }
             }
             if wrote {
-                orgs.changed(org);
+                let sequence = orgs.changed(org);
+                orgs.policy_events
+                    .entry(org.to_owned())
+                    .or_default()
+                    .record(&[EventKind::PolicyChanged], None, sequence, stamp);
             }
             wrote
         })
@@ -508,6 +645,66 @@ impl FactorStore for MemoryStore {
                 .take(limit)
                 .map(|user| Arc::from(user.as_str()))
                 .collect()
+        })
+    }
+
+    async fn user_events(
+        &self,
+        key: &UserKey,
+        before: Option<&str>,
+        limit: usize,
+        deadline: Instant,
+    ) -> Result<Vec<AuditEvent>, StoreError> {
+        self.with_slot(key, deadline, |slot| slot.events.page(before, limit))
+    }
+
+    async fn copy_to_feed(
+        &self,
+        source: &FeedSource,
+        retention: Retention,
+        deadline: Instant,
+    ) -> Result<usize, StoreError> {
+        // The source's events first (another lock, as they are another slot in Redis).
+        let events: Vec<AuditEvent> = match source {
+            FeedSource::User(key) => self.with_slot(key, deadline, |slot| {
+                slot.events.entries.iter().cloned().collect()
+            })?,
+            FeedSource::Policies(org) => self.with_orgs(deadline, |orgs| {
+                orgs.policy_events
+                    .get(org.as_ref())
+                    .map(|stream| stream.entries.iter().cloned().collect())
+                    .unwrap_or_default()
+            })?,
+        };
+        self.with_orgs(deadline, |orgs| {
+            let feed = orgs.feeds.entry(source.org().to_string()).or_default();
+            let field = source.cursor_field();
+            let mark = feed.copied.get(&field).and_then(|mark| entry_id(mark));
+            let mut appended = 0;
+            for event in events {
+                if mark.is_some_and(|mark| entry_id(&event.id).is_none_or(|id| id <= mark)) {
+                    continue;
+                }
+                feed.copied.insert(field.clone(), event.id.clone());
+                feed.stream.push(event, retention);
+                appended += 1;
+            }
+            appended
+        })
+    }
+
+    async fn feed_events(
+        &self,
+        org: &str,
+        before: Option<&str>,
+        limit: usize,
+        deadline: Instant,
+    ) -> Result<Vec<AuditEvent>, StoreError> {
+        self.with_orgs(deadline, |orgs| {
+            orgs.feeds
+                .get(org)
+                .map(|feed| feed.stream.page(before, limit))
+                .unwrap_or_default()
         })
     }
 }

@@ -5,11 +5,14 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 
+use super::audit::FeedSource;
 use super::{
     AddCodesOutcome, AddOutcome, Attempt, AttemptOutcome, ChangeOutcome, FactorStore,
     LockIndexChange, NewCodes, NewFactor, PolicyChanges, PolicySeed, PolicyWrite, PolicyWritten,
-    RedeemOutcome, Redemption, RemoveCodesOutcome, SharedStore, StoreError, UserKey, UserRecord,
+    RedeemOutcome, Redemption, RemoveCodesOutcome, SharedStore, Stamp, StoreError, UserKey,
+    UserRecord,
 };
+use crate::domain::audit::{AuditEvent, Retention};
 use crate::domain::policy::StoredPolicies;
 use crate::domain::{FactorRecord, UnixMicros};
 use crate::metrics::Metrics;
@@ -56,10 +59,10 @@ impl FactorStore for MeteredStore {
         &self,
         key: &UserKey,
         factor: NewFactor,
-        now: UnixMicros,
+        stamp: &Stamp,
         deadline: Instant,
     ) -> Result<AddOutcome, StoreError> {
-        self.measure("add", self.inner.add(key, factor, now, deadline))
+        self.measure("add", self.inner.add(key, factor, stamp, deadline))
             .await
     }
 
@@ -67,30 +70,30 @@ impl FactorStore for MeteredStore {
         &self,
         key: &UserKey,
         attempt: Attempt,
-        now: UnixMicros,
+        stamp: &Stamp,
         deadline: Instant,
     ) -> Result<AttemptOutcome, StoreError> {
-        self.measure("attempt", self.inner.attempt(key, attempt, now, deadline))
+        self.measure("attempt", self.inner.attempt(key, attempt, stamp, deadline))
             .await
     }
 
     async fn remove(
         &self,
         key: &UserKey,
-        now: UnixMicros,
+        stamp: &Stamp,
         deadline: Instant,
     ) -> Result<ChangeOutcome, StoreError> {
-        self.measure("remove", self.inner.remove(key, now, deadline))
+        self.measure("remove", self.inner.remove(key, stamp, deadline))
             .await
     }
 
     async fn unlock(
         &self,
         key: &UserKey,
-        now: UnixMicros,
+        stamp: &Stamp,
         deadline: Instant,
     ) -> Result<ChangeOutcome, StoreError> {
-        self.measure("unlock", self.inner.unlock(key, now, deadline))
+        self.measure("unlock", self.inner.unlock(key, stamp, deadline))
             .await
     }
 
@@ -103,10 +106,10 @@ impl FactorStore for MeteredStore {
         &self,
         key: &UserKey,
         codes: NewCodes,
-        now: UnixMicros,
+        stamp: &Stamp,
         deadline: Instant,
     ) -> Result<AddCodesOutcome, StoreError> {
-        let call = self.inner.add_recovery_codes(key, codes, now, deadline);
+        let call = self.inner.add_recovery_codes(key, codes, stamp, deadline);
         self.measure("add_codes", call).await
     }
 
@@ -114,23 +117,64 @@ impl FactorStore for MeteredStore {
         &self,
         key: &UserKey,
         redemption: Redemption,
-        now: UnixMicros,
+        stamp: &Stamp,
         deadline: Instant,
     ) -> Result<RedeemOutcome, StoreError> {
         let call = self
             .inner
-            .redeem_recovery_code(key, redemption, now, deadline);
+            .redeem_recovery_code(key, redemption, stamp, deadline);
         self.measure("redeem_code", call).await
     }
 
     async fn remove_recovery_codes(
         &self,
         key: &UserKey,
-        now: UnixMicros,
+        stamp: &Stamp,
         deadline: Instant,
     ) -> Result<RemoveCodesOutcome, StoreError> {
-        let call = self.inner.remove_recovery_codes(key, now, deadline);
+        let call = self.inner.remove_recovery_codes(key, stamp, deadline);
         self.measure("remove_codes", call).await
+    }
+
+    async fn user_events(
+        &self,
+        key: &UserKey,
+        before: Option<&str>,
+        limit: usize,
+        deadline: Instant,
+    ) -> Result<Vec<AuditEvent>, StoreError> {
+        self.measure(
+            "user_events",
+            self.inner.user_events(key, before, limit, deadline),
+        )
+        .await
+    }
+
+    async fn copy_to_feed(
+        &self,
+        source: &FeedSource,
+        retention: Retention,
+        deadline: Instant,
+    ) -> Result<usize, StoreError> {
+        self.measure(
+            "copy_to_feed",
+            self.inner.copy_to_feed(source, retention, deadline),
+        )
+        .await
+    }
+
+    async fn feed_events(
+        &self,
+        org: &str,
+        before: Option<&str>,
+        limit: usize,
+        deadline: Instant,
+    ) -> Result<Vec<AuditEvent>, StoreError> {
+        self.measure(
+            "feed_events",
+            self.inner.feed_events(org, before, limit, deadline),
+        )
+        .await
     }
 
     async fn server_time(&self) -> Result<Option<UnixMicros>, StoreError> {
@@ -150,12 +194,12 @@ impl FactorStore for MeteredStore {
         &self,
         org: &str,
         write: PolicyWrite,
-        now: UnixMicros,
+        stamp: &Stamp,
         deadline: Instant,
     ) -> Result<PolicyWritten, StoreError> {
         self.measure(
             "write_policy",
-            self.inner.write_policy(org, write, now, deadline),
+            self.inner.write_policy(org, write, stamp, deadline),
         )
         .await
     }
@@ -164,12 +208,12 @@ impl FactorStore for MeteredStore {
         &self,
         org: &str,
         seed: &PolicySeed,
-        now: UnixMicros,
+        stamp: &Stamp,
         deadline: Instant,
     ) -> Result<bool, StoreError> {
         self.measure(
             "seed_policies",
-            self.inner.seed_policies(org, seed, now, deadline),
+            self.inner.seed_policies(org, seed, stamp, deadline),
         )
         .await
     }

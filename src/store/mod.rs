@@ -5,6 +5,7 @@
 //! Every call carries its request's deadline: a change that reaches the store after it
 //! changes nothing, because by then the caller has answered UNAVAILABLE.
 
+mod audit;
 mod memory;
 mod metered;
 mod policy;
@@ -15,6 +16,7 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 
+pub use audit::{FeedSource, Stamp, entry_id};
 pub use memory::MemoryStore;
 pub use metered::MeteredStore;
 pub use policy::{
@@ -22,6 +24,7 @@ pub use policy::{
 };
 pub use redis::{Primary, RedisConfig, RedisMode, RedisNodes, RedisStore, Resealed, SealedRecord};
 
+use crate::domain::audit::{AuditEvent, Retention};
 use crate::domain::factor::AttemptVerdict;
 use crate::domain::policy::StoredPolicies;
 use crate::domain::recovery::Standing;
@@ -174,26 +177,26 @@ pub trait FactorStore: Send + Sync + 'static {
         &self,
         key: &UserKey,
         factor: NewFactor,
-        now: UnixMicros,
+        stamp: &Stamp,
         deadline: Instant,
     ) -> Result<AddOutcome, StoreError>;
     async fn attempt(
         &self,
         key: &UserKey,
         attempt: Attempt,
-        now: UnixMicros,
+        stamp: &Stamp,
         deadline: Instant,
     ) -> Result<AttemptOutcome, StoreError>;
     async fn remove(
         &self,
         key: &UserKey,
-        now: UnixMicros,
+        stamp: &Stamp,
         deadline: Instant,
     ) -> Result<ChangeOutcome, StoreError>;
     async fn unlock(
         &self,
         key: &UserKey,
-        now: UnixMicros,
+        stamp: &Stamp,
         deadline: Instant,
     ) -> Result<ChangeOutcome, StoreError>;
     /// The factor and how many recovery codes the user holds (never the codes), in one read:
@@ -203,7 +206,7 @@ pub trait FactorStore: Send + Sync + 'static {
         &self,
         key: &UserKey,
         codes: NewCodes,
-        now: UnixMicros,
+        stamp: &Stamp,
         deadline: Instant,
     ) -> Result<AddCodesOutcome, StoreError>;
     /// Uses a recovery code at login, atomically with the lockout (`decide_redeem`).
@@ -211,13 +214,13 @@ pub trait FactorStore: Send + Sync + 'static {
         &self,
         key: &UserKey,
         redemption: Redemption,
-        now: UnixMicros,
+        stamp: &Stamp,
         deadline: Instant,
     ) -> Result<RedeemOutcome, StoreError>;
     async fn remove_recovery_codes(
         &self,
         key: &UserKey,
-        now: UnixMicros,
+        stamp: &Stamp,
         deadline: Instant,
     ) -> Result<RemoveCodesOutcome, StoreError>;
     /// The organization's own policies (none: it follows the instance's).
@@ -232,7 +235,7 @@ pub trait FactorStore: Send + Sync + 'static {
         &self,
         org: &str,
         write: PolicyWrite,
-        now: UnixMicros,
+        stamp: &Stamp,
         deadline: Instant,
     ) -> Result<PolicyWritten, StoreError>;
     /// Applies the configuration's seed once (see `PolicySeed`); true when it wrote a part.
@@ -240,7 +243,7 @@ pub trait FactorStore: Send + Sync + 'static {
         &self,
         org: &str,
         seed: &PolicySeed,
-        now: UnixMicros,
+        stamp: &Stamp,
         deadline: Instant,
     ) -> Result<bool, StoreError>;
     /// The organizations whose policies changed after epoch `since`.
@@ -264,6 +267,34 @@ pub trait FactorStore: Send + Sync + 'static {
         limit: usize,
         deadline: Instant,
     ) -> Result<Vec<Arc<str>>, StoreError>;
+    /// Up to `limit` of the user's events, newest first, before the event `before` (none:
+    /// from the newest): straight from the stream each change appends to.
+    async fn user_events(
+        &self,
+        key: &UserKey,
+        before: Option<&str>,
+        limit: usize,
+        deadline: Instant,
+    ) -> Result<Vec<AuditEvent>, StoreError>;
+    /// Copies the events of `source` that its organization's feed does not hold yet into the
+    /// feed, in their order, kept to `retention`; how many. Idempotent: a copy that runs
+    /// twice, or on two replicas at once, copies each event once (the feed keeps how far it
+    /// copied each source, in its own slot).
+    async fn copy_to_feed(
+        &self,
+        source: &FeedSource,
+        retention: Retention,
+        deadline: Instant,
+    ) -> Result<usize, StoreError>;
+    /// Up to `limit` events of the organization's feed, newest first, before the feed
+    /// entry `before` (none: from the newest). The ids are the feed's.
+    async fn feed_events(
+        &self,
+        org: &str,
+        before: Option<&str>,
+        limit: usize,
+        deadline: Instant,
+    ) -> Result<Vec<AuditEvent>, StoreError>;
     /// The store's own clock, when it has one (Redis `TIME`): replicas take time steps from
     /// their own clocks, so readiness compares them with a common one.
     async fn server_time(&self) -> Result<Option<UnixMicros>, StoreError> {

@@ -186,6 +186,7 @@ mod tests {
             lock_duration_secs: 0,
             show_failures: false,
             recovery_codes: 12,
+            retention: Some(crate::domain::audit::Retention::default()),
         };
         let mut fields: HashMap<String, Vec<u8>> = [
             ("v", "1".to_owned()),

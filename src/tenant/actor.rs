@@ -14,6 +14,7 @@ use tracing::Instrument;
 use super::TenantDeps;
 use super::limits::{check_direct, check_keyed};
 use super::operation::{OnUser, Operation, OrgState};
+use crate::domain::audit::Author;
 use crate::domain::{OtpError, UnixMicros};
 use crate::store::UserKey;
 
@@ -74,6 +75,8 @@ impl Handler<Stop> for OrgActor {
 pub struct Run<Op> {
     pub op: Op,
     pub user: Arc<str>,
+    /// Who asks: what the call's audit events record.
+    pub actor: Arc<Author>,
     pub now: UnixMicros,
     pub deadline: Instant,
     pub span: tracing::Span,
@@ -90,6 +93,7 @@ impl<Op: Operation> Handler<Run<Op>> for OrgActor {
         let Run {
             op,
             user,
+            actor,
             now,
             deadline,
             span,
@@ -104,6 +108,7 @@ impl<Op: Operation> Handler<Run<Op>> for OrgActor {
                 user,
             },
             state: self.state.clone(),
+            actor,
             now,
             deadline,
         };

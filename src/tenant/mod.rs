@@ -4,6 +4,7 @@
 //! actor's thread that does not hold the actor; `otp_factor.rs` holds the factor's.
 
 mod actor;
+mod audit_feed;
 mod limits;
 mod lock_index;
 mod operation;
@@ -15,9 +16,10 @@ mod registry;
 use std::sync::Arc;
 
 pub use actor::OrgActor;
+pub use audit_feed::{AuditFeed, AuditFeedCopier};
 pub use limits::{AddressLimiter, LimitSettings, Limits};
 pub use lock_index::{LockIndexFeed, LockIndexWriter, LockedPage, LockedUser, locked_users};
-pub use operation::{OnUser, Operation};
+pub use operation::{OnUser, Operation, store_error};
 pub use otp_factor::{
     Enroll, Enrollment, FactorView, InspectUser, ListFactors, RemoveFactor, SubmitCode,
     UnlockFactor, UserFactors,
@@ -49,6 +51,7 @@ pub struct TenantDeps {
     /// What an organization follows where it set no policy of its own.
     pub default_policy: Arc<OtpPolicy>,
     pub lock_index: LockIndexFeed,
+    pub audit_feed: AuditFeed,
     pub limits: Limits,
     pub cache_capacity: usize,
     pub metrics: Arc<crate::metrics::Metrics>,

@@ -16,9 +16,10 @@ use std::time::{Duration, Instant};
 use lru::LruCache;
 
 use super::TenantDeps;
+use crate::domain::audit::Author;
 use crate::domain::{FactorId, FactorState, Lock, OtpError, OtpPolicy, TotpParams, UnixMicros};
 use crate::metrics::Metrics;
-use crate::store::{StoreError, UserKey, UserRecord};
+use crate::store::{FeedSource, Stamp, StoreError, UserKey, UserRecord};
 
 /// One thing a caller asks of a user's factor.
 pub trait Operation: Send + 'static {
@@ -132,6 +133,8 @@ impl OrgState {
 pub struct OnUser {
     pub(super) state: Rc<OrgState>,
     pub key: UserKey,
+    /// Who asks, for the audit events of the changes made.
+    pub actor: Arc<Author>,
     /// The request's time, from the instance's clock.
     pub now: UnixMicros,
     /// The request's deadline: every store call ends by it.
@@ -145,6 +148,7 @@ impl OnUser {
         OnUser {
             state: self.state.clone(),
             key: self.key.clone(),
+            actor: self.actor.clone(),
             now: self.now,
             deadline: self.deadline,
         }
@@ -157,6 +161,24 @@ impl OnUser {
     /// The organization's policy, as current as the last change this replica saw.
     pub async fn policy(&self) -> Result<Arc<OtpPolicy>, OtpError> {
         self.state.policy(self.deadline).await
+    }
+
+    /// The stamp of a change made now, for its audit events: when, by whom, and how long
+    /// the organization keeps them.
+    pub fn stamp(&self, policy: &OtpPolicy) -> Stamp {
+        Stamp {
+            now: self.now,
+            actor: self.actor.clone(),
+            retention: policy.retention(),
+        }
+    }
+
+    /// Notes that the user's stream has new events, for the organization's feed (after
+    /// the fact, off the request's path: `audit_feed.rs`).
+    pub fn note_events(&self, stamp: &Stamp) {
+        self.deps()
+            .audit_feed
+            .note(FeedSource::User(self.key.clone()), stamp.retention);
     }
 
     /// Notes in the organization's index of locked users that this user is, or no longer

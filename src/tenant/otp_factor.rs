@@ -63,7 +63,8 @@ impl Operation for Enroll {
             params,
             sealed_secret: sealed_secret.clone(),
         };
-        let added = on.deps().store.add(key, factor, on.now, on.deadline).await;
+        let stamp = on.stamp(&policy);
+        let added = on.deps().store.add(key, factor, &stamp, on.deadline).await;
         let (sequence, created_at) = match added.map_err(store_error)? {
             AddOutcome::Added {
                 sequence,
@@ -71,6 +72,7 @@ impl Operation for Enroll {
             } => (sequence, created_at),
             AddOutcome::AlreadyReady => return Err(OtpError::FactorAlreadyExists),
         };
+        on.note_events(&stamp);
         on.remember(CachedFactor {
             factor_id,
             state: FactorState::NotReady,
@@ -109,6 +111,7 @@ impl Operation for SubmitCode {
         let SubmitCode { code, purpose } = self;
         let metrics = &on.deps().metrics;
         let policy = on.policy().await?;
+        let stamp = on.stamp(&policy);
         let cached = on.cached();
         let mut from_cache = cached.is_some();
         let mut current = match cached {
@@ -146,7 +149,7 @@ impl Operation for SubmitCode {
             let outcome = match on
                 .deps()
                 .store
-                .attempt(&on.key, attempt, on.now, on.deadline)
+                .attempt(&on.key, attempt, &stamp, on.deadline)
                 .await
             {
                 Ok(outcome) => outcome,
@@ -157,6 +160,9 @@ impl Operation for SubmitCode {
             };
             if !matches!(outcome, AttemptOutcome::Stale) {
                 metrics.attempt(purpose, outcome_label(purpose, &outcome));
+            }
+            if let AttemptOutcome::Committed(_) = outcome {
+                on.note_events(&stamp);
             }
             if let AttemptOutcome::Committed(AttemptVerdict::Rejected { replayed: true, .. }) =
                 outcome
@@ -269,14 +275,18 @@ impl Operation for RemoveFactor {
     const COUNTS_FOR_USER: bool = false;
 
     async fn run(self, on: OnUser) -> Result<Details, OtpError> {
-        let removed = on.deps().store.remove(&on.key, on.now, on.deadline).await;
+        let stamp = on.stamp(&*on.policy().await?);
+        let removed = on.deps().store.remove(&on.key, &stamp, on.deadline).await;
         // Whatever the outcome, the cached copy may no longer hold.
         on.forget();
         match removed.map_err(store_error)? {
             ChangeOutcome::Changed {
                 sequence,
                 changed_at,
-            } => Ok(Details::changed(sequence, changed_at, on.key.org.clone())),
+            } => {
+                on.note_events(&stamp);
+                Ok(Details::changed(sequence, changed_at, on.key.org.clone()))
+            }
             ChangeOutcome::Absent | ChangeOutcome::NotLocked => Err(OtpError::RemoveNotFound),
         }
     }
@@ -290,12 +300,14 @@ impl Operation for UnlockFactor {
     const COUNTS_FOR_USER: bool = false;
 
     async fn run(self, on: OnUser) -> Result<Details, OtpError> {
-        let unlocked = on.deps().store.unlock(&on.key, on.now, on.deadline).await;
+        let stamp = on.stamp(&*on.policy().await?);
+        let unlocked = on.deps().store.unlock(&on.key, &stamp, on.deadline).await;
         match unlocked.map_err(store_error)? {
             ChangeOutcome::Changed {
                 sequence,
                 changed_at,
             } => {
+                on.note_events(&stamp);
                 on.update_cached(|cached| cached.lock = None);
                 on.note_lock(false);
                 on.deps()

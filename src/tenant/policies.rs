@@ -12,10 +12,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::AuditFeed;
 use super::registry::OrgRegistry;
+use crate::domain::audit::{Author, Retention};
 use crate::domain::policy::StoredPolicies;
 use crate::domain::{OtpError, OtpPolicy, UnixMicros};
-use crate::store::{PolicySeed, PolicyWrite, PolicyWritten, SharedStore};
+use crate::store::{FeedSource, PolicySeed, PolicyWrite, PolicyWritten, SharedStore, Stamp};
 
 use super::operation::store_error;
 
@@ -65,16 +67,20 @@ impl PolicyDirectory {
         &self,
         org: &Arc<str>,
         write: PolicyWrite,
-        now: UnixMicros,
+        stamp: &Stamp,
         deadline: Instant,
     ) -> Result<PolicyWritten, OtpError> {
         let written = self
             .store
-            .write_policy(org, write, now, deadline)
+            .write_policy(org, write, stamp, deadline)
             .await
             .map_err(store_error)?;
         if let PolicyWritten::Written { .. } = written {
             self.registry.policy_changed(org);
+            self.registry
+                .deps()
+                .audit_feed
+                .note(FeedSource::Policies(org.clone()), stamp.retention);
         }
         Ok(written)
     }
@@ -121,19 +127,35 @@ pub async fn watch(registry: Arc<OrgRegistry>, store: SharedStore, every: Durati
 
 /// Writes the configuration's `[orgs.<id>]` seeds (each at most once, ever, per organization:
 /// see `PolicySeed`); returns those not written yet (the store did not answer).
+/// Each seed's `policy_changed` event names the configuration as its author.
 pub async fn seed(
     store: &SharedStore,
+    feed: &AuditFeed,
     seeds: Vec<(Arc<str>, PolicySeed)>,
     now: UnixMicros,
+    retention: Retention,
     timeout: Duration,
 ) -> Vec<(Arc<str>, PolicySeed)> {
     let mut left = Vec::new();
     for (org, seed) in seeds {
+        let stamp = Stamp {
+            now,
+            actor: Arc::new(Author {
+                request_id: "configuration".into(),
+                user: "configuration".into(),
+                org: org.clone(),
+                address: None,
+            }),
+            retention,
+        };
         match store
-            .seed_policies(&org, &seed, now, Instant::now() + timeout)
+            .seed_policies(&org, &seed, &stamp, Instant::now() + timeout)
             .await
         {
-            Ok(true) => tracing::info!(org = %org, "the configuration's policy seed was written"),
+            Ok(true) => {
+                tracing::info!(org = %org, "the configuration's policy seed was written");
+                feed.note(FeedSource::Policies(org), retention);
+            }
             Ok(false) => {}
             Err(err) => {
                 tracing::warn!(org = %org, error = %err, "the policy seed waits for the store");

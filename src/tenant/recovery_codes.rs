@@ -42,10 +42,8 @@ impl Operation for GenerateCodes {
     const COUNTS_FOR_USER: bool = true;
 
     async fn run(self, on: OnUser) -> Result<GeneratedCodes, OtpError> {
-        let count = match self.count {
-            Some(count) => count,
-            None => on.policy().await?.recovery_codes(),
-        };
+        let policy = on.policy().await?;
+        let count = self.count.unwrap_or_else(|| policy.recovery_codes());
         if let Requester::User { totp_code } = self.requester {
             // Read fresh: a cached NOT_READY copy must not spare the code.
             let user = on.read_user().await?;
@@ -80,12 +78,14 @@ impl Operation for GenerateCodes {
             fields,
             max: recovery::MAX_CODES,
         };
+        let stamp = on.stamp(&policy);
         let added = on
             .deps()
             .store
-            .add_recovery_codes(&on.key, new, on.now, on.deadline);
+            .add_recovery_codes(&on.key, new, &stamp, on.deadline);
         match added.await.map_err(store_error)? {
             AddCodesOutcome::Added { sequence, .. } => {
+                on.note_events(&stamp);
                 on.deps()
                     .metrics
                     .recovery_code_events
@@ -158,17 +158,22 @@ impl Operation for RedeemCode {
                     .collect()
             })
             .unwrap_or_default();
-        let policy = on.policy().await?.lockout();
+        let org_policy = on.policy().await?;
+        let stamp = on.stamp(&org_policy);
+        let policy = org_policy.lockout();
         let redemption = Redemption { candidates, policy };
         let outcome = on
             .deps()
             .store
-            .redeem_recovery_code(&on.key, redemption, on.now, on.deadline)
+            .redeem_recovery_code(&on.key, redemption, &stamp, on.deadline)
             .await
             .map_err(|err| {
                 count(metrics, "unavailable");
                 store_error(err)
             })?;
+        if let RedeemOutcome::Accepted { .. } | RedeemOutcome::Rejected { .. } = outcome {
+            on.note_events(&stamp);
+        }
         match outcome {
             RedeemOutcome::Accepted {
                 sequence,
@@ -221,16 +226,18 @@ impl Operation for RemoveCodes {
     const COUNTS_FOR_USER: bool = false;
 
     async fn run(self, on: OnUser) -> Result<Details, OtpError> {
+        let stamp = on.stamp(&*on.policy().await?);
         let removed = on
             .deps()
             .store
-            .remove_recovery_codes(&on.key, on.now, on.deadline)
+            .remove_recovery_codes(&on.key, &stamp, on.deadline)
             .await;
         match removed.map_err(store_error)? {
             RemoveCodesOutcome::Removed {
                 sequence,
                 changed_at,
             } => {
+                on.note_events(&stamp);
                 on.deps()
                     .metrics
                     .recovery_code_events

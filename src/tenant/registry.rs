@@ -14,6 +14,7 @@ use actix::prelude::*;
 use super::TenantDeps;
 use super::actor::{OrgActor, Run, Stop};
 use super::operation::Operation;
+use crate::domain::audit::Author;
 use crate::domain::{OtpError, UnixMicros};
 
 struct Entry {
@@ -45,6 +46,7 @@ impl OrgHandle {
     pub async fn run<Op: Operation>(
         &self,
         user: Arc<str>,
+        actor: Arc<Author>,
         op: Op,
         now: UnixMicros,
         deadline: Instant,
@@ -52,6 +54,7 @@ impl OrgHandle {
         let run = Run {
             op,
             user,
+            actor,
             now,
             deadline,
             span: tracing::Span::current(),

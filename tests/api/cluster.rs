@@ -23,12 +23,16 @@ async fn users_spread_over_every_master_and_each_works() {
             .assert_ok();
         app.list(&token).await.assert_ok();
     }
-    // Each user is one key; 24 keys over 3 masters leave none empty unless routing is broken
-    // (a key written to the wrong node would have been refused with MOVED, not stored).
+    // Each user is one hash (beside it, in its slot, the stream of its events); 24 hashes
+    // over 3 masters leave none empty unless routing is broken (a key written to the wrong
+    // node would have been refused with MOVED, not stored).
     let per_master: Vec<u64> = cluster
         .nodes
         .iter()
-        .map(|node| node.cli(&["DBSIZE"]).unwrap().trim().parse().unwrap())
+        .map(|node| {
+            let hashes = node.cli(&["--scan", "--pattern", "tessera:{*}"]).unwrap();
+            hashes.lines().count() as u64
+        })
         .collect();
     assert_eq!(per_master.iter().sum::<u64>(), 24, "{per_master:?}");
     assert!(per_master.iter().all(|keys| *keys > 0), "{per_master:?}");

@@ -12,12 +12,13 @@ use std::time::{Duration, Instant};
 use proptest::prelude::{Just, Strategy, prop_oneof};
 use proptest::test_runner::{Config, RngAlgorithm, TestCaseError, TestRng, TestRunner};
 use secrecy::SecretString;
+use tessera::domain::audit::{Author, EventKind, Retention};
 use tessera::domain::factor::AttemptVerdict;
 use tessera::domain::{FactorId, FactorRecord, LockoutPolicy, Purpose, TotpParams, UnixMicros};
 use tessera::store::{
     AddCodesOutcome, AddOutcome, Attempt, AttemptOutcome, ChangeOutcome, FactorStore, MemoryStore,
     NewCodes, NewFactor, RedeemOutcome, Redemption, RedisConfig, RedisMode, RedisNodes, RedisStore,
-    RemoveCodesOutcome, UserKey,
+    RemoveCodesOutcome, Stamp, UserKey,
 };
 
 use crate::helpers::{PINNED_SECS, RedisCluster, RedisServer};
@@ -197,6 +198,19 @@ impl Replay<'_> {
         Instant::now() + Duration::from_secs(5)
     }
 
+    fn stamp(&self) -> Stamp {
+        Stamp {
+            now: self.now,
+            actor: Arc::new(Author {
+                request_id: "history".into(),
+                user: "u".into(),
+                org: "o".into(),
+                address: None,
+            }),
+            retention: Retention::default(),
+        }
+    }
+
     /// The step `code` matches, from what the stores hold now.
     fn matched_step(&self, code: Code, stored: Option<&FactorRecord>) -> Option<u64> {
         let current = self.params.step_at(self.now.unsigned_secs());
@@ -276,7 +290,7 @@ impl Replay<'_> {
                         sealed_secret: vec![self.enrollments; 8],
                     };
                     match store
-                        .add(&self.key, factor, self.now, Self::deadline())
+                        .add(&self.key, factor, &self.stamp(), Self::deadline())
                         .await
                     {
                         Ok(AddOutcome::Added { created_at, .. }) => Answer::Added(created_at),
@@ -288,20 +302,20 @@ impl Replay<'_> {
                     let attempt = planned.ok_or_else(|| TestCaseError::fail("no attempt"))?;
                     attempt_answer(
                         store
-                            .attempt(&self.key, attempt, self.now, Self::deadline())
+                            .attempt(&self.key, attempt, &self.stamp(), Self::deadline())
                             .await
                             .map_err(|e| TestCaseError::fail(e.to_string()))?,
                     )
                 }
                 Op::Remove => change_answer(
                     store
-                        .remove(&self.key, self.now, Self::deadline())
+                        .remove(&self.key, &self.stamp(), Self::deadline())
                         .await
                         .map_err(|e| TestCaseError::fail(e.to_string()))?,
                 ),
                 Op::Unlock => change_answer(
                     store
-                        .unlock(&self.key, self.now, Self::deadline())
+                        .unlock(&self.key, &self.stamp(), Self::deadline())
                         .await
                         .map_err(|e| TestCaseError::fail(e.to_string()))?,
                 ),
@@ -311,7 +325,7 @@ impl Replay<'_> {
                         max: MAX_CODES_HERE,
                     };
                     match store
-                        .add_recovery_codes(&self.key, codes, self.now, Self::deadline())
+                        .add_recovery_codes(&self.key, codes, &self.stamp(), Self::deadline())
                         .await
                         .map_err(|e| TestCaseError::fail(e.to_string()))?
                     {
@@ -326,14 +340,19 @@ impl Replay<'_> {
                     };
                     redeem_answer(
                         store
-                            .redeem_recovery_code(&self.key, redemption, self.now, Self::deadline())
+                            .redeem_recovery_code(
+                                &self.key,
+                                redemption,
+                                &self.stamp(),
+                                Self::deadline(),
+                            )
                             .await
                             .map_err(|e| TestCaseError::fail(e.to_string()))?,
                     )
                 }
                 Op::RemoveCodes => codes_removed_answer(
                     store
-                        .remove_recovery_codes(&self.key, self.now, Self::deadline())
+                        .remove_recovery_codes(&self.key, &self.stamp(), Self::deadline())
                         .await
                         .map_err(|e| TestCaseError::fail(e.to_string()))?,
                 ),
@@ -351,7 +370,16 @@ impl Replay<'_> {
             // agree on the factor.
             proptest::prop_assert_eq!(&user.factor, &record);
             let held = user.recovery_codes;
-            answers.push((answer, comparable(record), held));
+            // The same events, from the scripts (`lua/audit.lua`) as from the domain's rule
+            // (`domain::audit`), which the memory store follows.
+            let events: Vec<EventKind> = store
+                .user_events(&self.key, None, 1000, Self::deadline())
+                .await
+                .map_err(|e| TestCaseError::fail(e.to_string()))?
+                .into_iter()
+                .map(|event| event.kind)
+                .collect();
+            answers.push((answer, comparable(record), held, events));
         }
         match (&op, &answers[0].0) {
             (Op::Generate(_), Answer::Codes(Ok(_))) => self.issued.extend(new_codes),

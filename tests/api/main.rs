@@ -6,6 +6,7 @@
     clippy::indexing_slicing
 )]
 
+mod audit;
 mod bad_input;
 mod browser;
 mod cluster;

@@ -436,8 +436,15 @@ async fn redis_holds_keyed_hashes_and_never_a_code() {
     let dump = redis
         .cli(&["--no-raw", "HGETALL", "tessera:{acme:alice}"])
         .unwrap();
-    let keys = redis.cli(&["KEYS", "*"]).unwrap();
-    assert_eq!(keys.trim(), "tessera:{acme:alice}", "one key per user");
+    // One hash per user, beside the stream of its events.
+    let keys = redis.cli(&["KEYS", "tessera:{*"]).unwrap();
+    let mut keys: Vec<&str> = keys.lines().collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        ["tessera:{acme:alice}", "tessera:{acme:alice}:events"],
+        "one hash per user"
+    );
     let fields: Vec<&str> = dump.lines().filter(|line| line.contains("\"r:")).collect();
     assert_eq!(fields.len(), 10, "{dump}");
     for line in &fields {
@@ -720,6 +727,32 @@ async fn the_acl_the_readme_names_is_enough() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
+    // The audit trail: the user's stream, and the organization's feed copied from it.
+    let started = std::time::Instant::now();
+    loop {
+        let feed = app
+            .send(
+                app.client
+                    .get(app.url("/management/v1/events?userId=bob&type=locked"))
+                    .bearer_auth(&root),
+            )
+            .await;
+        if feed.assert_ok()["result"][0]["type"] == "locked" {
+            break;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "{feed:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    app.send(
+        app.client
+            .get(app.url("/management/v1/users/bob/events"))
+            .bearer_auth(&root),
+    )
+    .await
+    .assert_ok();
     // The rule is not everything: a key outside the prefix and a command outside the list.
     let denied = std::process::Command::new("redis-cli")
         .args([

@@ -123,7 +123,7 @@ async fn sigterm_during_load_drops_no_accepted_request() {
     );
     assert!(refused > 0, "stopped accepting after the signal");
     // Every commit in Redis has its answer, every answer its commit.
-    let keys = redis.cli(&["--scan", "--pattern", "tessera:*"]).unwrap();
+    let keys = redis.cli(&["--scan", "--pattern", "tessera:{*}"]).unwrap();
     let committed: BTreeSet<usize> = keys
         .lines()
         .map(|key| {

@@ -87,7 +87,13 @@ async fn redis_keys_of_one_tenant_never_collide_with_another() {
     assert_eq!(app.list(&second).await.assert_ok(), &json!({}));
     let braces = Token::user("o}{", "{u}").sign();
     app.enroll_ready(&braces).await;
-    let keys = app.redis.as_ref().unwrap().cli(&["--scan"]).unwrap();
+    // Users' hashes: `tessera:{<org>:<user>}` (their events: the same with `:events`).
+    let keys = app
+        .redis
+        .as_ref()
+        .unwrap()
+        .cli(&["--scan", "--pattern", "tessera:{*}"])
+        .unwrap();
     assert_eq!(keys.lines().count(), 2, "{keys}");
 }
 
@@ -105,8 +111,9 @@ async fn a_redis_dump_holds_no_secret() {
     let redis = app.redis.as_ref().unwrap();
     let client = ::redis::Client::open(redis.url()).unwrap();
     let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    // The user's hash (its events and the organization's feed are searched below too).
     let keys: Vec<String> = ::redis::cmd("KEYS")
-        .arg("*")
+        .arg("tessera:{*}")
         .query_async(&mut connection)
         .await
         .unwrap();
@@ -129,6 +136,28 @@ async fn a_redis_dump_holds_no_secret() {
         assert!(
             !value.windows(8).any(|w| w == &secret.as_bytes()[..8]),
             "field {name} holds the base32 secret"
+        );
+    }
+    // Every key, the events and the organization's feed included, as Redis would write it.
+    let every_key: Vec<String> = ::redis::cmd("KEYS")
+        .arg("*")
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    assert!(every_key.len() > 1, "{every_key:?}");
+    for key in &every_key {
+        let dump: Vec<u8> = ::redis::cmd("DUMP")
+            .arg(key)
+            .query_async(&mut connection)
+            .await
+            .unwrap();
+        assert!(
+            !dump.windows(raw.len()).any(|w| w == raw.as_slice()),
+            "{key} holds the raw secret"
+        );
+        assert!(
+            !dump.windows(8).any(|w| w == &secret.as_bytes()[..8]),
+            "{key} holds the base32 secret"
         );
     }
 }

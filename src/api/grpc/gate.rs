@@ -77,6 +77,8 @@ fn rpc_of(path: &str) -> Option<&'static str> {
         "/tessera.otp.v1.PolicyService/ResetOtpPolicy" => "ResetOtpPolicy",
         "/tessera.otp.v1.UserAdminService/GetUserFactor" => "GetUserFactor",
         "/tessera.otp.v1.UserAdminService/ListLockedUsers" => "ListLockedUsers",
+        "/tessera.otp.v1.AuditService/ListEvents" => "ListEvents",
+        "/tessera.otp.v1.AuditService/ListUserEvents" => "ListUserEvents",
         _ => return None,
     })
 }
@@ -201,7 +203,7 @@ where
         };
         Box::pin(
             async move {
-                let response = match admit(&shared, request).await {
+                let response = match admit(&shared, request, &request_id).await {
                     Ok(request) => inner.call(request).await?,
                     Err(refused) => status(&refused).into_http(),
                 };
@@ -231,7 +233,11 @@ fn grpc_status(headers: &http::HeaderMap) -> Option<i32> {
 }
 
 /// The gates, then the message: the request as the service takes it, or why it is refused.
-async fn admit(shared: &Shared, request: Request<Body>) -> Result<Request<Body>, OtpError> {
+async fn admit(
+    shared: &Shared,
+    request: Request<Body>,
+    request_id: &RequestId,
+) -> Result<Request<Body>, OtpError> {
     let (mut parts, body) = request.into_parts();
     let conn = parts.extensions.get::<ConnInfo>().cloned();
     let origin = Origin {
@@ -244,6 +250,7 @@ async fn admit(shared: &Shared, request: Request<Body>) -> Result<Request<Body>,
             .collect(),
         authorization: parts.headers.get("authorization").map(|v| v.as_bytes()),
         client_certified: conn.is_some_and(|c| c.client_certified),
+        request_id: &request_id.0,
     };
     let authenticated = shared.service.authenticate(&origin).await?;
     let compression_declared = parts

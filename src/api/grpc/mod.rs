@@ -18,6 +18,7 @@ use std::sync::Arc;
 use http::{HeaderName, HeaderValue, Method};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
+use self::pb::tessera::otp::v1::audit_service_server::AuditServiceServer;
 use self::pb::tessera::otp::v1::otp_check_service_server::OtpCheckServiceServer;
 use self::pb::tessera::otp::v1::policy_service_server::PolicyServiceServer;
 use self::pb::tessera::otp::v1::recovery_code_service_server::RecoveryCodeServiceServer;
@@ -110,6 +111,7 @@ pub async fn serve(
     health
         .set_serving::<UserAdminServiceServer<Services>>()
         .await;
+    health.set_serving::<AuditServiceServer<Services>>().await;
     // gRPC health follows readiness (store reachable, clock in bounds).
     let readiness = service_readiness;
     tokio::spawn(async move {
@@ -132,6 +134,7 @@ pub async fn serve(
                     "tessera.otp.v1.RecoveryCodeService",
                     "tessera.otp.v1.PolicyService",
                     "tessera.otp.v1.UserAdminService",
+                    "tessera.otp.v1.AuditService",
                 ] {
                     health.set_service_status(service, status).await;
                 }
@@ -169,6 +172,11 @@ pub async fn serve(
             UserAdminServiceServer::new(services.clone())
                 .max_decoding_message_size(limit)
                 .max_encoding_message_size(limit.max(256 * 1024)),
+        )
+        .add_service(
+            AuditServiceServer::new(services.clone())
+                .max_decoding_message_size(limit)
+                .max_encoding_message_size(limit.max(1024 * 1024)),
         )
         .add_service(
             UserServiceServer::new(services)

@@ -7,18 +7,19 @@ use std::pin::Pin;
 
 use actix_web::dev::Payload;
 use actix_web::http::header;
-use actix_web::{FromRequest, HttpRequest, web};
+use actix_web::{FromRequest, HttpMessage, HttpRequest, web};
 
 use super::{ApiError, HttpState};
 use crate::domain::OtpError;
 use crate::service::{Authenticated, Origin};
+use crate::telemetry::RequestId;
 
 /// Set on a TLS connection whose client presented a certificate that the configured CA
 /// signed (`tls.client_ca_file`; rustls has verified it by the time a request arrives).
 #[derive(Debug, Clone, Copy)]
 pub struct ClientCertified;
 
-fn origin(req: &HttpRequest) -> Origin<'_> {
+fn origin<'a>(req: &'a HttpRequest, request_id: &'a str) -> Origin<'a> {
     Origin {
         peer: req.peer_addr().map(|addr| addr.ip()),
         forwarded_for: req
@@ -31,6 +32,7 @@ fn origin(req: &HttpRequest) -> Origin<'_> {
             .get(header::AUTHORIZATION)
             .map(|v| v.as_bytes()),
         client_certified: req.conn_data::<ClientCertified>().is_some(),
+        request_id,
     }
 }
 
@@ -44,7 +46,16 @@ impl FromRequest for Authenticated {
             let state = req
                 .app_data::<web::Data<HttpState>>()
                 .ok_or(OtpError::Internal)?;
-            Ok(state.service.authenticate(&origin(&req)).await?)
+            // Set by `with_request_id`, which wraps every route.
+            let request_id = req
+                .extensions()
+                .get::<RequestId>()
+                .map(|id| id.0.clone())
+                .unwrap_or_default();
+            Ok(state
+                .service
+                .authenticate(&origin(&req, &request_id))
+                .await?)
         })
     }
 }

@@ -1,6 +1,7 @@
 //! actix-web: routes, the shared state, and the few helpers every handler uses
 //! (client address, bearer token, bounded JSON body, errors in the contract's shape).
 
+mod audit;
 mod extract;
 mod handlers;
 mod policies;
@@ -360,6 +361,17 @@ pub fn routes(config: &mut web::ServiceConfig) {
                 &[(Method::GET, "ListLockedUsers")],
             )
             .route(web::get().to(policies::list_locked_users)),
+        )
+        .service(
+            observed("/management/v1/events", &[(Method::GET, "ListEvents")])
+                .route(web::get().to(audit::list_events)),
+        )
+        .service(
+            observed(
+                "/management/v1/users/{user_id}/events",
+                &[(Method::GET, "ListUserEvents")],
+            )
+            .route(web::get().to(audit::list_user_events)),
         )
         .service(plain("/debug/healthz").route(web::get().to(healthz)))
         .service(plain("/debug/ready").route(web::get().to(ready)))

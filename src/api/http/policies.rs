@@ -85,6 +85,20 @@ pub struct OtpPolicyRequest {
         deserialize_with = "lenient_u32"
     )]
     recovery_code_count: Option<u32>,
+    #[serde(
+        default,
+        alias = "audit_max_events_per_user",
+        deserialize_with = "lenient_u32"
+    )]
+    audit_max_events_per_user: Option<u32>,
+    #[serde(default, alias = "audit_max_events", deserialize_with = "lenient_u32")]
+    audit_max_events: Option<u32>,
+    #[serde(
+        default,
+        alias = "audit_max_age_days",
+        deserialize_with = "lenient_u32"
+    )]
+    audit_max_age_days: Option<u32>,
 }
 
 /// The listing's query: `pageSize` and `pageToken` (AIP-158).
@@ -92,9 +106,9 @@ pub struct OtpPolicyRequest {
 #[serde(rename_all = "camelCase")]
 pub struct PageQuery {
     #[serde(default)]
-    page_size: u32,
+    pub page_size: u32,
     #[serde(default)]
-    page_token: String,
+    pub page_token: String,
 }
 
 fn lockout_response(view: LockoutPolicyView, top_level_default: bool) -> HttpResponse {
@@ -196,6 +210,9 @@ fn otp_policy_response(view: OtpPolicyView) -> HttpResponse {
             show_failures: settings.show_failures,
             recovery_code_count: settings.recovery_codes,
             is_default: view.is_default,
+            audit_max_events_per_user: view.retention.max_events_per_user,
+            audit_max_events: view.retention.max_events,
+            audit_max_age_days: view.retention.max_age_days,
         },
     })
 }
@@ -232,6 +249,9 @@ pub async fn set_otp_policy(
         lock_duration_secs: body.lock_duration_secs,
         show_failures: body.show_failures,
         recovery_codes: body.recovery_code_count,
+        audit_max_events_per_user: body.audit_max_events_per_user,
+        audit_max_events: body.audit_max_events,
+        audit_max_age_days: body.audit_max_age_days,
     };
     let scope = state.service.tenant_scope(&auth, org_header(&req))?;
     Ok(details(

@@ -1,11 +1,11 @@
 -- Enrolls a new OTP factor, replacing an unverified one ("last added wins").
--- (After prelude.lua: key, clock; ARGV[1] is the deadline.)
--- ARGV[2]  factor id: 16 random bytes made by the caller, never reused
--- ARGV[3]  sealed secret (binary)
--- ARGV[4]  algorithm ("SHA1" | "SHA256" | "SHA512")
--- ARGV[5]  digits
--- ARGV[6]  period in seconds
--- ARGV[7]  now (the replica's clock), Unix microseconds: the creation and change dates
+-- (After prelude.lua: key, clock, audit(); ARGV[1] is the deadline, ARGV[2] the audit stamp.)
+-- ARGV[3]  factor id: 16 random bytes made by the caller, never reused
+-- ARGV[4]  sealed secret (binary)
+-- ARGV[5]  algorithm ("SHA1" | "SHA256" | "SHA512")
+-- ARGV[6]  digits
+-- ARGV[7]  period in seconds
+-- ARGV[8]  now (the replica's clock), Unix microseconds: the creation and change dates
 -- Returns  {"ok", sequence} | {"exists"} when a READY factor is present
 -- The fields of the hash:
 --   v format (absent: 1)   s state (1 NOT_READY, 2 READY)   i factor id
@@ -26,6 +26,7 @@ end
 local sequence = string.format('%d', math.max((tonumber(current[2]) or 0) + 1, clock))
 redis.call('HDEL', key, 'l')
 redis.call('HSET', key,
-  'v', math.max(version, 2), 's', 1, 'i', ARGV[2], 'f', sequence, 'a', ARGV[4], 'd', ARGV[5],
-  'p', ARGV[6], 'k', ARGV[3], 'q', sequence, 'c', ARGV[7], 'm', ARGV[7])
+  'v', math.max(version, 2), 's', 1, 'i', ARGV[3], 'f', sequence, 'a', ARGV[5], 'd', ARGV[6],
+  'p', ARGV[7], 'k', ARGV[4], 'q', sequence, 'c', ARGV[8], 'm', ARGV[8])
+audit('enrolled', sequence)
 return {'ok', tonumber(sequence)}

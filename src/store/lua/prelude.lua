@@ -1,15 +1,22 @@
--- The start of every script: each is this prelude followed by its body (`redis/mod.rs`
--- assembles them), so the two rules that hold for every change live here once:
+-- The start of every script: each is this prelude, then audit.lua, then its body
+-- (`redis/mod.rs` assembles them), so the rules that hold for every change live here once:
 --   the deadline: a script that starts after its request's deadline changes nothing (its
 --     request has already been answered UNAVAILABLE);
---   the format: a record of a newer format than this release writes is left alone.
+--   the format: a record of a newer format than this release writes is left alone;
+--   the audit trail: every change appends its events to the user's own list, in the same
+--     step (audit.lua), so that there is no change without its event.
 -- KEYS[1]  the user's hash, "<prefix>:{<org>:<user>}"
+-- KEYS[2]  the user's events, "<prefix>:{<org>:<user>}:events" (a list; the same hash tag,
+--          so the same slot)
 -- ARGV[1]  the request's deadline in Redis's clock, Unix microseconds
+-- ARGV[2]  the change's audit stamp (its fields: audit.lua)
 -- Defines  key; clock, Redis's time in microseconds (it also floors the sequences);
 --          version, the record's format; recovery_code_fields(), the user's recovery codes;
---          lockout_standing() and lock_after(), the lockout rule TOTP and recovery codes share
+--          lockout_standing() and lock_after(), the lockout rule TOTP and recovery codes share;
+--          events, the list that audit.lua's audit(kind, sequence) appends to
 -- Returns  {"late"} | {"format", version}, or goes on with the body
 local key = KEYS[1]
+local events = KEYS[2]
 local time = redis.call('TIME')
 local clock = tonumber(time[1]) * 1000000 + tonumber(time[2])
 if clock > tonumber(ARGV[1]) then

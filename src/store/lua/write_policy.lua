@@ -1,14 +1,14 @@
 -- Changes one part of an organization's policies: a transcription of `decide_write`
 -- (src/domain/policy.rs), and the memory store runs the function itself; the API tests run
 -- on both stores.
--- (After policy_prelude.lua: key, clock, sequence, changed(), set_part(); ARGV[1] is the deadline.)
--- ARGV[2]  the part: "lockout" | "otp"
--- ARGV[3]  the mode: "add" | "update" | "set" | "reset"
--- ARGV[4]  the part's new stored form ("" for a reset)
--- ARGV[5]  now (the replica's clock), Unix microseconds: the part's dates
--- ARGV[6]  the organization id (its entry in the change index)
+-- (After policy_prelude.lua: key, clock, sequence, changed(), set_part(); ARGV[1] is the deadline, ARGV[2] the audit stamp.)
+-- ARGV[3]  the part: "lockout" | "otp"
+-- ARGV[4]  the mode: "add" | "update" | "set" | "reset"
+-- ARGV[5]  the part's new stored form ("" for a reset)
+-- ARGV[6]  now (the replica's clock), Unix microseconds: the part's dates
+-- ARGV[7]  the organization id (its entry in the change index)
 -- Returns  {"ok", sequence} | {"exists"} | {"absent", sequence} | {"unchanged", sequence}
-local part, mode, form = ARGV[2], ARGV[3], ARGV[4]
+local part, mode, form = ARGV[3], ARGV[4], ARGV[5]
 local current = redis.call('HGET', key, part)
 if mode == 'add' and current then
   return {'exists'}
@@ -22,6 +22,8 @@ end
 if mode == 'reset' then
   redis.call('HDEL', key, part, part .. '.c', part .. '.m')
 else
-  set_part(part, form, ARGV[5])
+  set_part(part, form, ARGV[6])
 end
-return {'ok', changed(ARGV[6])}
+local changed_at = changed(ARGV[7])
+audit('policy_changed', string.format('%d', changed_at))
+return {'ok', changed_at}

@@ -23,12 +23,14 @@ use serde::Deserialize;
 use self::clock::RedisClock;
 use self::connections::{Connection, Connections, Connector};
 use self::reply::{FACTOR_FIELDS, Reply, codes_held, record_from, standing_of};
+use super::audit::{FeedSource, Stamp, entry_id, event_from, event_of_entry, feed_fields};
 use super::policy::policies_from;
 use super::{
     AddCodesOutcome, AddOutcome, Attempt, AttemptOutcome, ChangeOutcome, FactorStore,
     LockIndexChange, NewCodes, NewFactor, PolicyChanges, PolicySeed, PolicyWrite, PolicyWritten,
     RedeemOutcome, Redemption, RemoveCodesOutcome, StoreError, UserKey, UserRecord, stored_form,
 };
+use crate::domain::audit::{AuditEvent, Retention};
 use crate::domain::factor::AttemptVerdict;
 use crate::domain::policy::StoredPolicies;
 use crate::domain::{FactorRecord, FactorState, Lock, UnixMicros};
@@ -39,6 +41,7 @@ macro_rules! script_source {
     ($name:literal) => {
         concat!(
             include_str!("../lua/prelude.lua"),
+            include_str!("../lua/audit.lua"),
             include_str!(concat!("../lua/", $name, ".lua"))
         )
     };
@@ -58,6 +61,7 @@ macro_rules! policy_script_source {
     ($name:literal) => {
         concat!(
             include_str!("../lua/policy_prelude.lua"),
+            include_str!("../lua/audit.lua"),
             include_str!(concat!("../lua/", $name, ".lua"))
         )
     };
@@ -66,6 +70,7 @@ macro_rules! policy_script_source {
 const WRITE_POLICY: &str = policy_script_source!("write_policy");
 const SEED_POLICY: &str = policy_script_source!("seed_policy");
 const POLICY_CHANGES: &str = include_str!("../lua/policy_changes.lua");
+const FEED_APPEND: &str = include_str!("../lua/feed_append.lua");
 
 struct Scripts {
     add: Script,
@@ -79,6 +84,7 @@ struct Scripts {
     write_policy: Script,
     seed_policy: Script,
     policy_changes: Script,
+    feed_append: Script,
 }
 
 /// How Redis is deployed: one server (or a primary behind a stable address), or a Cluster.
@@ -208,6 +214,7 @@ impl RedisStore {
                 write_policy: Script::new(WRITE_POLICY),
                 seed_policy: Script::new(SEED_POLICY),
                 policy_changes: Script::new(POLICY_CHANGES),
+                feed_append: Script::new(FEED_APPEND),
             },
         })
     }
@@ -216,14 +223,48 @@ impl RedisStore {
         redis_key(&self.prefix, key)
     }
 
+    /// The keys of a user's scripts: the hash, and the stream of the user's events beside
+    /// it (the same hash tag, so the same slot).
+    fn user_keys(&self, key: &UserKey) -> [String; 2] {
+        let hash = self.key(key);
+        let events = format!("{hash}:events");
+        [hash, events]
+    }
+
+    /// An organization's feed of events and its record of how far it copied each source,
+    /// in a slot of their own (see `store::audit`).
+    fn feed_keys(&self, org: &str) -> [String; 2] {
+        let mut feed = format!("{}:audit:{{", self.prefix);
+        escape_into(&mut feed, org);
+        feed.push('}');
+        let copied = format!("{feed}:copied");
+        [feed, copied]
+    }
+
+    /// The list a feed copies from.
+    fn source_list(&self, source: &FeedSource) -> String {
+        match source {
+            FeedSource::User(key) => {
+                let [_, events] = self.user_keys(key);
+                events
+            }
+            FeedSource::Policies(org) => {
+                let [.., events] = self.policy_keys(org);
+                events
+            }
+        }
+    }
+
     /// The keys of an organization's policies: its hash, the epoch and the change index, all
     /// under the one hash tag `{policies}` (see `lua/policy_prelude.lua`). One slot holds every
     /// organization's policies: they are small, written rarely and read once per actor.
-    fn policy_keys(&self, org: &str) -> [String; 3] {
+    fn policy_keys(&self, org: &str) -> [String; 4] {
         let mut hash = format!("{}:{{policies}}:org:", self.prefix);
         escape_into(&mut hash, org);
+        let mut events = format!("{}:{{policies}}:events:", self.prefix);
+        escape_into(&mut events, org);
         let [epoch, changes] = self.policy_index_keys();
-        [hash, epoch, changes]
+        [hash, epoch, changes, events]
     }
 
     fn policy_index_keys(&self) -> [String; 2] {
@@ -247,13 +288,16 @@ impl RedisStore {
         &self,
         script: &Script,
         org: &str,
+        stamp: &Stamp,
         args: &[&[u8]],
         deadline: Instant,
     ) -> Result<Reply, StoreError> {
         let until = self.until(deadline);
         let redis_deadline = self.redis_deadline(until).await?.to_string();
-        let mut all: Vec<&[u8]> = Vec::with_capacity(args.len() + 2);
+        let stamp = stamp.script_arg();
+        let mut all: Vec<&[u8]> = Vec::with_capacity(args.len() + 3);
         all.push(redis_deadline.as_bytes());
+        all.push(stamp.as_bytes());
         all.extend_from_slice(args);
         all.push(org.as_bytes());
         let keys = self.policy_keys(org);
@@ -391,6 +435,54 @@ impl RedisStore {
         .await
     }
 
+    /// Up to `limit` entries of a stream, newest first, before the entry `before` (none:
+    /// from the newest), each as its id and fields.
+    async fn read_stream(
+        &self,
+        stream: &str,
+        before: Option<&str>,
+        limit: usize,
+        deadline: Instant,
+    ) -> Result<Vec<(String, HashMap<String, String>)>, StoreError> {
+        let end = before.map_or_else(|| "+".to_owned(), |before| format!("({before}"));
+        let command = redis::cmd("XREVRANGE")
+            .arg(stream)
+            .arg(end)
+            .arg("-")
+            .arg("COUNT")
+            .arg(limit)
+            .clone();
+        let command = &command;
+        let entries: Vec<(String, Vec<String>)> = self
+            .on_shared(self.until(deadline), |mut connection: Connection| async move {
+                command.query_async(&mut connection).await
+            })
+            .await?;
+        Ok(entries
+            .into_iter()
+            .map(|(id, fields)| {
+                let mut map = HashMap::with_capacity(fields.len() / 2);
+                let mut pairs = fields.into_iter();
+                while let (Some(name), Some(value)) = (pairs.next(), pairs.next()) {
+                    map.insert(name, value);
+                }
+                (id, map)
+            })
+            .collect())
+    }
+
+    /// A whole list, head first (a user's events: newest first, at most the retention's
+    /// count).
+    async fn read_list(&self, key: &str, deadline: Instant) -> Result<Vec<String>, StoreError> {
+        let command = redis::cmd("LRANGE").arg(key).arg(0).arg(-1).clone();
+        let command = &command;
+        self.on_shared(
+            self.until(deadline),
+            |mut connection: Connection| async move { command.query_async(&mut connection).await },
+        )
+        .await
+    }
+
     /// The lane of a change that is always acknowledged (enroll, remove, unlock).
     fn change_lane(&self) -> Lane {
         if self.wait_replicas > 0 {
@@ -405,38 +497,61 @@ impl RedisStore {
         &self,
         script: &Script,
         key: &UserKey,
-        now: UnixMicros,
+        stamp: &Stamp,
         deadline: Instant,
     ) -> Result<ChangeOutcome, StoreError> {
-        let now_text = now.0.to_string();
+        let now_text = stamp.now.0.to_string();
         let reply = self
-            .change(script, key, &[now_text.as_bytes()], deadline)
+            .change(script, key, stamp, &[now_text.as_bytes()], deadline)
             .await?;
-        change_outcome(&reply, now)
+        change_outcome(&reply, stamp.now)
     }
 
-    /// Runs a change script (enroll, remove, unlock): `args` after the deadline.
+    /// Runs a change script (enroll, remove, unlock, recovery codes) in the lane of an
+    /// acknowledged change: `args` after the deadline and the audit stamp.
     async fn change(
         &self,
         script: &Script,
         key: &UserKey,
+        stamp: &Stamp,
         args: &[&[u8]],
         deadline: Instant,
     ) -> Result<Reply, StoreError> {
-        let until = self.until(deadline);
-        let redis_deadline = self.redis_deadline(until).await?.to_string();
-        let mut all: Vec<&[u8]> = Vec::with_capacity(args.len() + 1);
-        all.push(redis_deadline.as_bytes());
-        all.extend_from_slice(args);
-        self.run(
+        self.run_user_script(
             self.change_lane(),
             script,
-            &[&self.key(key)],
-            &all,
-            until,
+            key,
+            stamp,
+            args,
+            deadline,
             |reply| reply.status == "ok",
         )
         .await
+    }
+
+    /// Runs one of a user's scripts over the user's keys: `args` after the deadline (in
+    /// Redis's clock) and the audit stamp.
+    #[allow(clippy::too_many_arguments)]
+    async fn run_user_script(
+        &self,
+        lane: Lane,
+        script: &Script,
+        key: &UserKey,
+        stamp: &Stamp,
+        args: &[&[u8]],
+        deadline: Instant,
+        must_replicate: impl Fn(&Reply) -> bool,
+    ) -> Result<Reply, StoreError> {
+        let until = self.until(deadline);
+        let redis_deadline = self.redis_deadline(until).await?.to_string();
+        let stamp = stamp.script_arg();
+        let mut all: Vec<&[u8]> = Vec::with_capacity(args.len() + 2);
+        all.push(redis_deadline.as_bytes());
+        all.push(stamp.as_bytes());
+        all.extend_from_slice(args);
+        let [hash, events] = self.user_keys(key);
+        self.run(lane, script, &[&hash, &events], &all, until, must_replicate)
+            .await
     }
 }
 
@@ -641,9 +756,10 @@ impl FactorStore for RedisStore {
         &self,
         key: &UserKey,
         factor: NewFactor,
-        now: UnixMicros,
+        stamp: &Stamp,
         deadline: Instant,
     ) -> Result<AddOutcome, StoreError> {
+        let now = stamp.now;
         let factor_id = factor.factor_id.stored();
         let digits = factor.params.digits().to_string();
         let period = factor.params.period_secs().to_string();
@@ -656,7 +772,9 @@ impl FactorStore for RedisStore {
             period.as_bytes(),
             now_text.as_bytes(),
         ];
-        let reply = self.change(&self.scripts.add, key, &args, deadline).await?;
+        let reply = self
+            .change(&self.scripts.add, key, stamp, &args, deadline)
+            .await?;
         match reply.status.as_str() {
             "ok" => Ok(AddOutcome::Added {
                 sequence: reply.unsigned(0)?,
@@ -671,11 +789,10 @@ impl FactorStore for RedisStore {
         &self,
         key: &UserKey,
         attempt: Attempt,
-        now: UnixMicros,
+        stamp: &Stamp,
         deadline: Instant,
     ) -> Result<AttemptOutcome, StoreError> {
-        let until = self.until(deadline);
-        let redis_deadline = self.redis_deadline(until).await?.to_string();
+        let now = stamp.now;
         let factor_id = attempt.factor_id.stored();
         let state = attempt.purpose.required_state().as_stored().to_string();
         let step = attempt
@@ -684,10 +801,8 @@ impl FactorStore for RedisStore {
         let now_text = now.0.to_string();
         let max = attempt.policy.max_attempts.to_string();
         let duration = attempt.policy.lock_duration_micros.to_string();
-        let redis_key = self.key(key);
-        let args = |hold: &'static [u8]| -> [&[u8]; 8] {
+        let args = |hold: &'static [u8]| -> [&[u8]; 7] {
             [
-                redis_deadline.as_bytes(),
                 &factor_id,
                 state.as_bytes(),
                 step.as_bytes(),
@@ -698,51 +813,25 @@ impl FactorStore for RedisStore {
             ]
         };
         let script = &self.scripts.attempt;
+        let run = |lane: Lane, hold: &'static [u8], must_replicate: fn(&Reply) -> bool| {
+            let args = args(hold);
+            async move {
+                self.run_user_script(lane, script, key, stamp, &args, deadline, must_replicate)
+                    .await
+            }
+        };
         let reply = if self.wait_replicas == 0 {
-            self.run(
-                Lane::Shared,
-                script,
-                &[&redis_key],
-                &args(b"0"),
-                until,
-                |_| false,
-            )
-            .await?
+            run(Lane::Shared, b"0", |_| false).await?
         } else if attempt.matched_step.is_some() {
             // Most likely an acceptance, which must reach the replicas: straight to a
             // connection that can wait for them.
-            self.run(
-                Lane::Durable,
-                script,
-                &[&redis_key],
-                &args(b"0"),
-                until,
-                accepts_or_locks,
-            )
-            .await?
+            run(Lane::Durable, b"0", accepts_or_locks).await?
         } else {
             // A wrong code changes only the failure count, unless it locks: try it on the
             // shared connection, and only a lock goes to one that waits.
-            let first = self
-                .run(
-                    Lane::Shared,
-                    script,
-                    &[&redis_key],
-                    &args(b"1"),
-                    until,
-                    |_| false,
-                )
-                .await?;
+            let first = run(Lane::Shared, b"1", |_| false).await?;
             if first.status == "hold" {
-                self.run(
-                    Lane::Durable,
-                    script,
-                    &[&redis_key],
-                    &args(b"0"),
-                    until,
-                    accepts_or_locks,
-                )
-                .await?
+                run(Lane::Durable, b"0", accepts_or_locks).await?
             } else {
                 first
             }
@@ -753,20 +842,20 @@ impl FactorStore for RedisStore {
     async fn remove(
         &self,
         key: &UserKey,
-        now: UnixMicros,
+        stamp: &Stamp,
         deadline: Instant,
     ) -> Result<ChangeOutcome, StoreError> {
-        self.change_at(&self.scripts.remove, key, now, deadline)
+        self.change_at(&self.scripts.remove, key, stamp, deadline)
             .await
     }
 
     async fn unlock(
         &self,
         key: &UserKey,
-        now: UnixMicros,
+        stamp: &Stamp,
         deadline: Instant,
     ) -> Result<ChangeOutcome, StoreError> {
-        self.change_at(&self.scripts.unlock, key, now, deadline)
+        self.change_at(&self.scripts.unlock, key, stamp, deadline)
             .await
     }
 
@@ -785,15 +874,15 @@ impl FactorStore for RedisStore {
         &self,
         key: &UserKey,
         codes: NewCodes,
-        now: UnixMicros,
+        stamp: &Stamp,
         deadline: Instant,
     ) -> Result<AddCodesOutcome, StoreError> {
-        let now_text = now.0.to_string();
+        let now_text = stamp.now.0.to_string();
         let max = codes.max.to_string();
         let mut args: Vec<&[u8]> = vec![now_text.as_bytes(), max.as_bytes()];
         args.extend(codes.fields.iter().map(String::as_bytes));
         let reply = self
-            .change(&self.scripts.add_codes, key, &args, deadline)
+            .change(&self.scripts.add_codes, key, stamp, &args, deadline)
             .await?;
         match reply.status.as_str() {
             "ok" => Ok(AddCodesOutcome::Added {
@@ -814,24 +903,23 @@ impl FactorStore for RedisStore {
         &self,
         key: &UserKey,
         redemption: Redemption,
-        now: UnixMicros,
+        stamp: &Stamp,
         deadline: Instant,
     ) -> Result<RedeemOutcome, StoreError> {
+        let now = stamp.now;
         let now_text = now.0.to_string();
         let max = redemption.policy.max_attempts.to_string();
         let duration = redemption.policy.lock_duration_micros.to_string();
         let mut args: Vec<&[u8]> = vec![now_text.as_bytes(), max.as_bytes(), duration.as_bytes()];
         args.extend(redemption.candidates.iter().map(String::as_bytes));
-        let until = self.until(deadline);
-        let redis_deadline = self.redis_deadline(until).await?.to_string();
-        args.insert(0, redis_deadline.as_bytes());
         let reply = self
-            .run(
+            .run_user_script(
                 self.change_lane(),
                 &self.scripts.redeem_code,
-                &[&self.key(key)],
+                key,
+                stamp,
                 &args,
-                until,
+                deadline,
                 accepts_or_locks,
             )
             .await?;
@@ -857,14 +945,15 @@ impl FactorStore for RedisStore {
     async fn remove_recovery_codes(
         &self,
         key: &UserKey,
-        now: UnixMicros,
+        stamp: &Stamp,
         deadline: Instant,
     ) -> Result<RemoveCodesOutcome, StoreError> {
-        let now_text = now.0.to_string();
+        let now_text = stamp.now.0.to_string();
         let reply = self
             .change(
                 &self.scripts.remove_codes,
                 key,
+                stamp,
                 &[now_text.as_bytes()],
                 deadline,
             )
@@ -872,7 +961,7 @@ impl FactorStore for RedisStore {
         match reply.status.as_str() {
             "ok" => Ok(RemoveCodesOutcome::Removed {
                 sequence: reply.unsigned(0)?,
-                changed_at: now,
+                changed_at: stamp.now,
             }),
             "none" => Ok(RemoveCodesOutcome::NoCodes),
             "locked" => Ok(RemoveCodesOutcome::Locked(Lock::from_stored(
@@ -887,7 +976,7 @@ impl FactorStore for RedisStore {
         org: &str,
         deadline: Instant,
     ) -> Result<StoredPolicies, StoreError> {
-        let [hash, _, _] = self.policy_keys(org);
+        let [hash, ..] = self.policy_keys(org);
         let command = redis::cmd("HGETALL").arg(hash).clone();
         let command = &command;
         let fields: HashMap<String, Vec<u8>> = self
@@ -902,10 +991,10 @@ impl FactorStore for RedisStore {
         &self,
         org: &str,
         write: PolicyWrite,
-        now: UnixMicros,
+        stamp: &Stamp,
         deadline: Instant,
     ) -> Result<PolicyWritten, StoreError> {
-        let now_text = now.0.to_string();
+        let now_text = stamp.now.0.to_string();
         let args: [&[u8]; 4] = [
             write.part.field().as_bytes(),
             write.mode.as_str().as_bytes(),
@@ -913,7 +1002,7 @@ impl FactorStore for RedisStore {
             now_text.as_bytes(),
         ];
         let reply = self
-            .policy_script(&self.scripts.write_policy, org, &args, deadline)
+            .policy_script(&self.scripts.write_policy, org, stamp, &args, deadline)
             .await?;
         match reply.status.as_str() {
             "ok" => Ok(PolicyWritten::Written {
@@ -934,15 +1023,15 @@ impl FactorStore for RedisStore {
         &self,
         org: &str,
         seed: &PolicySeed,
-        now: UnixMicros,
+        stamp: &Stamp,
         deadline: Instant,
     ) -> Result<bool, StoreError> {
         let lockout = seed.lockout.as_ref().map(stored_form).unwrap_or_default();
         let otp = seed.otp.as_ref().map(stored_form).unwrap_or_default();
-        let now_text = now.0.to_string();
+        let now_text = stamp.now.0.to_string();
         let args: [&[u8]; 3] = [lockout.as_bytes(), otp.as_bytes(), now_text.as_bytes()];
         let reply = self
-            .policy_script(&self.scripts.seed_policy, org, &args, deadline)
+            .policy_script(&self.scripts.seed_policy, org, stamp, &args, deadline)
             .await?;
         match reply.status.as_str() {
             "ok" => Ok(true),
@@ -1041,6 +1130,99 @@ impl FactorStore for RedisStore {
         Ok(users.into_iter().map(Arc::from).collect())
     }
 
+    async fn user_events(
+        &self,
+        key: &UserKey,
+        before: Option<&str>,
+        limit: usize,
+        deadline: Instant,
+    ) -> Result<Vec<AuditEvent>, StoreError> {
+        let [_, events] = self.user_keys(key);
+        let entries = self.read_list(&events, deadline).await?;
+        let before = before.and_then(entry_id);
+        let mut page = Vec::with_capacity(limit.min(entries.len()));
+        for entry in entries {
+            let event = event_of_entry(&entry, Some(key.user.clone()))?;
+            if before.is_none_or(|before| entry_id(&event.id).is_some_and(|id| id < before)) {
+                page.push(event);
+                if page.len() == limit {
+                    break;
+                }
+            }
+        }
+        Ok(page)
+    }
+
+    async fn copy_to_feed(
+        &self,
+        source: &FeedSource,
+        retention: Retention,
+        deadline: Instant,
+    ) -> Result<usize, StoreError> {
+        let [feed, copied] = self.feed_keys(source.org());
+        let field = source.cursor_field();
+        let until = self.until(deadline);
+        let command = redis::cmd("HGET").arg(&copied).arg(&field).clone();
+        let command = &command;
+        let mark: Option<String> = self
+            .on_shared(until, |mut connection: Connection| async move {
+                command.query_async(&mut connection).await
+            })
+            .await?;
+        let mark = mark.as_deref().and_then(entry_id);
+        // Newest first, down to the mark; then oldest first, as the feed takes them.
+        let mut new = Vec::new();
+        for entry in self.read_list(&self.source_list(source), deadline).await? {
+            let event = event_of_entry(&entry, source.user().cloned())?;
+            if mark.is_some_and(|mark| entry_id(&event.id).is_none_or(|id| id <= mark)) {
+                break;
+            }
+            new.push(event);
+        }
+        if new.is_empty() {
+            return Ok(0);
+        }
+        new.reverse();
+        let user = source.user().map_or("", |user| &**user).to_owned();
+        let max_events = retention.max_events.to_string();
+        let max_age = (retention.max_age_micros() / 1000).to_string();
+        let mut invocation = self.scripts.feed_append.prepare_invoke();
+        invocation
+            .key(&feed)
+            .key(&copied)
+            .arg(&field)
+            .arg(&user)
+            .arg(&max_events)
+            .arg(&max_age);
+        for event in &new {
+            let fields = feed_fields(event);
+            invocation.arg(&event.id).arg(fields.len());
+            for (name, value) in fields {
+                invocation.arg(name).arg(value);
+            }
+        }
+        let invocation = &invocation;
+        self.on_shared(until, |mut connection: Connection| async move {
+            invocation.invoke_async(&mut connection).await
+        })
+        .await
+    }
+
+    async fn feed_events(
+        &self,
+        org: &str,
+        before: Option<&str>,
+        limit: usize,
+        deadline: Instant,
+    ) -> Result<Vec<AuditEvent>, StoreError> {
+        let [feed, _] = self.feed_keys(org);
+        let entries = self.read_stream(&feed, before, limit, deadline).await?;
+        entries
+            .into_iter()
+            .map(|(id, fields)| event_from(id, &fields, None))
+            .collect()
+    }
+
     async fn server_time(&self) -> Result<Option<UnixMicros>, StoreError> {
         let until = Instant::now() + self.timeout;
         self.redis_time(until)
@@ -1111,11 +1293,12 @@ mod tests {
         );
     }
 
-    /// Cluster safety of the scripts: each declares one key, reads it from KEYS[1] only, and
-    /// every call names that key (a key built inside a script would go unrouted). The one
-    /// call without a key is `TIME`, for the deadline and the sequence.
+    /// Cluster safety of the scripts: each declares the user's two keys (the hash and the
+    /// stream of the user's events, which share a hash tag), reads them from KEYS[1] and
+    /// KEYS[2] only, and every call names one of them (a key built inside a script would go
+    /// unrouted). The one call without a key is `TIME`, for the deadline and the sequence.
     #[test]
-    fn every_script_touches_only_its_one_declared_key() {
+    fn every_script_touches_only_the_users_declared_keys() {
         for script in SCRIPTS {
             let code: Vec<&str> = script
                 .lines()
@@ -1123,7 +1306,8 @@ mod tests {
                 .collect();
             let code = code.join("\n");
             assert!(code.contains("local key = KEYS[1]"), "{script}");
-            assert_eq!(code.matches("KEYS[").count(), 1, "{script}");
+            assert!(code.contains("local events = KEYS[2]"), "{script}");
+            assert_eq!(code.matches("KEYS[").count(), 2, "{script}");
             let calls: Vec<&str> = code.split("redis.call(").skip(1).collect();
             assert!(!calls.is_empty());
             for call in calls {
@@ -1131,7 +1315,10 @@ mod tests {
                     continue;
                 }
                 let key_argument = call.split([',', ')']).nth(1).map(str::trim);
-                assert_eq!(key_argument, Some("key"), "redis.call({call}");
+                assert!(
+                    matches!(key_argument, Some("key" | "events")),
+                    "redis.call({call}"
+                );
             }
         }
     }

@@ -123,7 +123,8 @@ impl RedisStore {
     }
 
     /// Puts `resealed` in place of `read` if the record still holds `read`, acknowledged by
-    /// `wait_replicas` replicas like every other change.
+    /// `wait_replicas` replicas like every other change. The one change without an audit
+    /// event: the same secret under another key, made by an operator's run, not a request.
     pub async fn reseal(
         &self,
         user: &UserKey,
@@ -131,8 +132,18 @@ impl RedisStore {
         resealed: &[u8],
         deadline: Instant,
     ) -> Result<Resealed, StoreError> {
+        let until = self.until(deadline);
+        let redis_deadline = self.redis_deadline(until).await?.to_string();
+        let args: [&[u8]; 3] = [redis_deadline.as_bytes(), read, resealed];
         let reply = self
-            .change(&self.scripts.reseal, user, &[read, resealed], deadline)
+            .run(
+                self.change_lane(),
+                &self.scripts.reseal,
+                &[&self.key(user)],
+                &args,
+                until,
+                |reply| reply.status == "ok",
+            )
             .await?;
         match reply.status.as_str() {
             "ok" => Ok(Resealed::Done),

@@ -1,0 +1,570 @@
+//! The audit trail: every change of a user's factor and every check outcome is an event,
+//! written with its change; who did it, through which request and from where; kept as the
+//! organization says; and the organization's feed, assembled after the fact from its users'
+//! streams, holds each event once, in its user's order, within a second.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use tessera::domain::audit::{AddressRecording, Author, Retention};
+use tessera::domain::{FactorId, UnixMicros};
+use tessera::store::{NewFactor, Stamp, UserKey};
+
+use crate::helpers::{
+    Answer, Backend, RedisCluster, RedisServer, Spawn, TestApp, Token, on_every_store,
+};
+
+on_every_store!(
+    every_change_and_check_outcome_is_an_event_of_its_user,
+    the_organization_keeps_as_many_events_as_it_says,
+    a_change_whose_note_was_lost_reaches_the_feed_with_the_users_next,
+);
+
+fn root() -> String {
+    Token::user("acme", "root").role("otp.admin", "acme").sign()
+}
+
+fn login_page() -> String {
+    Token::user("acme", "login")
+        .role("otp.check", "acme")
+        .sign()
+}
+
+async fn get(app: &TestApp, token: &str, path: &str) -> Answer {
+    app.send(app.client.get(app.url(path)).bearer_auth(token))
+        .await
+}
+
+/// Every event of a listing, page by page (`page_size` each), newest first.
+async fn all_events(app: &TestApp, path: &str, page_size: usize) -> Vec<Value> {
+    let mut events = Vec::new();
+    let mut token = String::new();
+    let separator = if path.contains('?') { '&' } else { '?' };
+    loop {
+        let page = get(
+            app,
+            &root(),
+            &format!("{path}{separator}pageSize={page_size}&pageToken={token}"),
+        )
+        .await;
+        let body = page.assert_ok().clone();
+        let result = body["result"].as_array().cloned().unwrap_or_default();
+        assert!(result.len() <= page_size, "{body}");
+        events.extend(result);
+        match body["nextPageToken"].as_str() {
+            Some(next) => token = next.to_owned(),
+            None => return events,
+        }
+    }
+}
+
+fn types(events: &[Value]) -> Vec<String> {
+    events
+        .iter()
+        .map(|event| event["type"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// The organization's feed, once it holds `count` events (a second at most).
+async fn feed_of(app: &TestApp, path: &str, count: usize) -> Vec<Value> {
+    let started = Instant::now();
+    loop {
+        let events = all_events(app, path, 1000).await;
+        if events.len() >= count {
+            return events;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "the feed holds {} of {count} events a second later: {events:?}",
+            events.len()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn every_change_and_check_outcome_is_an_event_of_its_user(backend: Backend) {
+    let app = Spawn::new(backend).start().await;
+    let root = root();
+    let alice = Token::user("acme", "alice").sign();
+    // Two failures lock, for a minute.
+    app.post(
+        Some(&root),
+        "/management/v1/policies/lockout",
+        json!({"maxOtpAttempts": 2}),
+    )
+    .await
+    .assert_ok();
+    app.send(
+        app.client
+            .put(app.url("/management/v1/policies/otp"))
+            .bearer_auth(&root)
+            .json(&json!({"lockDurationSecs": 60})),
+    )
+    .await
+    .assert_ok();
+    let secret = app.add(&alice).await.assert_ok()["secret"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    app.verify(&alice, "000000")
+        .await
+        .assert_error(400, 3, "EVENT-8isk2");
+    app.verify(&alice, &app.code(&secret, 0)).await.assert_ok();
+    let page = login_page();
+    let next = app.code(&secret, 1);
+    app.check(&page, "alice", &next).await.assert_ok();
+    app.check(&page, "alice", &next)
+        .await
+        .assert_error(400, 3, "EVENT-8isk2");
+    // The second failure in a row locks; with a request id of the caller's.
+    app.send(
+        app.client
+            .post(app.url("/management/v1/users/alice/auth_factors/otp/_check"))
+            .bearer_auth(&page)
+            .header("x-request-id", "audit-req-1")
+            .json(&json!({"code": "000000"})),
+    )
+    .await
+    .assert_error(400, 3, "EVENT-8isk2");
+    // The lock expires by time alone: the next attempt notices, and says so first.
+    app.clock.advance_secs(61);
+    app.check(&page, "alice", "000000")
+        .await
+        .assert_error(400, 3, "EVENT-8isk2");
+    app.check(&page, "alice", "000000")
+        .await
+        .assert_error(400, 3, "EVENT-8isk2");
+    app.unlock(&root, "alice").await.assert_ok();
+    let generated = app
+        .post(
+            Some(&root),
+            "/v2/users/alice/recovery_codes",
+            json!({"count": 2}),
+        )
+        .await;
+    let code = generated.assert_ok()["recoveryCodes"][0]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    app.post(
+        Some(&page),
+        "/management/v1/users/alice/auth_factors/otp/_check",
+        json!({"recoveryCode": code}),
+    )
+    .await
+    .assert_ok();
+    app.delete(Some(&root), "/v2/users/alice/recovery_codes")
+        .await
+        .assert_ok();
+    app.delete(Some(&root), "/management/v1/users/alice/auth_factors/otp")
+        .await
+        .assert_ok();
+
+    let expected = [
+        "enrolled",
+        "check_invalid",
+        "verified",
+        "check_accepted",
+        "replay_refused",
+        "check_invalid",
+        "locked",
+        "lock_expired",
+        "check_invalid",
+        "check_invalid",
+        "locked",
+        "unlocked",
+        "recovery_codes_generated",
+        "recovery_code_used",
+        "recovery_codes_removed",
+        "removed",
+    ];
+    // Page by page, newest first, straight from the user's own stream.
+    let mut events = all_events(&app, "/management/v1/users/alice/events", 5).await;
+    events.reverse();
+    assert_eq!(types(&events), expected, "{events:#?}");
+    // Sequences are those of the changes: they never go back.
+    let sequences: Vec<u64> = events
+        .iter()
+        .map(|event| event["sequence"].as_str().unwrap().parse().unwrap())
+        .collect();
+    assert!(
+        sequences.windows(2).all(|pair| pair[0] <= pair[1]),
+        "{sequences:?}"
+    );
+    // Who acted, through which request, from where (loopback, truncated by default).
+    let by = |event: &Value| {
+        (
+            event["actorUserId"].as_str().unwrap().to_owned(),
+            event["actorOrgId"].as_str().unwrap().to_owned(),
+        )
+    };
+    assert_eq!(by(&events[0]), ("alice".into(), "acme".into()));
+    assert_eq!(by(&events[3]), ("login".into(), "acme".into()));
+    assert_eq!(by(&events[11]), ("root".into(), "acme".into()));
+    assert_eq!(events[5]["requestId"], "audit-req-1");
+    assert_eq!(
+        events[6]["requestId"], "audit-req-1",
+        "the lock is the same change"
+    );
+    assert_ne!(events[4]["requestId"], events[5]["requestId"]);
+    for event in &events {
+        assert_eq!(event["userId"], "alice", "{event}");
+        assert_eq!(event["clientAddress"], "127.0.0.0/24", "{event}");
+    }
+    // The lock's expiry carries the time of the attempt that noticed it.
+    assert_eq!(events[7]["creationDate"], events[8]["creationDate"]);
+
+    // The organization's feed: the same events, in the same order, after the two policy
+    // changes, within a second.
+    let mut feed = feed_of(&app, "/management/v1/events", expected.len() + 2).await;
+    feed.reverse();
+    assert_eq!(types(&feed[..2]), ["policy_changed", "policy_changed"]);
+    assert!(feed[..2].iter().all(|event| event.get("userId").is_none()));
+    assert_eq!(types(&feed[2..]), expected);
+    // Filtered by user, type and time.
+    let locks = all_events(
+        &app,
+        "/management/v1/events?userId=alice&type=locked,unlocked",
+        1,
+    )
+    .await;
+    assert_eq!(types(&locks), ["unlocked", "locked", "locked"]);
+    let before_expiry = events[6]["creationDate"].as_str().unwrap().to_owned();
+    let early = all_events(
+        &app,
+        &format!("/management/v1/events?userId=alice&until={before_expiry}"),
+        100,
+    )
+    .await;
+    assert_eq!(types(&early).len(), 7, "{early:#?}");
+    let late = all_events(
+        &app,
+        &format!(
+            "/management/v1/events?since={}",
+            events[7]["creationDate"].as_str().unwrap()
+        ),
+        100,
+    )
+    .await;
+    assert_eq!(late.len(), expected.len() - 7, "{late:#?}");
+    assert!(
+        all_events(&app, "/management/v1/events?userId=bob", 10)
+            .await
+            .is_empty()
+    );
+
+    // Only admins read the trail; bad queries are the contract's errors.
+    get(&app, &alice, "/management/v1/events")
+        .await
+        .assert_error(403, 7, "TESSERA-perm1");
+    get(&app, &alice, "/management/v1/users/alice/events")
+        .await
+        .assert_error(403, 7, "TESSERA-perm1");
+    for query in ["type=nope", "since=yesterday", "pageSize=x"] {
+        get(&app, &root, &format!("/management/v1/events?{query}"))
+            .await
+            .assert_error(400, 3, "TESSERA-query1");
+    }
+    get(&app, &root, "/management/v1/events?pageToken=abc")
+        .await
+        .assert_error(400, 3, "TESSERA-page1");
+}
+
+async fn the_organization_keeps_as_many_events_as_it_says(backend: Backend) {
+    let app = Spawn::new(backend).start().await;
+    let root = root();
+    app.send(
+        app.client
+            .put(app.url("/management/v1/policies/otp"))
+            .bearer_auth(&root)
+            .json(&json!({"auditMaxEventsPerUser": 3, "auditMaxEvents": 4})),
+    )
+    .await
+    .assert_ok();
+    let policy = get(&app, &root, "/management/v1/policies/otp").await;
+    assert_eq!(policy.assert_ok()["policy"]["auditMaxEventsPerUser"], 3);
+    let alice = Token::user("acme", "alice").sign();
+    app.ready_for_login(&alice).await;
+    for _ in 0..4 {
+        app.check(&login_page(), "alice", "000000").await;
+    }
+    let events = all_events(&app, "/management/v1/users/alice/events", 100).await;
+    assert_eq!(
+        types(&events),
+        ["check_invalid", "check_invalid", "check_invalid"],
+        "the newest 3 of the user's 6"
+    );
+    // The feed keeps the newest 4 of its 7 (a policy change, then the user's 6).
+    let started = Instant::now();
+    loop {
+        let feed = all_events(&app, "/management/v1/events", 100).await;
+        if feed.len() == 4 && types(&feed).iter().all(|kind| kind == "check_invalid") {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(2), "{feed:#?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Out of bounds is refused, every problem named.
+    let refused = app
+        .send(
+            app.client
+                .put(app.url("/management/v1/policies/otp"))
+                .bearer_auth(&root)
+                .json(&json!({"auditMaxEventsPerUser": 0, "auditMaxAgeDays": 0})),
+        )
+        .await;
+    refused.assert_error(400, 3, "TESSERA-policy1");
+    let message = refused.body["message"].as_str().unwrap();
+    assert!(
+        message.contains("auditMaxEventsPerUser") && message.contains("auditMaxAgeDays"),
+        "{message}"
+    );
+}
+
+/// A change whose note to the feed was lost (a full queue, a replica that died before
+/// copying) is in the user's stream; the user's next change copies it too, in order.
+async fn a_change_whose_note_was_lost_reaches_the_feed_with_the_users_next(backend: Backend) {
+    let app = Spawn::new(backend).start().await;
+    let alice = Token::user("acme", "alice").sign();
+    app.ready_for_login(&alice).await;
+    let feed = feed_of(&app, "/management/v1/events", 2).await;
+    assert_eq!(types(&feed), ["verified", "enrolled"]);
+    // A removal straight through the store: committed with its event, never noted.
+    let store = &app.registry.deps().store;
+    let stamp = Stamp {
+        now: UnixMicros::from_secs(i64::try_from(app.now_secs()).unwrap()),
+        actor: Arc::new(Author {
+            request_id: "lost".into(),
+            user: "root".into(),
+            org: "acme".into(),
+            address: None,
+        }),
+        retention: Retention::default(),
+    };
+    let key = UserKey {
+        org: "acme".into(),
+        user: "alice".into(),
+    };
+    let deadline = Instant::now() + Duration::from_secs(2);
+    store.remove(&key, &stamp, deadline).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        all_events(&app, "/management/v1/events", 100).await.len(),
+        2,
+        "nothing noted the removal"
+    );
+    // The next change through tessera brings both, in the user's order.
+    app.add(&alice).await.assert_ok();
+    let feed = feed_of(&app, "/management/v1/events", 4).await;
+    assert_eq!(
+        types(&feed),
+        ["enrolled", "removed", "verified", "enrolled"]
+    );
+    assert_eq!(feed[1]["requestId"], "lost");
+    // Two more straight through the store, then one through tessera: all three, in order.
+    let factor = NewFactor {
+        factor_id: FactorId::from_random([9; 16]),
+        params: app.params,
+        sealed_secret: vec![1; 8],
+    };
+    store.remove(&key, &stamp, deadline).await.unwrap();
+    store.add(&key, factor, &stamp, deadline).await.unwrap();
+    app.delete(Some(&root()), "/management/v1/users/alice/auth_factors/otp")
+        .await
+        .assert_ok();
+    let feed = feed_of(&app, "/management/v1/events", 7).await;
+    assert_eq!(
+        types(&feed[..3]),
+        ["removed", "enrolled", "removed"],
+        "{feed:#?}"
+    );
+}
+
+/// Three replicas on one Redis (or a cluster) change many users at once: the feed holds
+/// every event of every user exactly once and in each user's order, within a second of the
+/// last answer.
+async fn the_feed_holds_every_event_once_in_each_users_order(backend: Backend) {
+    let redis = (backend == Backend::Redis).then(|| Arc::new(RedisServer::start()));
+    let cluster = (backend == Backend::Cluster).then(|| Arc::new(RedisCluster::start(3, 0)));
+    let mut apps = Vec::new();
+    for _ in 0..3 {
+        let spawn = Spawn::new(backend);
+        let spawn = match (&redis, &cluster) {
+            (Some(redis), _) => spawn.redis(redis.clone()),
+            (_, Some(cluster)) => spawn.cluster(cluster.clone()),
+            _ => unreachable!("a shared store"),
+        };
+        apps.push(spawn.start().await);
+    }
+    let users: Vec<String> = (0..12).map(|n| format!("u{n}")).collect();
+    let mut secrets = HashMap::new();
+    for (index, user) in users.iter().enumerate() {
+        let token = Token::user("acme", user).sign();
+        secrets.insert(user.clone(), apps[index % 3].ready_for_login(&token).await);
+    }
+    // Wrong codes from every replica at once, several per user.
+    let page = login_page();
+    let mut calls = Vec::new();
+    for round in 0..3 {
+        for (index, user) in users.iter().enumerate() {
+            let app = &apps[(index + round) % 3];
+            calls.push(app.check(&page, user, "000000"));
+        }
+    }
+    futures_util::future::join_all(calls).await;
+    let per_user_expected = [
+        "enrolled",
+        "verified",
+        "check_invalid",
+        "check_invalid",
+        "check_invalid",
+    ];
+    let total = users.len() * per_user_expected.len();
+    let started = Instant::now();
+    let feed = loop {
+        let feed = all_events(&apps[1], "/management/v1/events", 1000).await;
+        if feed.len() >= total {
+            break feed;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "{} of {total} events in the feed a second later",
+            feed.len()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(feed.len(), total, "each event once");
+    for user in &users {
+        let mut mine: Vec<&Value> = feed
+            .iter()
+            .filter(|event| event["userId"] == user.as_str())
+            .collect();
+        mine.reverse();
+        let kinds: Vec<&str> = mine.iter().map(|e| e["type"].as_str().unwrap()).collect();
+        assert_eq!(kinds, per_user_expected, "{user}");
+        // In the user's own order: as the user's stream has them.
+        let own = all_events(
+            &apps[2],
+            &format!("/management/v1/users/{user}/events"),
+            100,
+        )
+        .await;
+        let own_sequences: Vec<&Value> = own.iter().rev().map(|e| &e["sequence"]).collect();
+        let feed_sequences: Vec<&Value> = mine.iter().map(|e| &e["sequence"]).collect();
+        assert_eq!(feed_sequences, own_sequences, "{user}");
+    }
+}
+
+#[actix_web::test]
+async fn the_feed_holds_every_event_once_in_each_users_order_on_redis() {
+    the_feed_holds_every_event_once_in_each_users_order(Backend::Redis).await;
+}
+
+#[actix_web::test]
+async fn the_feed_holds_every_event_once_in_each_users_order_on_a_cluster() {
+    the_feed_holds_every_event_once_in_each_users_order(Backend::Cluster).await;
+}
+
+#[actix_web::test]
+async fn the_client_address_is_kept_as_configured() {
+    for (recording, expected) in [
+        (AddressRecording::Full, Some("127.0.0.1")),
+        (AddressRecording::None, None),
+    ] {
+        let app = Spawn::new(Backend::Memory)
+            .with(|settings| settings.audit.client_address = recording)
+            .start()
+            .await;
+        let alice = Token::user("acme", "alice").sign();
+        app.add(&alice).await.assert_ok();
+        let events = all_events(&app, "/management/v1/users/alice/events", 10).await;
+        assert_eq!(types(&events), ["enrolled"]);
+        assert_eq!(
+            events[0].get("clientAddress").and_then(Value::as_str),
+            expected,
+            "{recording:?}"
+        );
+    }
+}
+
+#[actix_web::test]
+async fn the_trail_over_grpc() {
+    use tessera::api::grpc::pb::tessera::otp::v1 as admin;
+    use tessera::api::grpc::pb::tessera::otp::v1::audit_service_client::AuditServiceClient;
+
+    use crate::grpc::{assert_status, channel, request};
+
+    let app = Spawn::new(Backend::Memory).start().await;
+    let alice = Token::user("acme", "alice").sign();
+    app.ready_for_login(&alice).await;
+    app.check(&login_page(), "alice", "000000").await;
+    let mut audit = AuditServiceClient::new(channel(&app).await);
+    let root = root();
+    let mine = audit
+        .list_user_events(request(
+            admin::ListUserEventsRequest {
+                user_id: "alice".into(),
+                page_size: 2,
+                page_token: String::new(),
+            },
+            Some(&root),
+            None,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let kinds: Vec<&str> = mine.result.iter().map(|e| e.r#type.as_str()).collect();
+    assert_eq!(kinds, ["check_invalid", "verified"]);
+    assert_eq!(mine.next_page_token, mine.result[1].id);
+    assert_eq!(mine.result[0].actor_user_id, "login");
+    assert!(mine.result[0].creation_date.is_some());
+    let started = Instant::now();
+    loop {
+        let feed = audit
+            .list_events(request(
+                admin::ListEventsRequest {
+                    user_id: "alice".into(),
+                    types: vec!["enrolled".into()],
+                    ..Default::default()
+                },
+                Some(&root),
+                None,
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        if feed.result.len() == 1 {
+            assert_eq!(feed.result[0].user_id, "alice");
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(1), "{feed:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_status(
+        audit
+            .list_events(request(
+                admin::ListEventsRequest {
+                    types: vec!["nope".into()],
+                    ..Default::default()
+                },
+                Some(&root),
+                None,
+            ))
+            .await,
+        tonic::Code::InvalidArgument,
+        "TESSERA-query1",
+    );
+    assert_status(
+        audit
+            .list_events(request(
+                admin::ListEventsRequest::default(),
+                Some(&alice),
+                None,
+            ))
+            .await,
+        tonic::Code::PermissionDenied,
+        "TESSERA-perm1",
+    );
+}

@@ -4,6 +4,7 @@
 //! a shared multiplexed connection. Prints a markdown table for BENCHMARKS.md.
 //!
 //!     cargo bench --bench load -- [--users 10000] [--connections 64] [--seconds 10]
+//!     cargo bench --bench load -- --audit-cost   (what the check's audit event costs)
 //!
 //! Needs `wrk` and `redis-server` on the PATH. Client and servers share this machine's cores:
 //! compare the ratio of figures from one run, not absolute numbers across machines.
@@ -45,12 +46,18 @@ const ATTEMPT_SCRIPT: &str = concat!(
     include_str!("../src/store/lua/attempt.lua")
 );
 
+/// The same script before the audit trail: its events not written (`audit` does nothing), for
+/// `--audit-cost`'s comparison in one run.
+const ATTEMPT_SCRIPT_WITHOUT_EVENTS: &str = concat!(
+    include_str!("../src/store/lua/prelude.lua"),
+    "local function audit(kind, sequence) end\n",
+    include_str!("../src/store/lua/attempt.lua")
+);
+
 /// The audit stamp tessera passes with a check (`store::Stamp::script_arg`): now, a request
 /// id, the acting user and organization, a truncated address, 100 events kept for 90 days.
 fn audit_stamp(now: i64) -> String {
-    format!(
-        "{now}\n513fbb036695a7247b0dd92d257531f5\nlogin\n{ORG}\n127.0.0.0/24\n100\n7776000000\n"
-    )
+    format!("100\n7776000000\n{now}\n513fbb036695a7247b0dd92d257531f5\nlogin\n{ORG}\n127.0.0.0/24")
 }
 
 struct Options {
@@ -60,6 +67,9 @@ struct Options {
     idle_orgs: usize,
     /// Only the wrk passes against the floor (`--quick`): for trying a change to the check path.
     quick: bool,
+    /// What writing the audit event costs (`--audit-cost`): tessera, the floor with the event
+    /// and the floor without it, alternating, with CPU per check of tessera and of Redis.
+    audit_cost: bool,
     peer: bool,
     peer_tokens: usize,
 }
@@ -71,6 +81,7 @@ fn options() -> Options {
         seconds: 10,
         idle_orgs: 100_000,
         quick: false,
+        audit_cost: false,
         peer: true,
         peer_tokens: 100,
     };
@@ -90,6 +101,7 @@ fn options() -> Options {
             "--peer-tokens" => o.peer_tokens = value() as usize,
             "--no-peer" => o.peer = false,
             "--quick" => o.quick = true,
+            "--audit-cost" => o.audit_cost = true,
             _ => {}
         }
         i += 1;
@@ -483,12 +495,16 @@ async fn factor_ids(connection: &mut redis::aio::ConnectionManager, users: usize
 /// The floor: parse the same body, one EVALSHA of tessera's own attempt script (a wrong
 /// code: read the hash, count a failure) over one shared ConnectionManager. Nothing else.
 fn start_floor(redis_url: String, port: u16, users: usize) {
+    start_floor_with(redis_url, port, users, ATTEMPT_SCRIPT);
+}
+
+fn start_floor_with(redis_url: String, port: u16, users: usize, source: &'static str) {
     std::thread::spawn(move || {
         actix_rt::System::new().block_on(async move {
             let client = redis::Client::open(redis_url).unwrap();
             let mut connection = client.get_connection_manager().await.unwrap();
             let ids = web::Data::new(factor_ids(&mut connection, users).await);
-            let script = web::Data::new(redis::Script::new(ATTEMPT_SCRIPT));
+            let script = web::Data::new(redis::Script::new(source));
             #[derive(serde::Deserialize)]
             struct Body {
                 code: String,
@@ -664,6 +680,86 @@ fn redis_benchmark(redis: &RedisServer, o: &Options) -> f64 {
         .unwrap_or(f64::NAN)
 }
 
+/// A process's CPU time so far (user + system, from /proc), in microseconds.
+fn cpu_micros(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // After the command's name in parentheses: utime and stime are the 12th and 13th fields.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<u64> = rest
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .map(|field| field.parse().unwrap())
+        .collect();
+    // Clock ticks of 10 ms (getconf CLK_TCK: 100 on Linux).
+    (fields[0] + fields[1]) * 10_000
+}
+
+/// One wrk pass, with the CPU per answered check of each process in `pids`.
+fn wrk_with_cpu(port: u16, script: &str, o: &Options, pids: &[u32]) -> (Run, Vec<f64>) {
+    let before: Vec<u64> = pids.iter().map(|pid| cpu_micros(*pid)).collect();
+    let run = wrk(port, script, o);
+    let checks = run.rps * o.seconds as f64;
+    let per_check = pids
+        .iter()
+        .zip(before)
+        .map(|(pid, before)| (cpu_micros(*pid) - before) as f64 / checks)
+        .collect();
+    (run, per_check)
+}
+
+/// `--audit-cost`: what writing the check's event costs, from one run: tessera (which writes
+/// it), the floor with the same script, and the floor without the event, alternating three
+/// times; CPU per check of the HTTP process (tessera, or this one for the floors, which run
+/// on its threads) and of redis-server.
+fn audit_cost(o: &Options, redis: &RedisServer, tessera: (u16, u32), script: &str) {
+    let url = format!("redis://127.0.0.1:{}", redis.port);
+    let without_port = free_port();
+    start_floor_with(
+        url.clone(),
+        without_port,
+        o.users,
+        ATTEMPT_SCRIPT_WITHOUT_EVENTS,
+    );
+    let with_port = free_port();
+    start_floor(url, with_port, o.users);
+    std::thread::sleep(Duration::from_millis(500));
+    let (tessera_port, tessera_pid) = tessera;
+    let me = std::process::id();
+    let targets = [
+        ("tessera (event written)", tessera_port, tessera_pid),
+        ("floor, event written", with_port, me),
+        ("floor, no event", without_port, me),
+    ];
+    let mut sums = vec![(0.0, 0.0, 0.0); targets.len()];
+    println!(
+        "| pass | what | req/s | p99 ms | HTTP process CPU µs/check | Redis CPU µs/check | statuses |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    for pass in 1..=3 {
+        for (index, (name, port, pid)) in targets.iter().enumerate() {
+            let (run, cpu) = wrk_with_cpu(*port, script, o, &[*pid, redis.pid()]);
+            assert!(
+                !run.statuses.contains("503") && !run.statuses.contains("500"),
+                "{name}: {}",
+                run.statuses
+            );
+            println!(
+                "| {pass} | {name} | {:.0} | {:.2} | {:.1} | {:.1} | {} |",
+                run.rps, run.p99, cpu[0], cpu[1], run.statuses
+            );
+            sums[index].0 += run.rps / 3.0;
+            sums[index].1 += cpu[0] / 3.0;
+            sums[index].2 += cpu[1] / 3.0;
+        }
+    }
+    println!("\n| mean of 3 | req/s | HTTP process CPU µs/check | Redis CPU µs/check |");
+    println!("|---|---|---|---|");
+    for ((name, ..), (rps, http_cpu, redis_cpu)) in targets.iter().zip(&sums) {
+        println!("| {name} | {rps:.0} | {http_cpu:.1} | {redis_cpu:.1} |");
+    }
+}
+
 fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap()
@@ -806,6 +902,11 @@ async fn main() {
     let per_factor = (used_memory(&redis).saturating_sub(before)) as f64 / o.users as f64;
     let bearer = token("login-page", &["otp.check"]);
 
+    if o.audit_cost {
+        let script = wrk_script(o.users, &current_codes(&secrets), &bearer);
+        audit_cost(&o, &redis, (first.port, first.process.0.id()), &script);
+        return;
+    }
     let floor_port = free_port();
     start_floor(redis_url.clone(), floor_port, o.users);
     std::thread::sleep(Duration::from_millis(500));

@@ -541,11 +541,14 @@ impl OtpService {
             let complete = read.len() < batch;
             for event in read {
                 scanned += 1;
-                // The feed is in the order of copying, and a copy comes after its event: an
-                // entry copied before `since` ends the search, and every older one with it.
+                // The feed is in the order of copying (Redis's clock), and a copy comes after
+                // its event (the replica's clock, within `CLOCK_MARGIN_MS` of Redis's, as
+                // readiness holds it): an entry copied that long before `since` ends the
+                // search, and every older one with it.
+                const CLOCK_MARGIN_MS: i64 = 60_000;
                 let copied_ms = entry_id(&event.id).map_or(0, |(ms, _)| ms);
                 if filter.since.is_some_and(|since| {
-                    i64::try_from(copied_ms).unwrap_or(i64::MAX) < since.0 / 1000
+                    i64::try_from(copied_ms).unwrap_or(i64::MAX) < since.0 / 1000 - CLOCK_MARGIN_MS
                 }) {
                     return Ok(EventPage { events, next: None });
                 }

@@ -36,27 +36,25 @@ pub struct Stamp {
 }
 
 impl Stamp {
-    /// The stamp as the scripts take it (ARGV[2], `lua/audit.lua`): each field ended by a
-    /// newline, which no field holds (ids have no control characters, request ids are
-    /// tokens, addresses are addresses).
+    /// The stamp as the scripts take it (ARGV[2], `lua/audit.lua`): the events a user keeps,
+    /// their maximum age in milliseconds, then the part of every event's element that is the
+    /// stamp's (now, request id, acting user and organization, address), joined here once so
+    /// that the script only prepends the id, kind and sequence. Lines are separated by a
+    /// newline, which no field holds (ids have no control characters, request ids are tokens,
+    /// addresses are addresses).
     pub fn script_arg(&self) -> String {
         let actor = &self.actor;
         let fields = [
+            self.retention.max_events_per_user.to_string(),
+            (self.retention.max_age_micros() / 1000).to_string(),
             self.now.0.to_string(),
             actor.request_id.to_string(),
             actor.user.to_string(),
             actor.org.to_string(),
             actor.address.as_deref().unwrap_or_default().to_owned(),
-            self.retention.max_events_per_user.to_string(),
-            (self.retention.max_age_micros() / 1000).to_string(),
         ];
-        let mut arg = String::with_capacity(fields.iter().map(|f| f.len() + 1).sum());
-        for field in fields {
-            debug_assert!(!field.contains('\n'));
-            arg.push_str(&field);
-            arg.push('\n');
-        }
-        arg
+        debug_assert!(fields.iter().all(|field| !field.contains('\n')));
+        fields.join("\n")
     }
 }
 
@@ -203,7 +201,7 @@ mod tests {
                 max_age_days: 1,
             },
         };
-        assert_eq!(stamp.script_arg(), "17\nr1\nops\nacme\n\n5\n86400000\n");
+        assert_eq!(stamp.script_arg(), "5\n86400000\n17\nr1\nops\nacme\n");
     }
 
     #[test]

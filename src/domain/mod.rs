@@ -18,6 +18,7 @@ pub mod policy;
 pub mod recovery;
 pub mod time;
 pub mod totp;
+pub mod webhook;
 
 pub use details::Details;
 pub use error::{FailedAttempts, GrpcCode, OtpError};

@@ -471,10 +471,20 @@ impl RedisStore {
             .collect())
     }
 
-    /// A whole list, head first (a user's events: newest first, at most the retention's
-    /// count).
-    async fn read_list(&self, key: &str, deadline: Instant) -> Result<Vec<String>, StoreError> {
-        let command = redis::cmd("LRANGE").arg(key).arg(0).arg(-1).clone();
+    /// Up to `count` elements of a list from `start` (0: the head; a user's events are newest
+    /// first); `usize::MAX` for the rest of it.
+    async fn read_list(
+        &self,
+        key: &str,
+        start: usize,
+        count: usize,
+        deadline: Instant,
+    ) -> Result<Vec<String>, StoreError> {
+        let stop = start
+            .checked_add(count)
+            .and_then(|end| i64::try_from(end).ok())
+            .map_or(-1, |end| end - 1);
+        let command = redis::cmd("LRANGE").arg(key).arg(start).arg(stop).clone();
         let command = &command;
         self.on_shared(
             self.until(deadline),
@@ -1138,7 +1148,7 @@ impl FactorStore for RedisStore {
         deadline: Instant,
     ) -> Result<Vec<AuditEvent>, StoreError> {
         let [_, events] = self.user_keys(key);
-        let entries = self.read_list(&events, deadline).await?;
+        let entries = self.read_list(&events, 0, usize::MAX, deadline).await?;
         let before = before.and_then(entry_id);
         let mut page = Vec::with_capacity(limit.min(entries.len()));
         for entry in entries {
@@ -1170,14 +1180,24 @@ impl FactorStore for RedisStore {
             })
             .await?;
         let mark = mark.as_deref().and_then(entry_id);
-        // Newest first, down to the mark; then oldest first, as the feed takes them.
+        // Newest first, down to the mark, a few at a time (a copy usually follows one change:
+        // its events are the list's first); then oldest first, as the feed takes them.
+        const PAGE: usize = 8;
+        let list = self.source_list(source);
         let mut new = Vec::new();
-        for entry in self.read_list(&self.source_list(source), deadline).await? {
-            let event = event_of_entry(&entry, source.user().cloned())?;
-            if mark.is_some_and(|mark| entry_id(&event.id).is_none_or(|id| id <= mark)) {
+        'read: for page in 0.. {
+            let entries = self.read_list(&list, page * PAGE, PAGE, deadline).await?;
+            let last_page = entries.len() < PAGE;
+            for entry in entries {
+                let event = event_of_entry(&entry, source.user().cloned())?;
+                if mark.is_some_and(|mark| entry_id(&event.id).is_none_or(|id| id <= mark)) {
+                    break 'read;
+                }
+                new.push(event);
+            }
+            if last_page {
                 break;
             }
-            new.push(event);
         }
         if new.is_empty() {
             return Ok(0);

@@ -1,7 +1,7 @@
 //! Independent clients talk to tessera: Python's grpcio with stubs generated from proto/,
-//! codes from pyotp (the v1 Auth API, the login check, the v2 user API); and the community
-//! `zitadel` crate, whose client is generated from ZITADEL's own protos (the v2 user API and
-//! the management API's lockout policy).
+//! codes from pyotp (the v1 Auth API, the login check, the v2 user API, the audit trail); and
+//! the community `zitadel` crate, whose client is generated from ZITADEL's own protos (the v2
+//! user API and the management API's lockout policy).
 
 use std::process::Command;
 
@@ -142,6 +142,33 @@ async fn run_zitadel_crate_client(args: Vec<String>) -> String {
         String::from_utf8_lossy(&output.stderr)
     );
     stdout
+}
+
+/// The audit trail through grpcio: one user's events page by page, the organization's feed
+/// filtered, and an unknown type refused.
+#[actix_web::test]
+async fn python_grpcio_client_reads_the_audit_trail() {
+    let app = spawn_app(Backend::Memory).await;
+    let alice = Token::user("acme", "alice").sign();
+    app.ready_for_login(&alice).await;
+    let login = Token::user("acme", "login")
+        .role("otp.check", "acme")
+        .sign();
+    app.check(&login, "alice", "000000")
+        .await
+        .assert_error(400, 3, "EVENT-8isk2");
+    let admin = Token::user("acme", "ops").role("otp.admin", "acme").sign();
+    let stdout = run_client(&app, "audit_client.py", vec![admin, "alice".into()]).await;
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "user events ['enrolled', 'verified', 'check_invalid'] pages=2",
+            "newest by=login/acme address=127.0.0.0/24 dated=True",
+            "feed ['check_invalid', 'verified']",
+            "unknown type=INVALID_ARGUMENT id=TESSERA-query1",
+        ]
+    );
 }
 
 /// What `tests/clients/<script>` printed, given the app's gRPC address and then `args`; it

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 use crate::domain::audit::Retention;
-use crate::store::{FeedSource, SharedStore};
+use crate::store::{FeedSource, SharedStore, StoreError};
 
 /// Notes waiting to be copied, at most.
 const QUEUE: usize = 10_000;
@@ -78,6 +78,13 @@ impl AuditFeedCopier {
                                 tracing::info!("organizations' audit feeds are copied again");
                                 failing = false;
                             }
+                            break;
+                        }
+                        // What no retry mends (an element that does not read back) must not
+                        // hold up every other source: it is logged, and that source's next
+                        // change tries again.
+                        Err(err @ (StoreError::Corrupt(_) | StoreError::NewerFormat(_))) => {
+                            tracing::error!(error = %err, "a source of an audit feed cannot be copied");
                             break;
                         }
                         Err(err) => {

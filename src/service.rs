@@ -487,7 +487,7 @@ impl OtpService {
         locked_users(deps, &scope.org, after, limit, now, deadline).await
     }
 
-    /// One user's events, newest first, straight from the stream each change appends to;
+    /// One user's events, newest first, straight from the list each change appends to;
     /// `page_token` is the last page's `next_page_token`.
     pub async fn user_events(
         &self,
@@ -515,7 +515,7 @@ impl OtpService {
     }
 
     /// The organization's events that `filter` asks for, newest first, from its feed (see
-    /// `tenant::AuditFeed` for how it lags the users' own streams). A page may hold fewer
+    /// `tenant::AuditFeed` for how it lags the users' own lists). A page may hold fewer
     /// than `page_size` while more follow: at most `SCAN` entries are read per call, and
     /// `next` says where to go on.
     pub async fn org_events(
@@ -773,7 +773,7 @@ fn page_limit(page_size: u32) -> usize {
     }
 }
 
-/// A page token of the event listings: empty, or a stream entry id one of them gave.
+/// A page token of the event listings: empty, or an event id one of them gave.
 fn event_cursor(page_token: &str) -> Result<Option<&str>, OtpError> {
     match page_token {
         "" => Ok(None),

@@ -2,7 +2,7 @@
 //! are kept, and how much of the client's address is kept (it is personal data).
 //!
 //! An event is written with its change, in the same atomic step (each user's script appends
-//! to the user's own stream, `store/lua/prelude.lua`'s `audit`); the functions here say which
+//! to the user's own list, `store/lua/audit.lua`'s `audit`); the functions here say which
 //! events, and the scripts transcribe them. A lock that expires does so by time passing,
 //! when no script runs: its `lock_expired` event is written by the next attempt's script,
 //! which notices the expiry and clears the lock.
@@ -191,7 +191,7 @@ impl Default for Retention {
 }
 
 impl Retention {
-    /// The most a stream may hold, by count (a user's, an organization's feed) and by age.
+    /// The most a user's list or an organization's feed may hold, by count, and the oldest.
     pub const MAX_EVENTS_PER_USER: u32 = 10_000;
     pub const MAX_EVENTS: u32 = 10_000_000;
     pub const MAX_AGE_DAYS: u32 = 3660;
@@ -231,7 +231,8 @@ impl Retention {
 /// One event as stored and shown.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditEvent {
-    /// Its id in the user's stream (Redis's `<ms>-<n>`): increasing per user.
+    /// Its id where it is listed: `<sequence>-<n>` in a user's list (increasing per user),
+    /// `<ms>-<n>` in the organization's feed (a stream).
     pub id: String,
     pub kind: EventKind,
     /// The user it is about; none for an organization's own (a policy change).

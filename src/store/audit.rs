@@ -9,10 +9,10 @@
 //!
 //! The organization's feed (`<prefix>:audit:{<org>}`) lives in a slot of its own, which no
 //! user's script can reach under Redis Cluster: it is assembled after the fact by copying
-//! from those streams (`tenant::audit_feed`). The feed keeps, in its own slot, how far it
+//! from those lists (`tenant::audit_feed`). The feed keeps, in its own slot, how far it
 //! copied each source (`<prefix>:audit:{<org>}:copied`), and the copy appends only what lies
 //! past that, in one script: each event reaches the feed once and in its user's order, and
-//! the feed holds nothing that a user's stream does not.
+//! the feed holds nothing that a user's list does not.
 //!
 //! An element of a user's list is the event's fields joined by newlines (`event_of_entry`).
 //! The feed is a stream, whose fields are: `t` the kind, `q` the change's sequence, `at` the
@@ -58,7 +58,7 @@ impl Stamp {
     }
 }
 
-/// A stream the organization's feed copies from.
+/// A list the organization's feed copies from.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum FeedSource {
     User(UserKey),
@@ -147,8 +147,8 @@ pub fn feed_fields(event: &AuditEvent) -> Vec<(&'static str, String)> {
     fields
 }
 
-/// An event from a feed entry's fields (`user` is the stream's user, for a user's own
-/// stream; the feed names it in `u`).
+/// An event from a feed entry's fields (the feed names the user in `u`; `user` overrides
+/// it).
 pub fn event_from(
     id: String,
     fields: &HashMap<String, String>,

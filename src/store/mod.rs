@@ -268,7 +268,7 @@ pub trait FactorStore: Send + Sync + 'static {
         deadline: Instant,
     ) -> Result<Vec<Arc<str>>, StoreError>;
     /// Up to `limit` of the user's events, newest first, before the event `before` (none:
-    /// from the newest): straight from the stream each change appends to.
+    /// from the newest): straight from the list each change appends to.
     async fn user_events(
         &self,
         key: &UserKey,

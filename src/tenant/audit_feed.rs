@@ -1,6 +1,6 @@
 //! Each organization's feed of events, assembled after the fact.
 //!
-//! A change writes its events into its user's own stream, atomically (`store::audit`). The
+//! A change writes its events into its user's own list, atomically (`store::audit`). The
 //! organization's feed is another key, in another slot under Redis Cluster, which that
 //! script cannot reach. So every change notes its source here, off the request's path, and
 //! one task per replica copies each noted source's new events into the feed (the store's
@@ -10,7 +10,7 @@
 //! answers; while it does not, notes wait in a bounded queue (`QUEUE`), and past it they are
 //! dropped and counted (`tessera_audit_feed_dropped_total`). A note dropped, or lost with its
 //! replica, costs no event: the source's next change copies everything past the feed's mark,
-//! that one included. Until then the event is in the user's own stream only.
+//! that one included. Until then the event is in the user's own list only.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};

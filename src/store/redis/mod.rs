@@ -223,7 +223,7 @@ impl RedisStore {
         redis_key(&self.prefix, key)
     }
 
-    /// The keys of a user's scripts: the hash, and the stream of the user's events beside
+    /// The keys of a user's scripts: the hash, and the list of the user's events beside
     /// it (the same hash tag, so the same slot).
     fn user_keys(&self, key: &UserKey) -> [String; 2] {
         let hash = self.key(key);
@@ -1314,7 +1314,7 @@ mod tests {
     }
 
     /// Cluster safety of the scripts: each declares the user's two keys (the hash and the
-    /// stream of the user's events, which share a hash tag), reads them from KEYS[1] and
+    /// list of the user's events, which share a hash tag), reads them from KEYS[1] and
     /// KEYS[2] only, and every call names one of them (a key built inside a script would go
     /// unrouted). The one call without a key is `TIME`, for the deadline and the sequence.
     #[test]

@@ -121,7 +121,10 @@ impl Core {
         let store: SharedStore = Arc::new(MeteredStore::new(store, metrics.clone()));
         let (lock_index, lock_index_writer) =
             LockIndexFeed::new(metrics.lock_index_dropped.clone());
-        let (audit_feed, audit_feed_copier) = AuditFeed::new(metrics.audit_feed_dropped.clone());
+        let (audit_feed, audit_feed_copier) = AuditFeed::new(
+            metrics.audit_feed_dropped.clone(),
+            metrics.audit_feed_pending.clone(),
+        );
         let deps = Arc::new(TenantDeps {
             store: store.clone(),
             keys: config.seal_keys.clone(),

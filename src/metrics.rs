@@ -36,6 +36,7 @@ pub struct Metrics {
     /// away for long): those users show in the listing again at their next refused attempt.
     pub lock_index_dropped: prometheus::IntCounter,
     pub audit_feed_dropped: prometheus::IntCounter,
+    pub audit_feed_pending: prometheus::IntGauge,
     /// Changes of organizations' policies through the API, by part ("lockout", "otp").
     pub policy_changes: IntCounterVec,
 }
@@ -207,6 +208,12 @@ impl Metrics {
              (the source's next change copies its events).",
         )?;
         registry.register(Box::new(audit_feed_dropped.clone()))?;
+        let audit_feed_pending = prometheus::IntGauge::new(
+            "tessera_audit_feed_pending",
+            "Notes waiting to be copied into organizations' audit feeds on this replica (the \
+             feeds' lag; a growing figure means the store does not keep up or is away).",
+        )?;
+        registry.register(Box::new(audit_feed_pending.clone()))?;
         let policy_changes = counter(
             "tessera_policy_changes_total",
             "Changes of organizations' policies through the API, by part (lockout, otp).",
@@ -217,6 +224,7 @@ impl Metrics {
         }
         Ok(Self {
             audit_feed_dropped,
+            audit_feed_pending,
             lock_index_dropped,
             policy_changes,
             registry,

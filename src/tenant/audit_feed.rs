@@ -43,9 +43,15 @@ pub struct AuditFeed {
 
 impl AuditFeed {
     /// The feed, and the copier to run on a runtime (`run`).
-    pub fn new(dropped: prometheus::IntCounter) -> (Self, AuditFeedCopier) {
+    pub fn new(
+        dropped: prometheus::IntCounter,
+        waiting: prometheus::IntGauge,
+    ) -> (Self, AuditFeedCopier) {
         let (notes, pending) = mpsc::channel(QUEUE);
-        (Self { notes, dropped }, AuditFeedCopier { pending })
+        (
+            Self { notes, dropped },
+            AuditFeedCopier { pending, waiting },
+        )
     }
 
     pub fn note(&self, source: FeedSource, retention: Retention) {
@@ -57,6 +63,8 @@ impl AuditFeed {
 
 pub struct AuditFeedCopier {
     pending: mpsc::Receiver<FeedNote>,
+    /// `tessera_audit_feed_pending`: the notes taken and not yet copied, and those queued.
+    waiting: prometheus::IntGauge,
 }
 
 impl AuditFeedCopier {
@@ -65,6 +73,8 @@ impl AuditFeedCopier {
         let mut batch = Vec::with_capacity(BATCH);
         let mut failing = false;
         while self.pending.recv_many(&mut batch, BATCH).await > 0 {
+            let waiting = batch.len() + self.pending.len();
+            self.waiting.set(i64::try_from(waiting).unwrap_or(i64::MAX));
             let sources: HashMap<FeedSource, Retention> = batch
                 .drain(..)
                 .map(|note| (note.source, note.retention))
@@ -97,6 +107,8 @@ impl AuditFeedCopier {
                     }
                 }
             }
+            self.waiting
+                .set(i64::try_from(self.pending.len()).unwrap_or(i64::MAX));
         }
     }
 }

@@ -9,6 +9,7 @@ use async_trait::async_trait;
 
 use super::audit::{FeedSource, Stamp, entry_id};
 use super::policy::policies_from;
+use super::webhook::{PendingDelivery, StoredEndpoint};
 use super::{
     AddCodesOutcome, AddOutcome, Attempt, AttemptOutcome, ChangeOutcome, FactorStore,
     LockIndexChange, NewCodes, NewFactor, PolicyChanges, PolicySeed, PolicyWrite, PolicyWritten,
@@ -175,6 +176,25 @@ struct Organizations {
     locked: HashMap<String, BTreeSet<String>>,
     policy_events: HashMap<String, EventStream>,
     feeds: HashMap<String, Feed>,
+    webhooks: Webhooks,
+}
+
+/// Webhook endpoints and deliveries, as `store/webhook.rs` keeps them in Redis.
+#[derive(Default)]
+struct Webhooks {
+    endpoints: std::collections::BTreeMap<String, StoredEndpoint>,
+    /// Per organization's feed, its consumer group: the last entry read, and the entries read
+    /// and not acknowledged (by whom, since when).
+    groups: HashMap<String, Group>,
+    /// Due time and member (`PendingDelivery::member`), as the retry set's score and member.
+    retry: BTreeSet<(i64, String)>,
+    dead: HashMap<String, VecDeque<PendingDelivery>>,
+}
+
+#[derive(Default)]
+struct Group {
+    last_read: Option<(u64, u64)>,
+    pending: std::collections::BTreeMap<(u64, u64), (String, Instant)>,
 }
 
 impl Organizations {
@@ -707,7 +727,225 @@ impl FactorStore for MemoryStore {
                 .unwrap_or_default()
         })
     }
+
+    async fn put_endpoint(
+        &self,
+        endpoint: &StoredEndpoint,
+        deadline: Instant,
+    ) -> Result<(), StoreError> {
+        self.with_orgs(deadline, |orgs| {
+            orgs.webhooks
+                .endpoints
+                .insert(endpoint.id.clone(), endpoint.clone());
+        })
+    }
+
+    async fn delete_endpoint(
+        &self,
+        org: &str,
+        id: &str,
+        deadline: Instant,
+    ) -> Result<bool, StoreError> {
+        self.with_orgs(deadline, |orgs| {
+            let endpoints = &mut orgs.webhooks.endpoints;
+            match endpoints.get(id) {
+                Some(endpoint) if endpoint.org == org => endpoints.remove(id).is_some(),
+                _ => false,
+            }
+        })
+    }
+
+    async fn endpoints(&self, deadline: Instant) -> Result<Vec<StoredEndpoint>, StoreError> {
+        self.with_orgs(deadline, |orgs| {
+            orgs.webhooks.endpoints.values().cloned().collect()
+        })
+    }
+
+    async fn take_feed(
+        &self,
+        org: &str,
+        consumer: &str,
+        claim_idle: std::time::Duration,
+        count: usize,
+        deadline: Instant,
+    ) -> Result<Vec<AuditEvent>, StoreError> {
+        self.with_orgs(deadline, |orgs| {
+            let Some(feed) = orgs.feeds.get(org) else {
+                return Vec::new();
+            };
+            let group = orgs.webhooks.groups.entry(org.to_owned()).or_default();
+            let mut taken = Vec::new();
+            // A dead consumer's entries first (XAUTOCLAIM), then new ones (XREADGROUP >).
+            for (id, (owner, since)) in group.pending.iter_mut() {
+                if taken.len() == count {
+                    break;
+                }
+                if since.elapsed() >= claim_idle
+                    && let Some(event) = feed
+                        .stream
+                        .entries
+                        .iter()
+                        .find(|e| entry_id(&e.id) == Some(*id))
+                {
+                    *owner = consumer.to_owned();
+                    *since = Instant::now();
+                    taken.push(event.clone());
+                }
+            }
+            for event in &feed.stream.entries {
+                if taken.len() == count {
+                    break;
+                }
+                let Some(id) = entry_id(&event.id) else {
+                    continue;
+                };
+                if group.last_read.is_some_and(|last| id <= last) {
+                    continue;
+                }
+                group.last_read = Some(id);
+                group
+                    .pending
+                    .insert(id, (consumer.to_owned(), Instant::now()));
+                taken.push(event.clone());
+            }
+            taken
+        })
+    }
+
+    async fn ack_feed(
+        &self,
+        org: &str,
+        ids: &[String],
+        deadline: Instant,
+    ) -> Result<(), StoreError> {
+        self.with_orgs(deadline, |orgs| {
+            if let Some(group) = orgs.webhooks.groups.get_mut(org) {
+                for id in ids.iter().filter_map(|id| entry_id(id)) {
+                    group.pending.remove(&id);
+                }
+            }
+        })
+    }
+
+    async fn schedule_delivery(
+        &self,
+        delivery: &PendingDelivery,
+        due: UnixMicros,
+        replacing: Option<&PendingDelivery>,
+        deadline: Instant,
+    ) -> Result<(), StoreError> {
+        self.with_orgs(deadline, |orgs| {
+            let retry = &mut orgs.webhooks.retry;
+            if let Some(previous) = replacing {
+                let member = previous.member();
+                retry.retain(|(_, m)| *m != member);
+            }
+            retry.insert((due.0, delivery.member()));
+        })
+    }
+
+    async fn claim_deliveries(
+        &self,
+        now: UnixMicros,
+        lease: std::time::Duration,
+        count: usize,
+        deadline: Instant,
+    ) -> Result<Vec<PendingDelivery>, StoreError> {
+        let lease = i64::try_from(lease.as_micros()).unwrap_or(i64::MAX);
+        self.with_orgs(deadline, |orgs| {
+            let retry = &mut orgs.webhooks.retry;
+            let due: Vec<(i64, String)> = retry
+                .iter()
+                .take_while(|(at, _)| *at <= now.0)
+                .take(count)
+                .cloned()
+                .collect();
+            let mut claimed = Vec::with_capacity(due.len());
+            for entry in due {
+                retry.remove(&entry);
+                retry.insert((now.0.saturating_add(lease), entry.1.clone()));
+                if let Ok(delivery) = serde_json::from_str(&entry.1) {
+                    claimed.push(delivery);
+                }
+            }
+            claimed
+        })
+    }
+
+    async fn finish_delivery(
+        &self,
+        delivery: &PendingDelivery,
+        deadline: Instant,
+    ) -> Result<(), StoreError> {
+        let member = delivery.member();
+        self.with_orgs(deadline, |orgs| {
+            orgs.webhooks.retry.retain(|(_, m)| *m != member);
+        })
+    }
+
+    async fn dead_letter(
+        &self,
+        delivery: &PendingDelivery,
+        deadline: Instant,
+    ) -> Result<(), StoreError> {
+        let member = delivery.member();
+        self.with_orgs(deadline, |orgs| {
+            orgs.webhooks.retry.retain(|(_, m)| *m != member);
+            let dead = orgs.webhooks.dead.entry(delivery.org.clone()).or_default();
+            dead.push_front(delivery.clone());
+            dead.truncate(DEAD_LETTERS_KEPT);
+        })
+    }
+
+    async fn dead_letters(
+        &self,
+        org: &str,
+        deadline: Instant,
+    ) -> Result<Vec<PendingDelivery>, StoreError> {
+        self.with_orgs(deadline, |orgs| {
+            orgs.webhooks
+                .dead
+                .get(org)
+                .map(|dead| dead.iter().cloned().collect())
+                .unwrap_or_default()
+        })
+    }
+
+    async fn replay_dead_letters(
+        &self,
+        org: &str,
+        now: UnixMicros,
+        deadline: Instant,
+    ) -> Result<usize, StoreError> {
+        self.with_orgs(deadline, |orgs| {
+            let dead = orgs.webhooks.dead.remove(org).unwrap_or_default();
+            let replayed = dead.len();
+            for mut delivery in dead {
+                delivery.attempt = 0;
+                delivery.first_failed_at = now.0;
+                orgs.webhooks.retry.insert((now.0, delivery.member()));
+            }
+            replayed
+        })
+    }
+
+    async fn oldest_pending_delivery(
+        &self,
+        deadline: Instant,
+    ) -> Result<Option<UnixMicros>, StoreError> {
+        self.with_orgs(deadline, |orgs| {
+            orgs.webhooks
+                .retry
+                .iter()
+                .filter_map(|(_, member)| serde_json::from_str::<PendingDelivery>(member).ok())
+                .map(|delivery| delivery.first_failed())
+                .min()
+        })
+    }
 }
+
+/// Dead letters an organization keeps, newest first (as `LTRIM` keeps them in Redis).
+const DEAD_LETTERS_KEPT: usize = 1000;
 
 fn count(codes: &BTreeSet<String>) -> u32 {
     u32::try_from(codes.len()).unwrap_or(u32::MAX)

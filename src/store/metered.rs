@@ -6,6 +6,7 @@ use std::time::Instant;
 use async_trait::async_trait;
 
 use super::audit::FeedSource;
+use super::webhook::{PendingDelivery, StoredEndpoint};
 use super::{
     AddCodesOutcome, AddOutcome, Attempt, AttemptOutcome, ChangeOutcome, FactorStore,
     LockIndexChange, NewCodes, NewFactor, PolicyChanges, PolicySeed, PolicyWrite, PolicyWritten,
@@ -173,6 +174,142 @@ impl FactorStore for MeteredStore {
         self.measure(
             "feed_events",
             self.inner.feed_events(org, before, limit, deadline),
+        )
+        .await
+    }
+
+    async fn put_endpoint(
+        &self,
+        endpoint: &StoredEndpoint,
+        deadline: Instant,
+    ) -> Result<(), StoreError> {
+        self.measure("put_endpoint", self.inner.put_endpoint(endpoint, deadline))
+            .await
+    }
+
+    async fn delete_endpoint(
+        &self,
+        org: &str,
+        id: &str,
+        deadline: Instant,
+    ) -> Result<bool, StoreError> {
+        self.measure(
+            "delete_endpoint",
+            self.inner.delete_endpoint(org, id, deadline),
+        )
+        .await
+    }
+
+    async fn endpoints(&self, deadline: Instant) -> Result<Vec<StoredEndpoint>, StoreError> {
+        self.measure("endpoints", self.inner.endpoints(deadline))
+            .await
+    }
+
+    async fn take_feed(
+        &self,
+        org: &str,
+        consumer: &str,
+        claim_idle: std::time::Duration,
+        count: usize,
+        deadline: Instant,
+    ) -> Result<Vec<AuditEvent>, StoreError> {
+        self.measure(
+            "take_feed",
+            self.inner
+                .take_feed(org, consumer, claim_idle, count, deadline),
+        )
+        .await
+    }
+
+    async fn ack_feed(
+        &self,
+        org: &str,
+        ids: &[String],
+        deadline: Instant,
+    ) -> Result<(), StoreError> {
+        self.measure("ack_feed", self.inner.ack_feed(org, ids, deadline))
+            .await
+    }
+
+    async fn schedule_delivery(
+        &self,
+        delivery: &PendingDelivery,
+        due: UnixMicros,
+        replacing: Option<&PendingDelivery>,
+        deadline: Instant,
+    ) -> Result<(), StoreError> {
+        self.measure(
+            "schedule_delivery",
+            self.inner
+                .schedule_delivery(delivery, due, replacing, deadline),
+        )
+        .await
+    }
+
+    async fn claim_deliveries(
+        &self,
+        now: UnixMicros,
+        lease: std::time::Duration,
+        count: usize,
+        deadline: Instant,
+    ) -> Result<Vec<PendingDelivery>, StoreError> {
+        self.measure(
+            "claim_deliveries",
+            self.inner.claim_deliveries(now, lease, count, deadline),
+        )
+        .await
+    }
+
+    async fn finish_delivery(
+        &self,
+        delivery: &PendingDelivery,
+        deadline: Instant,
+    ) -> Result<(), StoreError> {
+        self.measure(
+            "finish_delivery",
+            self.inner.finish_delivery(delivery, deadline),
+        )
+        .await
+    }
+
+    async fn dead_letter(
+        &self,
+        delivery: &PendingDelivery,
+        deadline: Instant,
+    ) -> Result<(), StoreError> {
+        self.measure("dead_letter", self.inner.dead_letter(delivery, deadline))
+            .await
+    }
+
+    async fn dead_letters(
+        &self,
+        org: &str,
+        deadline: Instant,
+    ) -> Result<Vec<PendingDelivery>, StoreError> {
+        self.measure("dead_letters", self.inner.dead_letters(org, deadline))
+            .await
+    }
+
+    async fn replay_dead_letters(
+        &self,
+        org: &str,
+        now: UnixMicros,
+        deadline: Instant,
+    ) -> Result<usize, StoreError> {
+        self.measure(
+            "replay_dead_letters",
+            self.inner.replay_dead_letters(org, now, deadline),
+        )
+        .await
+    }
+
+    async fn oldest_pending_delivery(
+        &self,
+        deadline: Instant,
+    ) -> Result<Option<UnixMicros>, StoreError> {
+        self.measure(
+            "oldest_pending_delivery",
+            self.inner.oldest_pending_delivery(deadline),
         )
         .await
     }

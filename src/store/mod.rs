@@ -10,6 +10,7 @@ mod memory;
 mod metered;
 mod policy;
 mod redis;
+mod webhook;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -23,6 +24,7 @@ pub use policy::{
     LockIndexChange, PolicyChanges, PolicyPart, PolicySeed, PolicyWrite, PolicyWritten, stored_form,
 };
 pub use redis::{Primary, RedisConfig, RedisMode, RedisNodes, RedisStore, Resealed, SealedRecord};
+pub use webhook::{PendingDelivery, StoredEndpoint, message_id};
 
 use crate::domain::audit::{AuditEvent, Retention};
 use crate::domain::factor::AttemptVerdict;
@@ -295,6 +297,86 @@ pub trait FactorStore: Send + Sync + 'static {
         limit: usize,
         deadline: Instant,
     ) -> Result<Vec<AuditEvent>, StoreError>;
+    /// Adds or replaces a webhook endpoint (`webhook.rs`).
+    async fn put_endpoint(
+        &self,
+        endpoint: &StoredEndpoint,
+        deadline: Instant,
+    ) -> Result<(), StoreError>;
+    /// Removes an organization's endpoint; false when it has none by that id.
+    async fn delete_endpoint(
+        &self,
+        org: &str,
+        id: &str,
+        deadline: Instant,
+    ) -> Result<bool, StoreError>;
+    /// Every organization's endpoints.
+    async fn endpoints(&self, deadline: Instant) -> Result<Vec<StoredEndpoint>, StoreError>;
+    /// Up to `count` events of the organization's feed for `consumer` to deliver: first those
+    /// another consumer took more than `claim_idle` ago and never acknowledged, then new ones.
+    async fn take_feed(
+        &self,
+        org: &str,
+        consumer: &str,
+        claim_idle: std::time::Duration,
+        count: usize,
+        deadline: Instant,
+    ) -> Result<Vec<AuditEvent>, StoreError>;
+    /// Acknowledges events `take_feed` gave.
+    async fn ack_feed(
+        &self,
+        org: &str,
+        ids: &[String],
+        deadline: Instant,
+    ) -> Result<(), StoreError>;
+    /// Schedules a delivery's next try at `due`, in place of `replacing` (its previous try).
+    async fn schedule_delivery(
+        &self,
+        delivery: &PendingDelivery,
+        due: UnixMicros,
+        replacing: Option<&PendingDelivery>,
+        deadline: Instant,
+    ) -> Result<(), StoreError>;
+    /// Up to `count` deliveries due at `now`, each leased to the caller until `now + lease`
+    /// (after which another replica may take it).
+    async fn claim_deliveries(
+        &self,
+        now: UnixMicros,
+        lease: std::time::Duration,
+        count: usize,
+        deadline: Instant,
+    ) -> Result<Vec<PendingDelivery>, StoreError>;
+    /// A delivery done: out of the retry set.
+    async fn finish_delivery(
+        &self,
+        delivery: &PendingDelivery,
+        deadline: Instant,
+    ) -> Result<(), StoreError>;
+    /// A delivery given up: out of the retry set, into its organization's dead letters.
+    async fn dead_letter(
+        &self,
+        delivery: &PendingDelivery,
+        deadline: Instant,
+    ) -> Result<(), StoreError>;
+    /// The organization's dead letters, newest first.
+    async fn dead_letters(
+        &self,
+        org: &str,
+        deadline: Instant,
+    ) -> Result<Vec<PendingDelivery>, StoreError>;
+    /// Puts the organization's dead letters back to be tried at `now`, with a new retry
+    /// period; how many.
+    async fn replay_dead_letters(
+        &self,
+        org: &str,
+        now: UnixMicros,
+        deadline: Instant,
+    ) -> Result<usize, StoreError>;
+    /// When the oldest delivery still being retried first failed.
+    async fn oldest_pending_delivery(
+        &self,
+        deadline: Instant,
+    ) -> Result<Option<UnixMicros>, StoreError>;
     /// The store's own clock, when it has one (Redis `TIME`): replicas take time steps from
     /// their own clocks, so readiness compares them with a common one.
     async fn server_time(&self) -> Result<Option<UnixMicros>, StoreError> {

@@ -25,6 +25,7 @@ use self::connections::{Connection, Connections, Connector};
 use self::reply::{FACTOR_FIELDS, Reply, codes_held, record_from, standing_of};
 use super::audit::{FeedSource, Stamp, entry_id, event_from, event_of_entry, feed_fields};
 use super::policy::policies_from;
+use super::webhook::{PendingDelivery, StoredEndpoint};
 use super::{
     AddCodesOutcome, AddOutcome, Attempt, AttemptOutcome, ChangeOutcome, FactorStore,
     LockIndexChange, NewCodes, NewFactor, PolicyChanges, PolicySeed, PolicyWrite, PolicyWritten,
@@ -71,6 +72,15 @@ const WRITE_POLICY: &str = policy_script_source!("write_policy");
 const SEED_POLICY: &str = policy_script_source!("seed_policy");
 const POLICY_CHANGES: &str = include_str!("../lua/policy_changes.lua");
 const FEED_APPEND: &str = include_str!("../lua/feed_append.lua");
+const WEBHOOK_SCHEDULE: &str = include_str!("../lua/webhook_schedule.lua");
+const WEBHOOK_CLAIM: &str = include_str!("../lua/webhook_claim.lua");
+const WEBHOOK_DEAD: &str = include_str!("../lua/webhook_dead.lua");
+const WEBHOOK_REQUEUE: &str = include_str!("../lua/webhook_requeue.lua");
+
+/// Dead letters an organization keeps, newest first.
+const DEAD_LETTERS_KEPT: usize = 1000;
+/// The consumer group of every organization's feed that delivers webhooks.
+const DELIVERERS: &str = "deliverers";
 
 struct Scripts {
     add: Script,
@@ -85,6 +95,10 @@ struct Scripts {
     seed_policy: Script,
     policy_changes: Script,
     feed_append: Script,
+    webhook_schedule: Script,
+    webhook_claim: Script,
+    webhook_dead: Script,
+    webhook_requeue: Script,
 }
 
 /// How Redis is deployed: one server (or a primary behind a stable address), or a Cluster.
@@ -215,6 +229,10 @@ impl RedisStore {
                 seed_policy: Script::new(SEED_POLICY),
                 policy_changes: Script::new(POLICY_CHANGES),
                 feed_append: Script::new(FEED_APPEND),
+                webhook_schedule: Script::new(WEBHOOK_SCHEDULE),
+                webhook_claim: Script::new(WEBHOOK_CLAIM),
+                webhook_dead: Script::new(WEBHOOK_DEAD),
+                webhook_requeue: Script::new(WEBHOOK_REQUEUE),
             },
         })
     }
@@ -239,6 +257,44 @@ impl RedisStore {
         feed.push('}');
         let copied = format!("{feed}:copied");
         [feed, copied]
+    }
+
+    /// A key of the webhooks' slot (`store/webhook.rs`): `endpoints`, `retry`, `since`, or
+    /// `dead:<org>`.
+    fn webhook_key(&self, name: &str) -> String {
+        format!("{}:{{webhooks}}:{name}", self.prefix)
+    }
+
+    fn dead_letters_key(&self, org: &str) -> String {
+        let mut key = self.webhook_key("dead:");
+        escape_into(&mut key, org);
+        key
+    }
+
+    /// One command on the shared connection, by the deadline.
+    async fn query<T: redis::FromRedisValue + Send>(
+        &self,
+        command: redis::Cmd,
+        deadline: Instant,
+    ) -> Result<T, StoreError> {
+        let command = &command;
+        self.on_shared(
+            self.until(deadline),
+            |mut connection: Connection| async move { command.query_async(&mut connection).await },
+        )
+        .await
+    }
+
+    /// One script on the shared connection, by the deadline.
+    async fn invoke<T: redis::FromRedisValue + Send>(
+        &self,
+        invocation: &redis::ScriptInvocation<'_>,
+        deadline: Instant,
+    ) -> Result<T, StoreError> {
+        self.on_shared(self.until(deadline), |mut connection: Connection| async move {
+            invocation.invoke_async(&mut connection).await
+        })
+        .await
     }
 
     /// The list a feed copies from.
@@ -624,6 +680,27 @@ fn cluster(
         .set_connection_timeout(options.timeout)
         .set_response_timeout(options.timeout);
     Ok(Connector::Cluster { client, config })
+}
+
+/// Feed events from a stream reply's entries (`[[id, [field, value, …]], …]`); an entry a
+/// trim removed while pending comes as `[id, nil]` and is skipped.
+fn stream_entries(entries: Value) -> Result<Vec<AuditEvent>, StoreError> {
+    let Value::Array(entries) = entries else {
+        return Ok(Vec::new());
+    };
+    let mut events = Vec::with_capacity(entries.len());
+    for entry in entries {
+        let (id, fields): (String, Option<Vec<String>>) = redis::from_redis_value(entry)
+            .map_err(|err| StoreError::Corrupt(format!("feed entry: {err}")))?;
+        let Some(fields) = fields else { continue };
+        let mut map = HashMap::with_capacity(fields.len() / 2);
+        let mut pairs = fields.into_iter();
+        while let (Some(name), Some(value)) = (pairs.next(), pairs.next()) {
+            map.insert(name, value);
+        }
+        events.push(event_from(id, &map, None)?);
+    }
+    Ok(events)
 }
 
 /// `%`, `:`, `{` and `}` are escaped so that ("a:b","c") and ("a","b:c") never share a key
@@ -1241,6 +1318,271 @@ impl FactorStore for RedisStore {
             .into_iter()
             .map(|(id, fields)| event_from(id, &fields, None))
             .collect()
+    }
+
+    async fn put_endpoint(
+        &self,
+        endpoint: &StoredEndpoint,
+        deadline: Instant,
+    ) -> Result<(), StoreError> {
+        let json =
+            serde_json::to_string(endpoint).map_err(|err| StoreError::Corrupt(err.to_string()))?;
+        let mut command = redis::cmd("HSET");
+        command
+            .arg(self.webhook_key("endpoints"))
+            .arg(&endpoint.id)
+            .arg(json);
+        self.query::<i64>(command, deadline).await.map(|_| ())
+    }
+
+    async fn delete_endpoint(
+        &self,
+        org: &str,
+        id: &str,
+        deadline: Instant,
+    ) -> Result<bool, StoreError> {
+        let owned = self
+            .endpoints(deadline)
+            .await?
+            .into_iter()
+            .any(|endpoint| endpoint.id == id && endpoint.org == org);
+        if !owned {
+            return Ok(false);
+        }
+        let mut command = redis::cmd("HDEL");
+        command.arg(self.webhook_key("endpoints")).arg(id);
+        self.query::<i64>(command, deadline).await.map(|n| n > 0)
+    }
+
+    async fn endpoints(&self, deadline: Instant) -> Result<Vec<StoredEndpoint>, StoreError> {
+        let mut command = redis::cmd("HVALS");
+        command.arg(self.webhook_key("endpoints"));
+        let values: Vec<String> = self.query(command, deadline).await?;
+        values
+            .iter()
+            .map(|json| {
+                serde_json::from_str(json)
+                    .map_err(|err| StoreError::Corrupt(format!("webhook endpoint: {err}")))
+            })
+            .collect()
+    }
+
+    async fn take_feed(
+        &self,
+        org: &str,
+        consumer: &str,
+        claim_idle: std::time::Duration,
+        count: usize,
+        deadline: Instant,
+    ) -> Result<Vec<AuditEvent>, StoreError> {
+        let [feed, _] = self.feed_keys(org);
+        // The group reads the feed from its start: the deliverer sends an endpoint only
+        // what happened after it was made. BUSYGROUP: made before.
+        let mut create = redis::cmd("XGROUP");
+        create
+            .arg("CREATE")
+            .arg(&feed)
+            .arg(DELIVERERS)
+            .arg("0")
+            .arg("MKSTREAM");
+        match self.query::<String>(create, deadline).await {
+            Ok(_) => {}
+            Err(StoreError::Unavailable(message)) if message.contains("BUSYGROUP") => {}
+            Err(err) => return Err(err),
+        }
+        let idle = u64::try_from(claim_idle.as_millis()).unwrap_or(u64::MAX);
+        let mut claim = redis::cmd("XAUTOCLAIM");
+        claim
+            .arg(&feed)
+            .arg(DELIVERERS)
+            .arg(consumer)
+            .arg(idle)
+            .arg("0-0")
+            .arg("COUNT")
+            .arg(count);
+        let claimed: Value = self.query(claim, deadline).await?;
+        let mut events = Vec::new();
+        if let Value::Array(parts) = claimed
+            && let Some(entries) = parts.into_iter().nth(1)
+        {
+            events.extend(stream_entries(entries)?);
+        }
+        if events.len() < count {
+            let mut read = redis::cmd("XREADGROUP");
+            read.arg("GROUP")
+                .arg(DELIVERERS)
+                .arg(consumer)
+                .arg("COUNT")
+                .arg(count - events.len())
+                .arg("STREAMS")
+                .arg(&feed)
+                .arg(">");
+            let reply: Value = self.query(read, deadline).await?;
+            // RESP2: [[feed, [entries]]]; RESP3: {feed: [entries]}; nil when nothing is new.
+            match reply {
+                Value::Array(streams) => {
+                    for stream in streams {
+                        if let Value::Array(pair) = stream
+                            && let Some(entries) = pair.into_iter().nth(1)
+                        {
+                            events.extend(stream_entries(entries)?);
+                        }
+                    }
+                }
+                Value::Map(streams) => {
+                    for (_, entries) in streams {
+                        events.extend(stream_entries(entries)?);
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(events)
+    }
+
+    async fn ack_feed(
+        &self,
+        org: &str,
+        ids: &[String],
+        deadline: Instant,
+    ) -> Result<(), StoreError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let [feed, _] = self.feed_keys(org);
+        let mut command = redis::cmd("XACK");
+        command.arg(&feed).arg(DELIVERERS).arg(ids);
+        self.query::<i64>(command, deadline).await.map(|_| ())
+    }
+
+    async fn schedule_delivery(
+        &self,
+        delivery: &PendingDelivery,
+        due: UnixMicros,
+        replacing: Option<&PendingDelivery>,
+        deadline: Instant,
+    ) -> Result<(), StoreError> {
+        let mut invocation = self.scripts.webhook_schedule.prepare_invoke();
+        invocation
+            .key(self.webhook_key("retry"))
+            .key(self.webhook_key("since"))
+            .arg(due.0)
+            .arg(delivery.member())
+            .arg(delivery.first_failed_at)
+            .arg(replacing.map(PendingDelivery::member).unwrap_or_default());
+        self.invoke::<i64>(&invocation, deadline).await.map(|_| ())
+    }
+
+    async fn claim_deliveries(
+        &self,
+        now: UnixMicros,
+        lease: std::time::Duration,
+        count: usize,
+        deadline: Instant,
+    ) -> Result<Vec<PendingDelivery>, StoreError> {
+        let lease = i64::try_from(lease.as_micros()).unwrap_or(i64::MAX);
+        let mut invocation = self.scripts.webhook_claim.prepare_invoke();
+        invocation
+            .key(self.webhook_key("retry"))
+            .arg(now.0)
+            .arg(now.0.saturating_add(lease))
+            .arg(count);
+        let members: Vec<String> = self.invoke(&invocation, deadline).await?;
+        members
+            .iter()
+            .map(|member| {
+                serde_json::from_str(member)
+                    .map_err(|err| StoreError::Corrupt(format!("webhook delivery: {err}")))
+            })
+            .collect()
+    }
+
+    async fn finish_delivery(
+        &self,
+        delivery: &PendingDelivery,
+        deadline: Instant,
+    ) -> Result<(), StoreError> {
+        let member = delivery.member();
+        for set in ["retry", "since"] {
+            let mut command = redis::cmd("ZREM");
+            command.arg(self.webhook_key(set)).arg(&member);
+            self.query::<i64>(command, deadline).await?;
+        }
+        Ok(())
+    }
+
+    async fn dead_letter(
+        &self,
+        delivery: &PendingDelivery,
+        deadline: Instant,
+    ) -> Result<(), StoreError> {
+        let mut invocation = self.scripts.webhook_dead.prepare_invoke();
+        invocation
+            .key(self.webhook_key("retry"))
+            .key(self.webhook_key("since"))
+            .key(self.dead_letters_key(&delivery.org))
+            .arg(delivery.member())
+            .arg(DEAD_LETTERS_KEPT);
+        self.invoke::<i64>(&invocation, deadline).await.map(|_| ())
+    }
+
+    async fn dead_letters(
+        &self,
+        org: &str,
+        deadline: Instant,
+    ) -> Result<Vec<PendingDelivery>, StoreError> {
+        let listed = self
+            .read_list(&self.dead_letters_key(org), 0, usize::MAX, deadline)
+            .await?;
+        listed
+            .iter()
+            .map(|member| {
+                serde_json::from_str(member)
+                    .map_err(|err| StoreError::Corrupt(format!("dead letter: {err}")))
+            })
+            .collect()
+    }
+
+    async fn replay_dead_letters(
+        &self,
+        org: &str,
+        now: UnixMicros,
+        deadline: Instant,
+    ) -> Result<usize, StoreError> {
+        let key = self.dead_letters_key(org);
+        let listed = self.read_list(&key, 0, usize::MAX, deadline).await?;
+        if listed.is_empty() {
+            return Ok(0);
+        }
+        let mut invocation = self.scripts.webhook_requeue.prepare_invoke();
+        invocation
+            .key(&key)
+            .key(self.webhook_key("retry"))
+            .key(self.webhook_key("since"))
+            .arg(now.0);
+        for member in &listed {
+            let mut delivery: PendingDelivery = serde_json::from_str(member)
+                .map_err(|err| StoreError::Corrupt(format!("dead letter: {err}")))?;
+            delivery.attempt = 0;
+            delivery.first_failed_at = now.0;
+            invocation.arg(member).arg(delivery.member());
+        }
+        self.invoke(&invocation, deadline).await
+    }
+
+    async fn oldest_pending_delivery(
+        &self,
+        deadline: Instant,
+    ) -> Result<Option<UnixMicros>, StoreError> {
+        let mut command = redis::cmd("ZRANGE");
+        command
+            .arg(self.webhook_key("since"))
+            .arg(0)
+            .arg(0)
+            .arg("WITHSCORES");
+        let oldest: Vec<(String, f64)> = self.query(command, deadline).await?;
+        #[allow(clippy::cast_possible_truncation)]
+        Ok(oldest.first().map(|(_, since)| UnixMicros(*since as i64)))
     }
 
     async fn server_time(&self) -> Result<Option<UnixMicros>, StoreError> {

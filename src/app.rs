@@ -185,6 +185,7 @@ impl Core {
             policy_write_role: config.auth.policy_write_role.clone(),
             policies: policy_directory,
             address_recording: config.client_address,
+            webhook_private_targets: config.webhook_private_targets,
             management_needs_client_cert: tls.as_ref().is_some_and(|tls| tls.verifies_clients()),
             metrics,
             readiness: readiness.clone(),
@@ -212,6 +213,20 @@ impl Core {
         }
         if let Some(copier) = self.audit_feed_copier.take() {
             actix_rt::spawn(copier.run(self.store.clone(), config.tenants.call_timeout));
+        }
+        if let Some(delivery) = &config.webhooks {
+            match crate::webhooks::Deliverer::new(
+                self.store.clone(),
+                config.seal_keys.clone(),
+                self.service.clock.clone(),
+                delivery.clone(),
+                self.service.metrics.clone(),
+            ) {
+                Ok(deliverer) => {
+                    actix_rt::spawn(deliverer.run());
+                }
+                Err(err) => tracing::error!(error = %err, "webhook deliveries cannot start"),
+            }
         }
         actix_rt::spawn(policies::watch(
             self.registry.clone(),

@@ -37,6 +37,10 @@ pub struct Metrics {
     pub lock_index_dropped: prometheus::IntCounter,
     pub audit_feed_dropped: prometheus::IntCounter,
     pub audit_feed_pending: prometheus::IntGauge,
+    pub webhook_deliveries: IntCounterVec,
+    pub webhook_retries: prometheus::IntCounter,
+    pub webhook_dead_letters: prometheus::IntCounter,
+    pub webhook_oldest_pending: prometheus::Gauge,
     /// Changes of organizations' policies through the API, by part ("lockout", "otp").
     pub policy_changes: IntCounterVec,
 }
@@ -214,6 +218,29 @@ impl Metrics {
              feeds' lag; a growing figure means the store does not keep up or is away).",
         )?;
         registry.register(Box::new(audit_feed_pending.clone()))?;
+        let webhook_deliveries = counter(
+            "tessera_webhook_deliveries_total",
+            "Webhook delivery tries, by outcome (success: a 2xx answer; failure: anything else).",
+            &["outcome"],
+        )?;
+        for outcome in ["success", "failure"] {
+            webhook_deliveries.with_label_values(&[outcome]);
+        }
+        let webhook_retries = prometheus::IntCounter::new(
+            "tessera_webhook_retries_total",
+            "Webhook deliveries tried again after a failure.",
+        )?;
+        registry.register(Box::new(webhook_retries.clone()))?;
+        let webhook_dead_letters = prometheus::IntCounter::new(
+            "tessera_webhook_dead_letters_total",
+            "Webhook deliveries given up after the retry period, kept as dead letters.",
+        )?;
+        registry.register(Box::new(webhook_dead_letters.clone()))?;
+        let webhook_oldest_pending = prometheus::Gauge::new(
+            "tessera_webhook_oldest_pending_seconds",
+            "How long the oldest webhook delivery still being retried has been failing.",
+        )?;
+        registry.register(Box::new(webhook_oldest_pending.clone()))?;
         let policy_changes = counter(
             "tessera_policy_changes_total",
             "Changes of organizations' policies through the API, by part (lockout, otp).",
@@ -225,6 +252,10 @@ impl Metrics {
         Ok(Self {
             audit_feed_dropped,
             audit_feed_pending,
+            webhook_deliveries,
+            webhook_retries,
+            webhook_dead_letters,
+            webhook_oldest_pending,
             lock_index_dropped,
             policy_changes,
             registry,

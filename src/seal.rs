@@ -19,6 +19,21 @@ const FORMAT_VERSION: u8 = 1;
 const NONCE_LEN: usize = 12;
 const KEY_LEN: usize = 32;
 
+/// A new secret of `len` bytes straight from the operating system into a buffer that is
+/// wiped on drop: the thread's `rand::rng()` would keep a copy of it in its output buffer
+/// until it refills. `Internal` (logged) when the operating system gives none.
+pub fn fresh_secret(len: usize) -> Result<zeroize::Zeroizing<Vec<u8>>, crate::domain::OtpError> {
+    use rand::TryRngCore;
+    let mut secret = zeroize::Zeroizing::new(vec![0u8; len]);
+    rand::rngs::OsRng
+        .try_fill_bytes(&mut secret)
+        .map_err(|err| {
+            tracing::error!(error = %err, "the operating system gave no random bytes");
+            crate::domain::OtpError::Internal
+        })?;
+    Ok(secret)
+}
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SealError {
     #[error("the seal key ring is empty")]

@@ -21,12 +21,18 @@ use secrecy::SecretString;
 
 use crate::auth::{Caller, TokenVerifier, org_header, user_id};
 use crate::clock::SharedClock;
-use crate::domain::audit::{AddressRecording, AuditEvent, Author, EventFilter, Retention};
+use crate::domain::audit::{
+    AddressRecording, AuditEvent, Author, EventFilter, EventKind, Retention,
+};
 use crate::domain::ids::is_valid_id;
 use crate::domain::policy::{CustomLockout, OtpSettings, Stamped, WriteMode};
 use crate::domain::recovery::MAX_CODES;
+use crate::domain::webhook::{DEFAULT_KINDS, check_target, secret_text};
 use crate::domain::{Details, FactorState, OtpError, Purpose, UnixMicros};
-use crate::store::{PolicyPart, PolicyWrite, PolicyWritten, Stamp, UserKey, UserRecord, entry_id};
+use crate::store::{
+    PendingDelivery, PolicyPart, PolicyWrite, PolicyWritten, Stamp, StoredEndpoint, UserKey,
+    UserRecord, entry_id,
+};
 use crate::tenant::{
     AddressLimiter, Enroll, Enrollment, FactorView, GenerateCodes, GeneratedCodes, InspectUser,
     ListFactors, LockedPage, Operation, OrgRegistry, PolicyDirectory, RedeemCode, RemoveCodes,
@@ -49,6 +55,8 @@ pub struct OtpService {
     pub policies: PolicyDirectory,
     /// How much of the client's address audit events keep.
     pub address_recording: AddressRecording,
+    /// Webhook endpoints may name private, loopback and link-local targets.
+    pub webhook_private_targets: bool,
     /// Management calls need a client certificate from the configured CA (mTLS).
     pub management_needs_client_cert: bool,
     pub metrics: Arc<crate::metrics::Metrics>,
@@ -575,6 +583,119 @@ impl OtpService {
         }
     }
 
+    /// Registers a webhook endpoint of the organization: its secret made here, sealed at
+    /// rest, and shown once in the answer.
+    pub async fn add_webhook(
+        &self,
+        scope: TenantScope<Admin>,
+        url: &str,
+        kinds: Vec<EventKind>,
+    ) -> Result<NewWebhook, OtpError> {
+        let parsed = reqwest::Url::parse(url)
+            .map_err(|_| OtpError::WebhookTargetRefused("the URL does not parse".into()))?;
+        check_target(
+            parsed.scheme(),
+            parsed.host_str(),
+            self.webhook_private_targets,
+        )
+        .map_err(|refused| OtpError::WebhookTargetRefused(refused.to_string()))?;
+        let kinds = if kinds.is_empty() {
+            DEFAULT_KINDS.to_vec()
+        } else {
+            kinds
+        };
+        let secret = crate::seal::fresh_secret(24)?;
+        let mut id = [0u8; 12];
+        rand::RngCore::fill_bytes(&mut rand::rng(), &mut id);
+        let id: String = id.iter().map(|b| format!("{b:02x}")).collect();
+        let deps = self.registry.deps();
+        let sealed = deps.keys.seal(&secret, &scope.org, &id).map_err(|err| {
+            tracing::error!(error = %err, "sealing a webhook secret failed");
+            OtpError::Internal
+        })?;
+        let now = self.clock.now();
+        let endpoint = StoredEndpoint {
+            id,
+            org: scope.org.to_string(),
+            url: parsed.to_string(),
+            kinds: kinds.iter().map(|kind| kind.as_str().to_owned()).collect(),
+            sealed_secret: base64::Engine::encode(
+                &base64::engine::general_purpose::STANDARD,
+                sealed,
+            ),
+            created_at: now.0,
+        };
+        deps.store
+            .put_endpoint(&endpoint, self.deadline())
+            .await
+            .map_err(store_error)?;
+        Ok(NewWebhook {
+            secret: SecretString::from(secret_text(&secret)),
+            endpoint,
+        })
+    }
+
+    /// The organization's webhook endpoints (never their secrets).
+    pub async fn webhooks(
+        &self,
+        scope: TenantScope<Admin>,
+    ) -> Result<Vec<StoredEndpoint>, OtpError> {
+        let all = self
+            .registry
+            .deps()
+            .store
+            .endpoints(self.deadline())
+            .await
+            .map_err(store_error)?;
+        Ok(all
+            .into_iter()
+            .filter(|endpoint| *endpoint.org == *scope.org)
+            .collect())
+    }
+
+    pub async fn remove_webhook(
+        &self,
+        scope: TenantScope<Admin>,
+        id: &str,
+    ) -> Result<(), OtpError> {
+        let removed = self
+            .registry
+            .deps()
+            .store
+            .delete_endpoint(&scope.org, id, self.deadline())
+            .await
+            .map_err(store_error)?;
+        if removed {
+            Ok(())
+        } else {
+            Err(OtpError::WebhookNotFound)
+        }
+    }
+
+    /// Deliveries given up after the retry period, newest first.
+    pub async fn dead_letters(
+        &self,
+        scope: TenantScope<Admin>,
+    ) -> Result<Vec<PendingDelivery>, OtpError> {
+        self.registry
+            .deps()
+            .store
+            .dead_letters(&scope.org, self.deadline())
+            .await
+            .map_err(store_error)
+    }
+
+    /// Every dead letter back to be tried now, with a new retry period; how many.
+    pub async fn replay_dead_letters(&self, scope: TenantScope<Admin>) -> Result<usize, OtpError> {
+        let now = self.clock.now();
+        self.registry
+            .deps()
+            .store
+            .replay_dead_letters(&scope.org, now, self.deadline())
+            .await
+            .map_err(store_error)
+    }
+
     /// ZITADEL's GetLockoutPolicy: the organization's own, else the instance's.
     pub async fn lockout_policy(
         &self,
@@ -780,6 +901,12 @@ fn event_cursor(page_token: &str) -> Result<Option<&str>, OtpError> {
         token if entry_id(token).is_some() => Ok(Some(token)),
         _ => Err(OtpError::PageTokenInvalid),
     }
+}
+
+/// A webhook endpoint just registered, and its secret (shown this once).
+pub struct NewWebhook {
+    pub endpoint: StoredEndpoint,
+    pub secret: SecretString,
 }
 
 /// One page of events, and where the next starts (none: the last).

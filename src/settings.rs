@@ -78,6 +78,7 @@ pub struct Settings {
     pub log: LogSettings,
     pub process: ProcessSettings,
     pub audit: AuditSettings,
+    pub webhooks: WebhookSettings,
     /// Seeds of organizations' own policies, written to the store once each (`PolicySeed`);
     /// the API changes them from then on. Keyed by organization id in lower case (see
     /// `normalize_org_keys`).
@@ -246,6 +247,21 @@ pub struct HealthSettings {
 #[serde(deny_unknown_fields)]
 pub struct ProcessSettings {
     pub allow_core_dumps: bool,
+}
+
+/// Signed notifications (`webhooks.rs`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookSettings {
+    pub enabled: bool,
+    pub poll_ms: u64,
+    pub claim_idle_secs: u64,
+    pub lease_secs: u64,
+    pub timeout_secs: u64,
+    pub retry_base_ms: u64,
+    pub retry_cap_secs: u64,
+    pub retry_for_secs: u64,
+    pub allow_private_targets: bool,
 }
 
 /// The audit trail (`domain::audit`): how much of the client's address an event keeps, and
@@ -568,6 +584,17 @@ impl Settings {
             log: self.log,
             process: self.process,
             client_address: self.audit.client_address,
+            webhooks: (self.webhooks.enabled).then(|| crate::webhooks::DeliveryConfig {
+                poll: Duration::from_millis(self.webhooks.poll_ms.max(10)),
+                claim_idle: Duration::from_secs(self.webhooks.claim_idle_secs.max(1)),
+                lease: Duration::from_secs(self.webhooks.lease_secs.max(1)),
+                timeout: Duration::from_secs(self.webhooks.timeout_secs.max(1)),
+                retry_base: Duration::from_millis(self.webhooks.retry_base_ms.max(1)),
+                retry_cap: Duration::from_secs(self.webhooks.retry_cap_secs.max(1)),
+                retry_for: Duration::from_secs(self.webhooks.retry_for_secs),
+                allow_private_targets: self.webhooks.allow_private_targets,
+            }),
+            webhook_private_targets: self.webhooks.allow_private_targets,
             loaded_from: self.loaded_from,
             warnings: self.warnings,
         })
@@ -593,6 +620,10 @@ pub struct Config {
     pub process: ProcessSettings,
     /// How much of the client's address audit events keep.
     pub client_address: AddressRecording,
+    /// Webhook deliveries, when on.
+    pub webhooks: Option<crate::webhooks::DeliveryConfig>,
+    /// Webhook endpoints may name private, loopback and link-local targets.
+    pub webhook_private_targets: bool,
     /// The layers read, for the start's log: the files and the config directory.
     pub loaded_from: String,
     /// What loading found wrong but not fatal (stray variables), for the start's log.

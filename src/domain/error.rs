@@ -124,6 +124,10 @@ pub enum OtpError {
     LockoutPolicyNotChanged,
     #[error("The policy is invalid: {0}")]
     PolicyInvalid(String),
+    #[error("The webhook target is refused: {0}")]
+    WebhookTargetRefused(String),
+    #[error("Webhook endpoint not found")]
+    WebhookNotFound,
     #[error("The page token is not one this listing gave")]
     PageTokenInvalid,
     #[error("The query string is malformed")]
@@ -174,6 +178,8 @@ impl OtpError {
             Self::LockoutPolicyNotFoundOnReset => "ORG-D4zuz",
             Self::LockoutPolicyNotChanged => "ORG-0JFSr",
             Self::PolicyInvalid(_) => "TESSERA-policy1",
+            Self::WebhookTargetRefused(_) => "TESSERA-hook1",
+            Self::WebhookNotFound => "TESSERA-hook2",
             Self::PageTokenInvalid => "TESSERA-page1",
             Self::MalformedQuery => "TESSERA-query1",
             Self::Internal => "TESSERA-int1",
@@ -199,6 +205,7 @@ impl OtpError {
             | Self::RecoveryCodeCountInvalid
             | Self::TotpCodeRequired
             | Self::PolicyInvalid(_)
+            | Self::WebhookTargetRefused(_)
             | Self::PageTokenInvalid
             | Self::MalformedQuery => GrpcCode::InvalidArgument,
             // ZITADEL's code for a locked user's recovery codes.
@@ -207,7 +214,8 @@ impl OtpError {
             | Self::RouteNotFound
             | Self::RecoveryCodesLocked
             | Self::LockoutPolicyNotFound
-            | Self::LockoutPolicyNotFoundOnReset => GrpcCode::NotFound,
+            | Self::LockoutPolicyNotFoundOnReset
+            | Self::WebhookNotFound => GrpcCode::NotFound,
             Self::FactorAlreadyReady
             | Self::FactorLocked
             | Self::FactorNotReady

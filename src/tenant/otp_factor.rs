@@ -2,7 +2,7 @@
 //! They read through the actor's cache, let the domain decide and commit with one store
 //! call. Every answer derived from a cached copy that says "no" is confirmed by a fresh read.
 
-use rand::{RngCore, TryRngCore};
+use rand::RngCore;
 use secrecy::{ExposeSecret, SecretString};
 
 use super::operation::{CachedFactor, OnUser, Operation, store_error};
@@ -34,16 +34,7 @@ impl Operation for Enroll {
     const COUNTS_FOR_USER: bool = true;
 
     async fn run(self, on: OnUser) -> Result<Enrollment, OtpError> {
-        // Straight from the operating system into the buffer that is wiped on drop: the
-        // thread's `rand::rng()` would keep a copy of the secret in its output buffer until
-        // it refills.
-        let mut secret = zeroize::Zeroizing::new(vec![0u8; SECRET_LEN]);
-        rand::rngs::OsRng
-            .try_fill_bytes(&mut secret)
-            .map_err(|err| {
-                tracing::error!(error = %err, "the operating system gave no random bytes");
-                OtpError::Internal
-            })?;
+        let secret = crate::seal::fresh_secret(SECRET_LEN)?;
         let mut id = [0u8; 16];
         rand::rng().fill_bytes(&mut id);
         let factor_id = FactorId::from_random(id);

@@ -413,6 +413,8 @@ fn for_tests(mut s: Settings) -> Settings {
     // Test clocks are pinned far from Redis's; the clock test sets its own bound.
     s.health.max_clock_offset_ms = u64::MAX;
     s.tenants.call_timeout_ms = 2_000;
+    // Deliverers poll Redis; the tests of webhooks turn them on (tests/api/webhooks.rs).
+    s.webhooks.enabled = false;
     s
 }
 

@@ -38,4 +38,5 @@ mod tls;
 mod tokens;
 mod upgrade;
 mod user_v2;
+mod webhooks;
 mod wire_edges;

@@ -670,7 +670,15 @@ async fn the_acl_the_readme_names_is_enough() {
     let set = redis.cli(&args).unwrap();
     assert_eq!(set.trim(), "OK", "{set}");
     let url = format!("redis://tessera:s3cret@127.0.0.1:{}", redis.port);
-    let app = Spawn::new(Backend::Redis).external_redis(url).start().await;
+    let app = Spawn::new(Backend::Redis)
+        .external_redis(url)
+        .with(|settings| {
+            settings.webhooks.enabled = true;
+            settings.webhooks.allow_private_targets = true;
+            settings.webhooks.poll_ms = 20;
+        })
+        .start()
+        .await;
     let alice = Token::user("acme", "alice").sign();
     let secret = app.enroll_ready(&alice).await;
     app.clock.advance_secs(30);
@@ -753,6 +761,26 @@ async fn the_acl_the_readme_names_is_enough() {
     )
     .await
     .assert_ok();
+    // Webhooks: the endpoint, the feed's consumer group, a delivery.
+    let (hook, seen) = crate::webhooks::receiver(0);
+    app.post(
+        Some(&root),
+        "/management/v1/webhooks",
+        json!({"url": hook, "types": ["locked"]}),
+    )
+    .await
+    .assert_ok();
+    let carol = Token::user("acme", "carol").sign();
+    app.ready_for_login(&carol).await;
+    app.check(&login_page(), "carol", "000000").await;
+    let started = std::time::Instant::now();
+    while seen.lock().unwrap().accepted.is_empty() {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "no delivery under the ACL"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     // The rule is not everything: a key outside the prefix and a command outside the list.
     let denied = std::process::Command::new("redis-cli")
         .args([

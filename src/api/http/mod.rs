@@ -6,6 +6,7 @@ mod extract;
 mod handlers;
 mod policies;
 mod user_v2;
+mod webhooks;
 
 pub use extract::{ClientCertified, on_connect};
 pub use handlers::{CodeRequest, NoFields, metrics};
@@ -361,6 +362,35 @@ pub fn routes(config: &mut web::ServiceConfig) {
                 &[(Method::GET, "ListLockedUsers")],
             )
             .route(web::get().to(policies::list_locked_users)),
+        )
+        .service(
+            observed(
+                "/management/v1/webhooks",
+                &[(Method::POST, "AddWebhook"), (Method::GET, "ListWebhooks")],
+            )
+            .route(web::post().to(webhooks::add_webhook))
+            .route(web::get().to(webhooks::list_webhooks)),
+        )
+        .service(
+            observed(
+                "/management/v1/webhooks/dead_letters",
+                &[(Method::GET, "ListDeadLetters")],
+            )
+            .route(web::get().to(webhooks::list_dead_letters)),
+        )
+        .service(
+            observed(
+                "/management/v1/webhooks/dead_letters/_replay",
+                &[(Method::POST, "ReplayDeadLetters")],
+            )
+            .route(web::post().to(webhooks::replay_dead_letters)),
+        )
+        .service(
+            observed(
+                "/management/v1/webhooks/{id}",
+                &[(Method::DELETE, "RemoveWebhook")],
+            )
+            .route(web::delete().to(webhooks::remove_webhook)),
         )
         .service(
             observed("/management/v1/events", &[(Method::GET, "ListEvents")])

@@ -262,6 +262,64 @@ pub struct WebhookSettings {
     pub retry_cap_secs: u64,
     pub retry_for_secs: u64,
     pub allow_private_targets: bool,
+    /// The instance's own endpoint, which receives every organization's events of
+    /// `instance_types`; empty: none.
+    pub instance_url: String,
+    /// Its secret, `whsec_` and base64 (a secret: from the environment or a file layer).
+    pub instance_secret: SecretString,
+    pub instance_types: Vec<String>,
+}
+
+impl WebhookSettings {
+    /// The instance's endpoint, checked: its URL by the target rules, its secret as the
+    /// specification writes one, its event types known (none: the defaults).
+    fn instance(&self, problems: &mut Vec<String>) -> Option<crate::webhooks::InstanceEndpoint> {
+        use crate::domain::audit::EventKind;
+        use crate::domain::webhook::{DEFAULT_KINDS, check_target};
+        if self.instance_url.is_empty() {
+            return None;
+        }
+        let before = problems.len();
+        match reqwest::Url::parse(&self.instance_url) {
+            Ok(url) => {
+                if let Err(refused) =
+                    check_target(url.scheme(), url.host_str(), self.allow_private_targets)
+                {
+                    problems.push(format!("webhooks.instance_url: {refused}"));
+                }
+            }
+            Err(_) => problems.push("webhooks.instance_url does not parse".into()),
+        }
+        let secret = self
+            .instance_secret
+            .expose_secret()
+            .strip_prefix("whsec_")
+            .and_then(|key| {
+                use base64::Engine;
+                base64::engine::general_purpose::STANDARD.decode(key).ok()
+            })
+            .filter(|key| key.len() >= 16);
+        if secret.is_none() {
+            problems.push(
+                "webhooks.instance_secret must be whsec_ and at least 16 bytes in base64".into(),
+            );
+        }
+        let mut kinds = Vec::new();
+        for name in &self.instance_types {
+            match EventKind::parse(name) {
+                Some(kind) => kinds.push(kind),
+                None => problems.push(format!("webhooks.instance_types: unknown type {name:?}")),
+            }
+        }
+        if kinds.is_empty() {
+            kinds = DEFAULT_KINDS.to_vec();
+        }
+        (problems.len() == before).then(|| crate::webhooks::InstanceEndpoint {
+            url: self.instance_url.clone(),
+            secret: zeroize::Zeroizing::new(secret.unwrap_or_default()),
+            kinds,
+        })
+    }
 }
 
 /// The audit trail (`domain::audit`): how much of the client's address an event keeps, and
@@ -414,7 +472,8 @@ impl Settings {
             .try_parsing(true)
             .list_separator(",")
             .with_list_parse_key("http.trusted_proxies")
-            .with_list_parse_key("grpc.cors_allowed_origins");
+            .with_list_parse_key("grpc.cors_allowed_origins")
+            .with_list_parse_key("webhooks.instance_types");
         let defaults = || File::from_str(DEFAULTS, FileFormat::Toml);
         let preset = || File::from_str(DEV_PRESET, FileFormat::Toml);
         let file = |path: &PathBuf| File::from(path.clone()).format(FileFormat::Toml);
@@ -542,6 +601,7 @@ impl Settings {
             &mut problems,
         );
         let seal_keys = parse_seal_keys(&self.seal.keys, mode, &mut problems);
+        let instance_webhook = self.webhooks.instance(&mut problems);
         if self.tenants.mailbox_capacity == 0 || self.tenants.cache_capacity == 0 {
             problems.push("tenants.mailbox_capacity and cache_capacity must be positive".into());
         }
@@ -593,6 +653,7 @@ impl Settings {
                 retry_cap: Duration::from_secs(self.webhooks.retry_cap_secs.max(1)),
                 retry_for: Duration::from_secs(self.webhooks.retry_for_secs),
                 allow_private_targets: self.webhooks.allow_private_targets,
+                instance: instance_webhook.map(Arc::new),
             }),
             webhook_private_targets: self.webhooks.allow_private_targets,
             loaded_from: self.loaded_from,

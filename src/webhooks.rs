@@ -22,6 +22,26 @@ use crate::domain::webhook::{backoff, check_target, is_private, signature};
 use crate::seal::KeyRing;
 use crate::store::{PendingDelivery, SharedStore, StoredEndpoint, message_id};
 
+/// The instance's own endpoint (`[webhooks] instance_url`): every organization's events.
+pub struct InstanceEndpoint {
+    pub url: String,
+    pub secret: zeroize::Zeroizing<Vec<u8>>,
+    pub kinds: Vec<EventKind>,
+}
+
+impl std::fmt::Debug for InstanceEndpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InstanceEndpoint")
+            .field("url", &self.url)
+            .field("kinds", &self.kinds)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The id under which the instance's endpoint is known in the store (its registration time,
+/// from which it receives events) and in its deliveries.
+const INSTANCE_ID: &str = "instance";
+
 /// How deliveries behave (`[webhooks]`).
 #[derive(Debug, Clone)]
 pub struct DeliveryConfig {
@@ -33,6 +53,7 @@ pub struct DeliveryConfig {
     pub retry_cap: Duration,
     pub retry_for: Duration,
     pub allow_private_targets: bool,
+    pub instance: Option<Arc<InstanceEndpoint>>,
 }
 
 /// An endpoint with its secret opened, ready to sign.
@@ -131,9 +152,48 @@ impl Deliverer {
         Instant::now() + self.config.timeout
     }
 
-    fn targets(&self, endpoints: Vec<StoredEndpoint>) -> Vec<Target> {
-        endpoints
+    /// The endpoints with their secrets opened, the instance's included: registered in the
+    /// store the first time a replica sees it, so that it receives what happens from then on
+    /// (and not the feeds' past), whichever replica starts or restarts.
+    async fn targets(
+        &self,
+        endpoints: Vec<StoredEndpoint>,
+    ) -> Result<Vec<Target>, crate::store::StoreError> {
+        let mut targets = Vec::new();
+        if let Some(instance) = &self.config.instance {
+            let registered = endpoints.iter().find(|endpoint| endpoint.id == INSTANCE_ID);
+            let created_at = match registered {
+                Some(endpoint) => endpoint.created_at,
+                None => {
+                    let now = self.clock.now().0;
+                    let record = StoredEndpoint {
+                        id: INSTANCE_ID.to_owned(),
+                        org: "*".to_owned(),
+                        url: instance.url.clone(),
+                        kinds: instance
+                            .kinds
+                            .iter()
+                            .map(|k| k.as_str().to_owned())
+                            .collect(),
+                        sealed_secret: String::new(),
+                        created_at: now,
+                    };
+                    self.store.put_endpoint(&record, self.deadline()).await?;
+                    now
+                }
+            };
+            targets.push(Target {
+                id: INSTANCE_ID.to_owned(),
+                org: None,
+                url: instance.url.clone(),
+                kinds: instance.kinds.clone(),
+                secret: instance.secret.to_vec(),
+                created_at,
+            });
+        }
+        targets.extend(endpoints
             .into_iter()
+            .filter(|endpoint| endpoint.id != INSTANCE_ID)
             .filter_map(|endpoint| {
                 let sealed = base64::engine::general_purpose::STANDARD
                     .decode(&endpoint.sealed_secret)
@@ -157,15 +217,22 @@ impl Deliverer {
                     secret: secret.expose_secret().to_vec(),
                     created_at: endpoint.created_at,
                 })
-            })
-            .collect()
+            }));
+        Ok(targets)
     }
 
     /// One pass: the feeds' new (and abandoned) events, then the retries that are due.
     async fn round(&self) -> Result<(), crate::store::StoreError> {
-        let targets = self.targets(self.store.endpoints(self.deadline()).await?);
+        let targets = self
+            .targets(self.store.endpoints(self.deadline()).await?)
+            .await?;
         if !targets.is_empty() {
-            let mut orgs: Vec<String> = targets.iter().filter_map(|t| t.org.clone()).collect();
+            let mut orgs: Vec<String> = if self.config.instance.is_some() {
+                let all = self.store.feed_orgs(self.deadline()).await?;
+                all.iter().map(|org| org.to_string()).collect()
+            } else {
+                targets.iter().filter_map(|t| t.org.clone()).collect()
+            };
             orgs.sort();
             orgs.dedup();
             for org in orgs {

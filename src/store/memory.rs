@@ -761,6 +761,15 @@ impl FactorStore for MemoryStore {
         })
     }
 
+    async fn feed_orgs(&self, deadline: Instant) -> Result<Vec<Arc<str>>, StoreError> {
+        self.with_orgs(deadline, |orgs| {
+            orgs.feeds
+                .keys()
+                .map(|org| Arc::from(org.as_str()))
+                .collect()
+        })
+    }
+
     async fn take_feed(
         &self,
         org: &str,

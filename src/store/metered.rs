@@ -205,6 +205,11 @@ impl FactorStore for MeteredStore {
             .await
     }
 
+    async fn feed_orgs(&self, deadline: Instant) -> Result<Vec<Arc<str>>, StoreError> {
+        self.measure("feed_orgs", self.inner.feed_orgs(deadline))
+            .await
+    }
+
     async fn take_feed(
         &self,
         org: &str,

@@ -312,6 +312,9 @@ pub trait FactorStore: Send + Sync + 'static {
     ) -> Result<bool, StoreError>;
     /// Every organization's endpoints.
     async fn endpoints(&self, deadline: Instant) -> Result<Vec<StoredEndpoint>, StoreError>;
+    /// The organizations that have a feed (a hint each copy renews: one that a lost write
+    /// missed is added by its next copy).
+    async fn feed_orgs(&self, deadline: Instant) -> Result<Vec<Arc<str>>, StoreError>;
     /// Up to `count` events of the organization's feed for `consumer` to deliver: first those
     /// another consumer took more than `claim_idle` ago and never acknowledged, then new ones.
     async fn take_feed(

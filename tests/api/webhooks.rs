@@ -455,3 +455,112 @@ async fn deliveries_that_keep_failing_become_dead_letters_and_replay() {
         "{metrics}"
     );
 }
+
+/// The instance's own endpoint, from the configuration, hears every organization.
+#[actix_web::test]
+async fn the_instance_endpoint_hears_every_organization() {
+    let (url, seen) = receiver(0);
+    let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    let app = Spawn::new(Backend::Redis)
+        .with(|settings| {
+            settings.webhooks.enabled = true;
+            settings.webhooks.allow_private_targets = true;
+            settings.webhooks.poll_ms = 20;
+            settings.webhooks.instance_url = url.clone();
+            settings.webhooks.instance_secret = secret.to_owned().into();
+            settings.webhooks.instance_types = vec!["enrolled".into()];
+        })
+        .start()
+        .await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    app.clock.set(tessera::domain::UnixMicros(
+        i64::try_from(now.as_micros()).unwrap(),
+    ));
+    // Let the deliverer register the endpoint first: it hears what happens from then on.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for org in ["acme", "globex"] {
+        app.add(&Token::user(org, "alice").sign()).await.assert_ok();
+    }
+    let started = Instant::now();
+    while seen.lock().unwrap().accepted.len() < 2 {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            seen.lock().unwrap().accepted
+        );
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    let (orgs, headers, body) = {
+        let seen = seen.lock().unwrap();
+        let orgs: BTreeSet<String> = seen
+            .accepted
+            .values()
+            .map(|body| {
+                let body: Value = serde_json::from_str(body).unwrap();
+                assert_eq!(body["type"], "enrolled");
+                body["data"]["organizationId"].as_str().unwrap().to_owned()
+            })
+            .collect();
+        let (headers, body) = seen.requests.last().unwrap().clone();
+        (orgs, headers, body)
+    };
+    assert_eq!(
+        orgs,
+        BTreeSet::from(["acme".to_owned(), "globex".to_owned()])
+    );
+    verified_by_standardwebhooks(secret, &headers, &body);
+    // Not an organization's: no admin lists or removes it.
+    let listed = app
+        .send(
+            app.client
+                .get(app.url("/management/v1/webhooks"))
+                .bearer_auth(root()),
+        )
+        .await;
+    assert_eq!(listed.assert_ok()["result"], json!([]));
+}
+
+#[test]
+fn a_bad_instance_endpoint_is_named_at_start() {
+    let mut settings = crate::helpers::base_settings();
+    settings.webhooks.instance_url = "http://hooks.example.com/x".into();
+    settings.webhooks.instance_secret = "nope".to_owned().into();
+    settings.webhooks.instance_types = vec!["nope".into()];
+    let Err(tessera::settings::SettingsError::Invalid(problems)) =
+        settings.parse(tessera::settings::Mode::Dev)
+    else {
+        panic!("accepted");
+    };
+    let text = problems.join("\n");
+    for wanted in [
+        "webhooks.instance_url",
+        "webhooks.instance_secret",
+        "webhooks.instance_types",
+    ] {
+        assert!(text.contains(wanted), "{text}");
+    }
+}
+
+#[test]
+fn the_instance_endpoints_types_come_from_the_environment_comma_separated() {
+    let mut settings = crate::helpers::settings_with_env(&[
+        (
+            "TESSERA__WEBHOOKS__INSTANCE_URL",
+            "https://hooks.example.com/tessera",
+        ),
+        (
+            "TESSERA__WEBHOOKS__INSTANCE_SECRET",
+            "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+        ),
+        ("TESSERA__WEBHOOKS__INSTANCE_TYPES", "locked,removed"),
+    ]);
+    assert_eq!(settings.webhooks.instance_types, ["locked", "removed"]);
+    // (The tests' settings turn deliveries off.)
+    settings.webhooks.enabled = true;
+    let config = settings.parse(tessera::settings::Mode::Dev).unwrap();
+    let instance = config.webhooks.unwrap().instance.unwrap();
+    assert_eq!(instance.url, "https://hooks.example.com/tessera");
+    assert_eq!(instance.kinds.len(), 2);
+}

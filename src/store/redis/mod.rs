@@ -259,8 +259,8 @@ impl RedisStore {
         [feed, copied]
     }
 
-    /// A key of the webhooks' slot (`store/webhook.rs`): `endpoints`, `retry`, `since`, or
-    /// `dead:<org>`.
+    /// A key of the webhooks' slot (`store/webhook.rs`): `endpoints`, `orgs`, `retry`,
+    /// `since`, or `dead:<org>`.
     fn webhook_key(&self, name: &str) -> String {
         format!("{}:{{webhooks}}:{name}", self.prefix)
     }
@@ -1299,10 +1299,19 @@ impl FactorStore for RedisStore {
             }
         }
         let invocation = &invocation;
-        self.on_shared(until, |mut connection: Connection| async move {
-            invocation.invoke_async(&mut connection).await
-        })
-        .await
+        let appended: usize = self
+            .on_shared(until, |mut connection: Connection| async move {
+                invocation.invoke_async(&mut connection).await
+            })
+            .await?;
+        if appended > 0 {
+            // For the instance's webhook endpoint (`store/webhook.rs`): this organization has
+            // a feed. Another slot, so not in the script; a lost write is renewed by the next.
+            let mut hint = redis::cmd("SADD");
+            hint.arg(self.webhook_key("orgs")).arg(&**source.org());
+            self.query::<i64>(hint, deadline).await?;
+        }
+        Ok(appended)
     }
 
     async fn feed_events(
@@ -1365,6 +1374,13 @@ impl FactorStore for RedisStore {
                     .map_err(|err| StoreError::Corrupt(format!("webhook endpoint: {err}")))
             })
             .collect()
+    }
+
+    async fn feed_orgs(&self, deadline: Instant) -> Result<Vec<Arc<str>>, StoreError> {
+        let mut command = redis::cmd("SMEMBERS");
+        command.arg(self.webhook_key("orgs"));
+        let orgs: Vec<String> = self.query(command, deadline).await?;
+        Ok(orgs.into_iter().map(Arc::from).collect())
     }
 
     async fn take_feed(

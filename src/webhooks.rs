@@ -62,7 +62,8 @@ struct Target {
     org: Option<String>,
     url: String,
     kinds: Vec<EventKind>,
-    secret: Vec<u8>,
+    /// Opened for this round only, and wiped when the round drops it.
+    secret: zeroize::Zeroizing<Vec<u8>>,
     created_at: i64,
 }
 
@@ -187,7 +188,7 @@ impl Deliverer {
                 org: None,
                 url: instance.url.clone(),
                 kinds: instance.kinds.clone(),
-                secret: instance.secret.to_vec(),
+                secret: zeroize::Zeroizing::new(instance.secret.to_vec()),
                 created_at,
             });
         }
@@ -214,7 +215,7 @@ impl Deliverer {
                         .iter()
                         .filter_map(|kind| EventKind::parse(kind))
                         .collect(),
-                    secret: secret.expose_secret().to_vec(),
+                    secret: zeroize::Zeroizing::new(secret.expose_secret().to_vec()),
                     created_at: endpoint.created_at,
                 })
             }));

@@ -28,26 +28,55 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
     about = "Multi-tenant TOTP factor server speaking ZITADEL's Auth API"
 )]
 struct Cli {
-    /// Folder holding <env>.toml; by default `config/` here, else `../config` beside the binary.
-    #[arg(long, global = true, env = "TESSERA_CONFIG_DIR")]
-    config_dir: Option<PathBuf>,
-    /// Which <env>.toml `serve` and `check-config` layer over the defaults (its file must exist;
-    /// `none`: the defaults and the environment only). Unset: production.toml, if there is one.
-    #[arg(long = "env", global = true, env = "TESSERA_ENV")]
-    environment: Option<String>,
+    /// Also accepted before the command (`tessera --config-dir … serve`, as the image's
+    /// entrypoint says it); the command's own options win.
+    #[command(flatten)]
+    settings: SettingsArgs,
     #[command(subcommand)]
     command: Command,
+}
+
+/// Where the settings come from: only the commands that read settings take these, so that
+/// `qr` or `gen-seal-key` do not offer options that would mean nothing to them.
+#[derive(clap::Args, Clone, Default)]
+struct SettingsArgs {
+    /// Folder holding <env>.toml; by default `config/` here, else `../config` beside the binary.
+    #[arg(long, env = "TESSERA_CONFIG_DIR")]
+    config_dir: Option<PathBuf>,
+    /// Which <env>.toml to layer over the defaults (its file must exist; `none`: the defaults
+    /// and the environment only). Unset: production.toml, if there is one.
+    #[arg(long = "env", env = "TESSERA_ENV")]
+    environment: Option<String>,
+}
+
+impl SettingsArgs {
+    /// These options given to the command, over those given before it.
+    fn over(self, before: SettingsArgs) -> Source {
+        Source {
+            config_dir: self.config_dir.or(before.config_dir),
+            environment: self.environment.or(before.environment),
+        }
+    }
 }
 
 #[derive(Subcommand)]
 enum Command {
     /// Run the server with the settings in config/ (Redis, real keys).
-    Serve,
+    Serve {
+        #[command(flatten)]
+        settings: SettingsArgs,
+    },
     /// Run on the embedded default: memory store, development signing and seal keys.
-    Dev,
+    Dev {
+        #[command(flatten)]
+        settings: SettingsArgs,
+    },
     /// Mint a token: signed with the development key (accepted by `tessera dev`), or with
     /// your own --key (accepted by `serve` with that key's JWKS, see gen-signing-key).
     Token {
+        /// The settings give the claim names, and the development issuer and audience.
+        #[command(flatten)]
+        settings: SettingsArgs,
         #[arg(long, default_value = "acme")]
         org: String,
         #[arg(long, default_value = "alice")]
@@ -81,10 +110,15 @@ enum Command {
         kid: String,
     },
     /// Validate the configuration (defaults < config/<env>.toml < TESSERA__*) and exit.
-    CheckConfig,
+    CheckConfig {
+        #[command(flatten)]
+        settings: SettingsArgs,
+    },
     /// Seal every enrollment in Redis anew under the first key of seal.keys, so that older
     /// keys can leave the ring. Safe while tessera runs; run it again to resume or to confirm.
     Rekey {
+        #[command(flatten)]
+        settings: SettingsArgs,
         /// Keys asked of each primary per SCAN page.
         #[arg(long, default_value_t = 500)]
         page: usize,
@@ -101,11 +135,7 @@ enum Command {
 #[actix_web::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    let source = Source {
-        config_dir: cli.config_dir.clone(),
-        environment: cli.environment.clone(),
-    };
-    match run(cli.command, source).await {
+    match run(cli.command, cli.settings).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
             eprintln!("tessera: {message}");
@@ -114,16 +144,18 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn run(command: Command, source: Source) -> Result<(), String> {
+async fn run(command: Command, before: SettingsArgs) -> Result<(), String> {
     match command {
-        Command::Serve => {
+        Command::Serve { settings } => {
+            let source = settings.over(before);
             serve(
                 Config::load(Mode::Serve, &source).map_err(|e| e.to_string())?,
                 false,
             )
             .await
         }
-        Command::Dev => {
+        Command::Dev { settings } => {
+            let source = settings.over(before);
             serve(
                 Config::load(Mode::Dev, &source).map_err(|e| e.to_string())?,
                 true,
@@ -131,6 +163,7 @@ async fn run(command: Command, source: Source) -> Result<(), String> {
             .await
         }
         Command::Token {
+            settings,
             org,
             user,
             roles,
@@ -141,7 +174,8 @@ async fn run(command: Command, source: Source) -> Result<(), String> {
             audience,
         } => {
             // The claim names (and the development issuer and audience) of the settings.
-            let config = Config::load(Mode::Dev, &source).map_err(|e| e.to_string())?;
+            let config =
+                Config::load(Mode::Dev, &settings.over(before)).map_err(|e| e.to_string())?;
             let signer = match &key {
                 Some(path) => {
                     let pem = std::fs::read(path)
@@ -180,8 +214,9 @@ async fn run(command: Command, source: Source) -> Result<(), String> {
             );
             Ok(())
         }
-        Command::CheckConfig => {
-            let config = Config::load(Mode::Serve, &source).map_err(|e| e.to_string())?;
+        Command::CheckConfig { settings } => {
+            let config =
+                Config::load(Mode::Serve, &settings.over(before)).map_err(|e| e.to_string())?;
             for warning in &config.warnings {
                 eprintln!("warning: {warning}");
             }
@@ -198,8 +233,9 @@ async fn run(command: Command, source: Source) -> Result<(), String> {
             );
             Ok(())
         }
-        Command::Rekey { page } => {
-            let config = Config::load(Mode::Serve, &source).map_err(|e| e.to_string())?;
+        Command::Rekey { settings, page } => {
+            let config =
+                Config::load(Mode::Serve, &settings.over(before)).map_err(|e| e.to_string())?;
             // It opens every secret: no core dump or debugger may read them.
             tessera::process::protect_memory(config.process.allow_core_dumps);
             let (store, keys) =
@@ -296,13 +332,26 @@ async fn serve(config: Config, dev: bool) -> Result<(), String> {
     }
     tessera::process::protect_memory(config.process.allow_core_dumps);
     let banner = dev.then(|| dev_banner(&config));
+    let (mut http, mut grpc, mut metrics) =
+        (config.http.addr, config.grpc.addr, config.http.metrics_addr);
     let app = Application::build(config)
         .await
         .map_err(|e| e.to_string())?;
     if let Some(banner) = banner {
         println!("{}", banner?.replace("{port}", &app.port().to_string()));
     }
-    tracing::info!(port = app.port(), "tessera listening");
+    // Every port, as bound (a port 0 in the settings becomes the one the system chose).
+    http.set_port(app.port());
+    grpc.set_port(app.grpc_port());
+    if let (Some(addr), Some(port)) = (metrics.as_mut(), app.metrics_port()) {
+        addr.set_port(port);
+    }
+    tracing::info!(
+        http = %http,
+        grpc = %grpc,
+        metrics = %metrics.map_or_else(|| format!("{http} (/metrics)"), |addr| addr.to_string()),
+        "tessera listening"
+    );
     app.run_until_stopped().await.map_err(|e| e.to_string())
 }
 

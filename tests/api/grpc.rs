@@ -451,3 +451,49 @@ async fn health_and_reflection() {
         assert!(names.iter().any(|n| n == wanted), "{wanted} in {names:?}");
     }
 }
+
+/// grpcurl before 1.8.8, Evans and several GUI clients ask for reflection v1alpha only.
+#[actix_web::test]
+async fn reflection_v1alpha_lists_the_same_services_as_v1() {
+    use tonic_reflection::pb::v1alpha::ServerReflectionRequest;
+    use tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1alpha::server_reflection_response::MessageResponse;
+
+    let app = spawn_app(Backend::Memory).await;
+    let mut reflection = ServerReflectionClient::new(channel(&app).await);
+    let asks = [
+        MessageRequest::ListServices(String::new()),
+        MessageRequest::FileContainingSymbol("tessera.otp.v1.OtpCheckService".into()),
+    ]
+    .map(|message| ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(message),
+    });
+    let mut answers = reflection
+        .server_reflection_info(futures::stream::iter(asks))
+        .await
+        .expect("the v1alpha reflection service answers")
+        .into_inner();
+    let answer = answers.message().await.unwrap().unwrap();
+    let Some(MessageResponse::ListServicesResponse(list)) = answer.message_response else {
+        panic!("{answer:?}");
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    for wanted in [
+        "zitadel.auth.v1.AuthService",
+        "zitadel.user.v2.UserService",
+        "tessera.otp.v1.OtpCheckService",
+        "grpc.health.v1.Health",
+    ] {
+        assert!(names.iter().any(|n| n == wanted), "{wanted} in {names:?}");
+    }
+    let answer = answers.message().await.unwrap().unwrap();
+    let Some(MessageResponse::FileDescriptorResponse(files)) = answer.message_response else {
+        panic!("{answer:?}");
+    };
+    assert!(
+        !files.file_descriptor_proto.is_empty(),
+        "the file that declares the service"
+    );
+}

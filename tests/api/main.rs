@@ -29,6 +29,7 @@ mod openid;
 mod policies;
 mod process;
 mod python;
+mod readme;
 mod recovery_codes;
 mod rekey;
 mod shutdown;

@@ -439,3 +439,77 @@ async fn the_binary_runs_without_core_dumps() {
     drop(allowed.stop());
     assert_eq!(inherited, core_limit("self"));
 }
+
+/// `--env` and `--config-dir` choose settings: only the commands that read settings offer
+/// them, and the older spelling before the command (the image's entrypoint) still works.
+#[test]
+fn settings_options_appear_only_where_settings_are_read() {
+    let help = |command: &str| {
+        let out = tessera(&[command, "--help"], &[("TESSERA_ENV", "")]);
+        assert!(out.status.success(), "{command} --help");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    for command in ["serve", "dev", "token", "check-config", "rekey"] {
+        let text = help(command);
+        assert!(
+            text.contains("--env <ENVIRONMENT>") && text.contains("--config-dir"),
+            "{command} --help offers the settings options:\n{text}"
+        );
+    }
+    for command in ["qr", "gen-seal-key", "gen-signing-key"] {
+        let text = help(command);
+        assert!(
+            !text.contains("--env") && !text.contains("--config-dir"),
+            "{command} reads no settings, yet its help offers them:\n{text}"
+        );
+    }
+    let config_dir = format!("{}/config", env!("CARGO_MANIFEST_DIR"));
+    for args in [
+        [
+            "--config-dir",
+            config_dir.as_str(),
+            "check-config",
+            "--env",
+            "nosuch",
+        ],
+        [
+            "check-config",
+            "--config-dir",
+            config_dir.as_str(),
+            "--env",
+            "nosuch",
+        ],
+    ] {
+        let out = tessera(&args, &[]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && stderr.contains("no nosuch.toml"),
+            "{args:?} reads the settings named: {stderr}"
+        );
+    }
+}
+
+/// An operator reads from the first lines where to point clients, probes and scrapers.
+#[actix_web::test]
+async fn the_startup_log_names_every_port_it_listens_on() {
+    let metrics_port = crate::helpers::free_port();
+    let dev = DevBinary::start(&[(
+        "TESSERA__HTTP__METRICS_ADDR",
+        format!("127.0.0.1:{metrics_port}"),
+    )])
+    .await;
+    let http = dev.base.trim_start_matches("http://").to_owned();
+    let grpc = format!("127.0.0.1:{}", dev.grpc_port);
+    let metrics = format!("127.0.0.1:{metrics_port}");
+    let logs = dev.stop();
+    let line = logs
+        .lines()
+        .find(|line| line.contains("tessera listening"))
+        .unwrap_or_else(|| panic!("no startup line in:\n{logs}"));
+    for (port, addr) in [("http", &http), ("grpc", &grpc), ("metrics", &metrics)] {
+        assert!(
+            line.contains(&format!("\"{port}\":\"{addr}\"")),
+            "the {port} port {addr} in {line}"
+        );
+    }
+}

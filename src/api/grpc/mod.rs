@@ -142,10 +142,15 @@ pub async fn serve(
             tokio::time::sleep(std::time::Duration::from_millis(500)).await;
         }
     });
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
+    // Both versions of reflection: v1 for current clients, v1alpha for grpcurl before 1.8.8,
+    // Evans and several GUI clients, which ask for nothing else.
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = reflection().build_v1()?;
+    let reflection_v1alpha = reflection().build_v1alpha()?;
     let gate = gate::GateLayer::new(service_for_gate, limit, options.body_timeout);
     let (incoming, accepting) = listener::incoming(listener, options.tls, options.limits);
     let _stop_accepting = AbortOnDrop(accepting);
@@ -184,7 +189,8 @@ pub async fn serve(
                 .max_encoding_message_size(limit.max(64 * 1024)),
         )
         .add_service(health_service)
-        .add_service(reflection)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await?;
     Ok(())

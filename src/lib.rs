@@ -20,6 +20,7 @@ pub mod domain;
 #[cfg(feature = "test-kit")]
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod grpc_call;
 pub mod health;
 pub mod metrics;
 pub mod process;

@@ -130,6 +130,20 @@ enum Command {
     },
     /// Draw an otpauth:// URI (argument or stdin) as a QR code in the terminal.
     Qr { uri: Option<String> },
+    /// Call the gRPC port: the walk-through's calls without grpcurl (answers as JSON).
+    Grpc {
+        /// The gRPC port's address.
+        #[arg(long, default_value = "http://localhost:8081")]
+        address: String,
+        /// The bearer token.
+        #[arg(long, env = "TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        /// x-zitadel-orgid: the organization to act in, if not the token's.
+        #[arg(long)]
+        org: Option<String>,
+        #[command(subcommand)]
+        call: tessera::grpc_call::Call,
+    },
 }
 
 #[actix_web::main]
@@ -285,6 +299,17 @@ async fn run(command: Command, before: SettingsArgs) -> Result<(), String> {
         Command::GenSealKey { id } => {
             let entry = KeyRing::generate_entry(&id).map_err(|e| e.to_string())?;
             println!("{}", entry.expose_secret());
+            Ok(())
+        }
+        Command::Grpc {
+            address,
+            token,
+            org,
+            call,
+        } => {
+            let answer =
+                tessera::grpc_call::run(&address, token.as_deref(), org.as_deref(), call).await?;
+            println!("{answer}");
             Ok(())
         }
         Command::Qr { uri } => {

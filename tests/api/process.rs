@@ -513,3 +513,84 @@ async fn the_startup_log_names_every_port_it_listens_on() {
         );
     }
 }
+
+/// `tessera grpc`: the walk-through over native gRPC with nothing else installed; answers as
+/// the JSON API's, errors as the status with the contract's id and the attempts left.
+#[actix_web::test]
+async fn the_grpc_subcommand_walks_through_enrollment_check_and_errors() {
+    let dev = DevBinary::start(&[]).await;
+    let address = format!("http://127.0.0.1:{}", dev.grpc_port);
+    let token = dev.token("acme", "dora", &["otp.check", "otp.admin"]);
+    let grpc = |args: &[&str]| {
+        let address = address.clone();
+        let token = token.clone();
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        async move {
+            tokio::task::spawn_blocking(move || {
+                let mut all = vec!["grpc".to_owned(), "--address".to_owned(), address];
+                all.extend(args);
+                let all: Vec<&str> = all.iter().map(String::as_str).collect();
+                tessera(&all, &[("TOKEN", token.as_str())])
+            })
+            .await
+            .unwrap()
+        }
+    };
+    let stdout = |out: &std::process::Output| String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = |out: &std::process::Output| String::from_utf8_lossy(&out.stderr).into_owned();
+
+    let health = grpc(&["health"]).await;
+    assert_eq!(stdout(&health).trim(), r#"{"status":"SERVING"}"#);
+    let added = grpc(&["add"]).await;
+    assert!(added.status.success(), "{}", stderr(&added));
+    let added: serde_json::Value = serde_json::from_str(&stdout(&added)).unwrap();
+    assert_eq!(added["details"]["resourceOwner"], "acme");
+    assert!(
+        added["url"]
+            .as_str()
+            .unwrap()
+            .starts_with("otpauth://totp/")
+    );
+    let secret = added["secret"].as_str().unwrap().to_owned();
+
+    let wrong = grpc(&["verify", "000000"]).await;
+    assert!(!wrong.status.success());
+    assert!(
+        stderr(&wrong).contains(
+            "InvalidArgument: Invalid code (EVENT-8isk2) [Invalid code; 4 attempts remaining]"
+        ),
+        "{}",
+        stderr(&wrong)
+    );
+    let now = chrono::Utc::now().timestamp() as u64;
+    let params = TotpParams::default();
+    let verified = grpc(&["verify", &code_with(&params, &secret, now, -1)]).await;
+    assert!(verified.status.success(), "{}", stderr(&verified));
+    let verified: serde_json::Value = serde_json::from_str(&stdout(&verified)).unwrap();
+    assert!(
+        verified["details"]["sequence"]
+            .as_str()
+            .unwrap()
+            .parse::<u64>()
+            .is_ok()
+    );
+    let listed = grpc(&["list"]).await;
+    assert!(
+        stdout(&listed).contains("AUTH_FACTOR_STATE_READY"),
+        "{}",
+        stdout(&listed)
+    );
+    let checked = grpc(&["check", "dora", &code_with(&params, &secret, now, 1)]).await;
+    assert!(checked.status.success(), "{}", stderr(&checked));
+    let unlocked = grpc(&["unlock", "dora"]).await;
+    assert!(
+        stderr(&unlocked).contains("(COMMAND-4M0ds)"),
+        "not locked: {}",
+        stderr(&unlocked)
+    );
+    let refused = grpc(&["--token", "not-a-token", "list"]).await;
+    assert!(
+        stderr(&refused).contains("Unauthenticated") && stderr(&refused).contains("AUTH-7fs1e")
+    );
+    drop(dev);
+}

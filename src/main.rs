@@ -363,7 +363,10 @@ async fn serve(config: Config, dev: bool) -> Result<(), String> {
         .await
         .map_err(|e| e.to_string())?;
     if let Some(banner) = banner {
-        println!("{}", banner?.replace("{port}", &app.port().to_string()));
+        let banner = banner?
+            .replace("{port}", &app.port().to_string())
+            .replace("{grpc_port}", &app.grpc_port().to_string());
+        println!("{banner}");
     }
     // Every port, as bound (a port 0 in the settings becomes the one the system chose).
     http.set_port(app.port());
@@ -391,22 +394,24 @@ fn dev_banner(config: &Config) -> Result<String, String> {
     Ok(format!(
         r#"
 tessera dev: {store}, development keys (never use them in production).
+HTTP on {base}, gRPC on port {{grpc_port}}.
 
 A token for user "alice" of organization "acme" (roles {check}, {admin} for acme; 12 h):
 
   export TOKEN={token}
 
-Enroll, scan, verify:
+In another shell, in a folder of its own (the answers hold secrets), as the README walks on:
 
-  curl -s -X POST {base}/auth/v1/users/me/auth_factors/otp -H "Authorization: Bearer $TOKEN" | tee /tmp/otp.json
-  jq -r .url /tmp/otp.json | tessera qr        # or: cargo run -q -- qr "$(jq -r .url /tmp/otp.json)"
-  curl -s {base}/auth/v1/users/me/auth_factors/otp/_verify -H "Authorization: Bearer $TOKEN" -d '{{"code":"123456"}}'
+  cd "$(mktemp -d)"
+  curl -s -X POST {base}/auth/v1/users/me/auth_factors/otp -H "Authorization: Bearer $TOKEN" | tee otp.json
+  tessera qr "$(jq -r .url otp.json)"
+  curl -s {base}/auth/v1/users/me/auth_factors/otp/_verify -H "Authorization: Bearer $TOKEN" -d '{{"code":"<the code your app shows>"}}'
 
-Check at login (as the login page's backend):
+The login check (otp.check), the next code after the one that verified:
 
-  curl -s {base}/management/v1/users/alice/auth_factors/otp/_check -H "Authorization: Bearer $TOKEN" -d '{{"code":"123456"}}'
+  curl -s {base}/management/v1/users/alice/auth_factors/otp/_check -H "Authorization: Bearer $TOKEN" -d '{{"code":"<the next code>"}}'
 
-More tokens: tessera token --org acme --user bob --role otp.check
+Over gRPC: tessera grpc --help. More tokens: tessera token --org acme --user bob --role otp.check --role otp.admin
 "#,
         // With TLS, curl needs the CA (`--cacert ca.pem`) unless the system trusts it.
         base = if config.tls.is_none() {

@@ -28,8 +28,8 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
     about = "Multi-tenant TOTP factor server speaking ZITADEL's Auth API"
 )]
 struct Cli {
-    /// Also accepted before the command (`tessera --config-dir … serve`, as the image's
-    /// entrypoint says it); the command's own options win.
+    /// Also accepted before the command (`tessera --config-dir … serve`, as manifests and
+    /// images made for earlier releases say it); the command's own options win.
     #[command(flatten)]
     settings: SettingsArgs,
     #[command(subcommand)]

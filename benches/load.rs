@@ -5,6 +5,7 @@
 //!
 //!     cargo bench --bench load -- [--users 10000] [--connections 64] [--seconds 10]
 //!     cargo bench --bench load -- --audit-cost   (what the check's audit event costs)
+//!     cargo bench --bench load -- --production   (the check as deployed: production settings)
 //!
 //! Needs `wrk` and `redis-server` on the PATH. Client and servers share this machine's cores:
 //! compare the ratio of figures from one run, not absolute numbers across machines.
@@ -70,6 +71,9 @@ struct Options {
     /// What writing the audit event costs (`--audit-cost`): tessera, the floor with the event
     /// and the floor without it, alternating, with CPU per check of tessera and of Redis.
     audit_cost: bool,
+    /// The check as deployed (`--production`): production settings, the same at warn, the
+    /// floor, alternating, with CPU per check.
+    production: bool,
     peer: bool,
     peer_tokens: usize,
 }
@@ -82,6 +86,7 @@ fn options() -> Options {
         idle_orgs: 100_000,
         quick: false,
         audit_cost: false,
+        production: false,
         peer: true,
         peer_tokens: 100,
     };
@@ -102,6 +107,7 @@ fn options() -> Options {
             "--no-peer" => o.peer = false,
             "--quick" => o.quick = true,
             "--audit-cost" => o.audit_cost = true,
+            "--production" => o.production = true,
             _ => {}
         }
         i += 1;
@@ -582,11 +588,23 @@ struct Instance {
 }
 
 async fn start_tessera(redis_url: &str, extra_env: &[(&str, &str)]) -> Instance {
+    start_tessera_as("none", redis_url, extra_env, Stdio::inherit()).await
+}
+
+/// `tessera serve --env <environment>` (`production`: config/production.toml as shipped, with
+/// its JSON logs at info), its logs to `stdout`.
+async fn start_tessera_as(
+    environment: &str,
+    redis_url: &str,
+    extra_env: &[(&str, &str)],
+    stdout: Stdio,
+) -> Instance {
     let port = free_port();
     let grpc_port = free_port();
     let process = Killed(
         Command::new(env!("CARGO_BIN_EXE_tessera"))
-            .args(["serve", "--env", "none"])
+            .args(["serve", "--env", environment])
+            .stdout(stdout)
             .env("TESSERA__HTTP__ADDR", format!("127.0.0.1:{port}"))
             .env("TESSERA__GRPC__ADDR", format!("127.0.0.1:{grpc_port}"))
             .env("TESSERA__STORE__KIND", "redis")
@@ -602,7 +620,8 @@ async fn start_tessera(redis_url: &str, extra_env: &[(&str, &str)]) -> Instance 
             .env("TESSERA__LIMITS__PER_ORG_PER_SECOND", "0")
             .env("TESSERA__LIMITS__PER_ADDRESS_PER_SECOND", "0")
             .env("TESSERA__LOCKOUT__MAX_OTP_ATTEMPTS", "0")
-            // The load replays codes on purpose; a warning per replay would be measured too.
+            // The load replays codes on purpose; a warning per replay would be measured too
+            // (the production comparison sets the level back to production's).
             .env("TESSERA__LOG__LEVEL", "error")
             .envs(extra_env.iter().copied())
             .env_remove("RUST_LOG")
@@ -708,29 +727,67 @@ fn wrk_with_cpu(port: u16, script: &str, o: &Options, pids: &[u32]) -> (Run, Vec
     (run, per_check)
 }
 
-/// `--audit-cost`: what writing the check's event costs, from one run: tessera (which writes
-/// it), the floor with the same script, and the floor without the event, alternating three
-/// times; CPU per check of the HTTP process (tessera, or this one for the floors, which run
-/// on its threads) and of redis-server.
-fn audit_cost(o: &Options, redis: &RedisServer, tessera: (u16, u32), script: &str) {
+/// `--production`: the login check as deployed, from one run: tessera with
+/// config/production.toml as shipped (JSON logs at info, to a file; metrics on), the same
+/// with logs at warn, and the floor (actix-web, the same body, one EVALSHA of the same
+/// attempt script with its audit event), alternating three times, with CPU per check of the
+/// HTTP process and of redis-server. Limits and lockout off, wrong codes: nothing refused.
+async fn production(o: &Options, redis: &RedisServer, script: &str) {
     let url = format!("redis://127.0.0.1:{}", redis.port);
-    let without_port = free_port();
-    start_floor_with(
-        url.clone(),
-        without_port,
-        o.users,
-        ATTEMPT_SCRIPT_WITHOUT_EVENTS,
-    );
-    let with_port = free_port();
-    start_floor(url, with_port, o.users);
+    let logs = helpers::TempDir::new("production-logs");
+    let log_file = |name: &str| Stdio::from(std::fs::File::create(logs.0.join(name)).unwrap());
+    let info = start_tessera_as(
+        "production",
+        &url,
+        &[("TESSERA__LOG__LEVEL", "info")],
+        log_file("info.log"),
+    )
+    .await;
+    let warn = start_tessera_as(
+        "production",
+        &url,
+        &[("TESSERA__LOG__LEVEL", "warn")],
+        log_file("warn.log"),
+    )
+    .await;
+    let floor_port = free_port();
+    start_floor(url, floor_port, o.users);
     std::thread::sleep(Duration::from_millis(500));
-    let (tessera_port, tessera_pid) = tessera;
     let me = std::process::id();
     let targets = [
-        ("tessera (event written)", tessera_port, tessera_pid),
-        ("floor, event written", with_port, me),
-        ("floor, no event", without_port, me),
+        (
+            "tessera, production settings (info)",
+            info.port,
+            info.process.0.id(),
+        ),
+        (
+            "tessera, production settings, logs at warn",
+            warn.port,
+            warn.process.0.id(),
+        ),
+        ("floor", floor_port, me),
     ];
+    let means = compare(o, redis, script, &targets);
+    let (info_rps, warn_rps, floor_rps) = (means[0].0, means[1].0, means[2].0);
+    println!(
+        "\nproduction / floor = {:.0}%; logs at warn / floor = {:.0}%; info vs warn: {:+.1}%",
+        100.0 * info_rps / floor_rps,
+        100.0 * warn_rps / floor_rps,
+        100.0 * (info_rps - warn_rps) / warn_rps
+    );
+    let written = std::fs::metadata(logs.0.join("info.log")).map_or(0, |m| m.len());
+    println!("the info run's log: {written} bytes");
+}
+
+/// Passes of wrk against each target in turn, three times, with the CPU per check of the
+/// target's process and of redis-server; prints each pass and the means, returns the means
+/// (req/s, HTTP process µs/check, Redis µs/check).
+fn compare(
+    o: &Options,
+    redis: &RedisServer,
+    script: &str,
+    targets: &[(&str, u16, u32)],
+) -> Vec<(f64, f64, f64)> {
     let mut sums = vec![(0.0, 0.0, 0.0); targets.len()];
     println!(
         "| pass | what | req/s | p99 ms | HTTP process CPU µs/check | Redis CPU µs/check | statuses |"
@@ -758,6 +815,33 @@ fn audit_cost(o: &Options, redis: &RedisServer, tessera: (u16, u32), script: &st
     for ((name, ..), (rps, http_cpu, redis_cpu)) in targets.iter().zip(&sums) {
         println!("| {name} | {rps:.0} | {http_cpu:.1} | {redis_cpu:.1} |");
     }
+    sums
+}
+
+/// `--audit-cost`: what writing the check's event costs, from one run: tessera (which writes
+/// it), the floor with the same script, and the floor without the event, alternating three
+/// times; CPU per check of the HTTP process (tessera, or this one for the floors, which run
+/// on its threads) and of redis-server.
+fn audit_cost(o: &Options, redis: &RedisServer, tessera: (u16, u32), script: &str) {
+    let url = format!("redis://127.0.0.1:{}", redis.port);
+    let without_port = free_port();
+    start_floor_with(
+        url.clone(),
+        without_port,
+        o.users,
+        ATTEMPT_SCRIPT_WITHOUT_EVENTS,
+    );
+    let with_port = free_port();
+    start_floor(url, with_port, o.users);
+    std::thread::sleep(Duration::from_millis(500));
+    let (tessera_port, tessera_pid) = tessera;
+    let me = std::process::id();
+    let targets = [
+        ("tessera (event written)", tessera_port, tessera_pid),
+        ("floor, event written", with_port, me),
+        ("floor, no event", without_port, me),
+    ];
+    compare(o, redis, script, &targets);
 }
 
 fn rss_kib(pid: u32) -> u64 {
@@ -902,6 +986,11 @@ async fn main() {
     let per_factor = (used_memory(&redis).saturating_sub(before)) as f64 / o.users as f64;
     let bearer = token("login-page", &["otp.check"]);
 
+    if o.production {
+        let script = wrk_script(o.users, &current_codes(&secrets), &bearer);
+        production(&o, &redis, &script).await;
+        return;
+    }
     if o.audit_cost {
         let script = wrk_script(o.users, &current_codes(&secrets), &bearer);
         audit_cost(&o, &redis, (first.port, first.process.0.id()), &script);

@@ -22,9 +22,70 @@ where
         .with_env_filter(filter)
         .with_writer(writer);
     let _already_set = match format {
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        // The current span only (a request has one): its list would repeat it in every line.
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_span_list(false)
+            .fmt_fields(AppendedJsonFields)
+            .try_init(),
         LogFormat::Pretty => builder.compact().try_init(),
     };
+}
+
+/// A span's fields as one JSON object, as tracing-subscriber's `JsonFields` writes them, but
+/// a field recorded later (the RPC, the tenant, a gRPC code) is appended to the object rather
+/// than merged into it: `JsonFields` parses the object and writes it anew on each record,
+/// which at `info` cost every request more than its log lines did (`BENCHMARKS.md`). A field
+/// recorded twice appears twice; a JSON reader keeps the later value.
+pub struct AppendedJsonFields;
+
+impl<'writer> tracing_subscriber::fmt::FormatFields<'writer> for AppendedJsonFields {
+    fn format_fields<R: tracing_subscriber::field::RecordFields>(
+        &self,
+        writer: tracing_subscriber::fmt::format::Writer<'writer>,
+        fields: R,
+    ) -> std::fmt::Result {
+        tracing_subscriber::fmt::format::JsonFields::new().format_fields(writer, fields)
+    }
+
+    fn add_fields(
+        &self,
+        current: &'writer mut tracing_subscriber::fmt::FormattedFields<Self>,
+        fields: &tracing::span::Record<'_>,
+    ) -> std::fmt::Result {
+        let mut added = String::new();
+        tracing_subscriber::fmt::format::JsonFields::new().format_fields(
+            tracing_subscriber::fmt::format::Writer::new(&mut added),
+            fields,
+        )?;
+        append_json_members(&mut current.fields, &added);
+        Ok(())
+    }
+}
+
+/// `{"a":1}` and `{"b":2}` make `{"a":1,"b":2}`: the second object's members appended to the
+/// first's. Either may be empty (`{}`, or no text at all before a span has fields).
+fn append_json_members(object: &mut String, added: &str) {
+    let members = added
+        .strip_prefix('{')
+        .and_then(|rest| rest.strip_suffix('}'))
+        .unwrap_or_default();
+    if members.is_empty() {
+        return;
+    }
+    match object.strip_suffix('}') {
+        Some(before) if before.len() > 1 => {
+            object.truncate(before.len());
+            object.push(',');
+        }
+        _ => {
+            object.clear();
+            object.push('{');
+        }
+    }
+    object.push_str(members);
+    object.push('}');
 }
 
 /// A request's id: the caller's `x-request-id` when it is a sane token (so ids can be
@@ -45,7 +106,7 @@ impl RequestId {
                 use rand::RngCore;
                 let mut bytes = [0u8; 16];
                 rand::rng().fill_bytes(&mut bytes);
-                Self(bytes.iter().map(|b| format!("{b:02x}")).collect())
+                Self(data_encoding::HEXLOWER.encode(&bytes))
             }
         }
     }
@@ -74,8 +135,6 @@ impl tracing_actix_web::RootSpanBuilder for RequestSpans {
             request_id = %request_id,
             rpc = tracing::field::Empty,
             tenant = tracing::field::Empty,
-            http.status_code = tracing::field::Empty,
-            otel.status_code = tracing::field::Empty,
         )
     }
 
@@ -87,12 +146,73 @@ impl tracing_actix_web::RootSpanBuilder for RequestSpans {
             Ok(response) => response.status(),
             Err(error) => error.as_response_error().status_code(),
         };
-        span.record("http.status_code", status.as_u16());
+        // The status goes with the one line a request may end with; recorded on the span, it
+        // would be formatted for every request and read by nothing (no span-close events).
         if status.is_server_error() {
-            span.record("otel.status_code", "ERROR");
             span.in_scope(|| tracing::error!(status = status.as_u16(), "request failed"));
-        } else {
-            span.record("otel.status_code", "OK");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn members_are_appended_to_an_object() {
+        let mut object = String::new();
+        append_json_members(&mut object, "{}");
+        assert_eq!(object, "");
+        append_json_members(&mut object, r#"{"a":1}"#);
+        assert_eq!(object, r#"{"a":1}"#);
+        append_json_members(&mut object, r#"{"b":"x,}"}"#);
+        assert_eq!(object, r#"{"a":1,"b":"x,}"}"#);
+        let mut empty = "{}".to_owned();
+        append_json_members(&mut empty, r#"{"c":true}"#);
+        assert_eq!(empty, r#"{"c":true}"#);
+    }
+
+    /// Through the real layers: a span's fields recorded after it opened are in its object on
+    /// the event's line, as valid JSON, the later value of a field recorded twice winning.
+    #[test]
+    fn a_line_carries_the_span_fields_recorded_later() {
+        #[derive(Clone, Default)]
+        struct Lines(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+        impl std::io::Write for Lines {
+            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(bytes);
+                Ok(bytes.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let lines = Lines::default();
+        let writer = lines.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .json()
+            .flatten_event(true)
+            .with_span_list(false)
+            .fmt_fields(AppendedJsonFields)
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            let span = tracing::info_span!(
+                "HTTP request",
+                request_id = "r-1",
+                rpc = tracing::field::Empty,
+                tenant = tracing::field::Empty
+            );
+            span.record("rpc", "CheckOTP");
+            span.record("tenant", "first");
+            span.record("tenant", "acme");
+            span.in_scope(|| tracing::warn!("a code that was already used came again"));
+        });
+        let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+        let line: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+        assert_eq!(line["span"]["request_id"], "r-1", "{text}");
+        assert_eq!(line["span"]["rpc"], "CheckOTP", "{text}");
+        assert_eq!(line["span"]["tenant"], "acme", "{text}");
+        assert!(line.get("spans").is_none(), "no span list: {text}");
     }
 }

@@ -6,7 +6,7 @@
 
 use prost::Message;
 use serde_json::{Value, json};
-use tonic::metadata::MetadataValue;
+use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::Channel;
 use tonic::{Request, Status};
 
@@ -46,56 +46,36 @@ pub async fn run(
     org: Option<&str>,
     call: Call,
 ) -> Result<String, String> {
+    let headers = Headers::new(token, org)?;
     let channel = Channel::from_shared(address.to_owned())
         .map_err(|e| format!("{address}: {e}"))?
         .connect()
         .await
         .map_err(|e| format!("connecting to {address}: {e}"))?;
+    let mut auth = AuthServiceClient::new(channel.clone());
     let answer = match call {
         Call::Health => {
             let mut client = tonic_health::pb::health_client::HealthClient::new(channel);
-            let status = client
-                .check(tonic_health::pb::HealthCheckRequest::default())
-                .await
-                .map_err(|s| failure(&s))?
-                .into_inner()
-                .status();
-            json!({ "status": status.as_str_name() })
+            let health = answer(
+                client
+                    .check(tonic_health::pb::HealthCheckRequest::default())
+                    .await,
+            )?;
+            json!({ "status": health.status().as_str_name() })
         }
         Call::Add => {
-            let added = AuthServiceClient::new(channel)
-                .add_my_auth_factor_otp(with_metadata(
-                    auth::AddMyAuthFactorOtpRequest {},
-                    token,
-                    org,
-                )?)
-                .await
-                .map_err(|s| failure(&s))?
-                .into_inner();
+            let request = headers.on(auth::AddMyAuthFactorOtpRequest {});
+            let added = answer(auth.add_my_auth_factor_otp(request).await)?;
             json!({ "url": added.url, "secret": added.secret, "details": details(added.details) })
         }
         Call::Verify { code } => {
-            let verified = AuthServiceClient::new(channel)
-                .verify_my_auth_factor_otp(with_metadata(
-                    auth::VerifyMyAuthFactorOtpRequest { code },
-                    token,
-                    org,
-                )?)
-                .await
-                .map_err(|s| failure(&s))?
-                .into_inner();
+            let request = headers.on(auth::VerifyMyAuthFactorOtpRequest { code });
+            let verified = answer(auth.verify_my_auth_factor_otp(request).await)?;
             json!({ "details": details(verified.details) })
         }
         Call::List => {
-            let listed = AuthServiceClient::new(channel)
-                .list_my_auth_factors(with_metadata(
-                    auth::ListMyAuthFactorsRequest {},
-                    token,
-                    org,
-                )?)
-                .await
-                .map_err(|s| failure(&s))?
-                .into_inner();
+            let request = headers.on(auth::ListMyAuthFactorsRequest {});
+            let listed = answer(auth.list_my_auth_factors(request).await)?;
             let result: Vec<Value> = listed
                 .result
                 .iter()
@@ -104,68 +84,69 @@ pub async fn run(
             json!({ "result": result })
         }
         Call::Remove => {
-            let removed = AuthServiceClient::new(channel)
-                .remove_my_auth_factor_otp(with_metadata(
-                    auth::RemoveMyAuthFactorOtpRequest {},
-                    token,
-                    org,
-                )?)
-                .await
-                .map_err(|s| failure(&s))?
-                .into_inner();
+            let request = headers.on(auth::RemoveMyAuthFactorOtpRequest {});
+            let removed = answer(auth.remove_my_auth_factor_otp(request).await)?;
             json!({ "details": details(removed.details) })
         }
         Call::Check { user, code } => {
-            let checked = OtpCheckServiceClient::new(channel)
-                .check_otp(with_metadata(
-                    CheckOtpRequest {
-                        user_id: user,
-                        code,
-                        recovery_code: String::new(),
-                    },
-                    token,
-                    org,
-                )?)
-                .await
-                .map_err(|s| failure(&s))?
-                .into_inner();
+            let request = headers.on(CheckOtpRequest {
+                user_id: user,
+                code,
+                recovery_code: String::new(),
+            });
+            let checked = answer(OtpCheckServiceClient::new(channel).check_otp(request).await)?;
             json!({ "details": details(checked.details) })
         }
         Call::Unlock { user } => {
-            let unlocked = ManagementServiceClient::new(channel)
-                .unlock_user(with_metadata(
-                    management::UnlockUserRequest { id: user },
-                    token,
-                    org,
-                )?)
-                .await
-                .map_err(|s| failure(&s))?
-                .into_inner();
+            let request = headers.on(management::UnlockUserRequest { id: user });
+            let unlocked = answer(
+                ManagementServiceClient::new(channel)
+                    .unlock_user(request)
+                    .await,
+            )?;
             json!({ "details": details(unlocked.details) })
         }
     };
     Ok(answer.to_string())
 }
 
-fn with_metadata<T>(
-    message: T,
-    token: Option<&str>,
-    org: Option<&str>,
-) -> Result<Request<T>, String> {
-    let mut request = Request::new(message);
-    if let Some(token) = token {
-        let value: MetadataValue<_> = format!("Bearer {token}")
-            .parse()
+/// `authorization: Bearer <token>` and `x-zitadel-orgid`, checked once and put on each call.
+struct Headers {
+    authorization: Option<MetadataValue<Ascii>>,
+    org: Option<MetadataValue<Ascii>>,
+}
+
+impl Headers {
+    fn new(token: Option<&str>, org: Option<&str>) -> Result<Self, String> {
+        let authorization = token
+            .map(|token| format!("Bearer {token}").parse())
+            .transpose()
             .map_err(|_| "the token is not a valid header value".to_owned())?;
-        request.metadata_mut().insert("authorization", value);
-    }
-    if let Some(org) = org {
-        let value: MetadataValue<_> = org
-            .parse()
+        let org = org
+            .map(str::parse)
+            .transpose()
             .map_err(|_| "--org is not a valid header value".to_owned())?;
-        request.metadata_mut().insert("x-zitadel-orgid", value);
+        Ok(Self { authorization, org })
     }
-    Ok(request)
+
+    fn on<T>(&self, message: T) -> Request<T> {
+        let mut request = Request::new(message);
+        let metadata = request.metadata_mut();
+        if let Some(value) = &self.authorization {
+            metadata.insert("authorization", value.clone());
+        }
+        if let Some(value) = &self.org {
+            metadata.insert("x-zitadel-orgid", value.clone());
+        }
+        request
+    }
+}
+
+/// A call's message, or its error status in one line.
+fn answer<T>(result: Result<tonic::Response<T>, Status>) -> Result<T, String> {
+    result
+        .map(tonic::Response::into_inner)
+        .map_err(|status| failure(&status))
 }
 
 /// `details` as the JSON API writes it: the sequence as a string, RFC 3339 dates, unset

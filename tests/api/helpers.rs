@@ -548,9 +548,11 @@ impl Spawn {
             grpc_address,
             client: reqwest::Client::builder()
                 .timeout(Duration::from_secs(20))
-                // Below the server's keep-alive (5 s): a test that pauses (a cluster
-                // restarting) must not reuse a connection the server is closing.
-                .pool_idle_timeout(Duration::from_secs(2))
+                // Below every keep-alive a test gives the server (the shortest is 2 s, in
+                // wire_edges.rs): a test that pauses (a cluster restarting, a silent client
+                // cut off) must not reuse a connection the server is closing at that moment.
+                // Equal timeouts raced: the request went out on a socket being closed.
+                .pool_idle_timeout(Duration::from_secs(1))
                 .build()
                 .unwrap(),
             clock,

@@ -360,7 +360,7 @@ pub enum Backend {
 
 /// Runs each named scenario `async fn name(backend: Backend)` on every store: the memory
 /// store, a real redis-server and a real Redis Cluster of three masters, as three modules of
-/// tests. (`benches/load.rs` includes this file and runs no scenario.)
+/// tests. (`benches/load/` includes this file and runs no scenario.)
 #[allow(unused_macros)]
 macro_rules! on_every_store {
     ($($name:ident),* $(,)?) => {

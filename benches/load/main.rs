@@ -6,6 +6,8 @@
 //!     cargo bench --bench load -- [--users 10000] [--connections 64] [--seconds 10]
 //!     cargo bench --bench load -- --audit-cost   (what the check's audit event costs)
 //!     cargo bench --bench load -- --production   (the check as deployed: production settings)
+//!     cargo bench --bench load -- --soak [--minutes 60] [--restart-every 15]
+//!         (half of peak for an hour, Redis restarted; writes benches/results/soak.{csv,svg})
 //!
 //! Needs `wrk` and `redis-server` on the PATH. Client and servers share this machine's cores:
 //! compare the ratio of figures from one run, not absolute numbers across machines.
@@ -31,9 +33,11 @@ use tessera::domain::TotpParams;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// The tests' kit, shared: redis-server processes and clusters, free ports, fixtures, tokens.
-#[path = "../tests/api/helpers.rs"]
+#[path = "../../tests/api/helpers.rs"]
 #[allow(dead_code)]
 mod helpers;
+
+mod soak;
 
 use helpers::{AUDIENCE, ISSUER, RedisCluster, RedisServer, Token, fixture, free_port};
 
@@ -42,17 +46,17 @@ const ORG: &str = "bench";
 /// The check's script as tessera sends it: the prelude (deadline, format), the audit trail's
 /// writer, then the body.
 const ATTEMPT_SCRIPT: &str = concat!(
-    include_str!("../src/store/lua/prelude.lua"),
-    include_str!("../src/store/lua/audit.lua"),
-    include_str!("../src/store/lua/attempt.lua")
+    include_str!("../../src/store/lua/prelude.lua"),
+    include_str!("../../src/store/lua/audit.lua"),
+    include_str!("../../src/store/lua/attempt.lua")
 );
 
 /// The same script before the audit trail: its events not written (`audit` does nothing), for
 /// `--audit-cost`'s comparison in one run.
 const ATTEMPT_SCRIPT_WITHOUT_EVENTS: &str = concat!(
-    include_str!("../src/store/lua/prelude.lua"),
+    include_str!("../../src/store/lua/prelude.lua"),
     "local function audit(kind, sequence) end\n",
-    include_str!("../src/store/lua/attempt.lua")
+    include_str!("../../src/store/lua/attempt.lua")
 );
 
 /// The audit stamp tessera passes with a check (`store::Stamp::script_arg`): now, a request
@@ -76,6 +80,10 @@ struct Options {
     production: bool,
     peer: bool,
     peer_tokens: usize,
+    /// An hour at half of peak with Redis restarted (`--soak`, `soak.rs`).
+    soak: bool,
+    soak_minutes: u64,
+    restart_every_minutes: u64,
 }
 
 fn options() -> Options {
@@ -89,6 +97,9 @@ fn options() -> Options {
         production: false,
         peer: true,
         peer_tokens: 100,
+        soak: false,
+        soak_minutes: 60,
+        restart_every_minutes: 15,
     };
     let args: Vec<String> = std::env::args().collect();
     let mut i = 1;
@@ -108,6 +119,9 @@ fn options() -> Options {
             "--quick" => o.quick = true,
             "--audit-cost" => o.audit_cost = true,
             "--production" => o.production = true,
+            "--soak" => o.soak = true,
+            "--minutes" => o.soak_minutes = value(),
+            "--restart-every" => o.restart_every_minutes = value(),
             _ => {}
         }
         i += 1;
@@ -126,7 +140,11 @@ impl Drop for Killed {
 /// A token of `user` in organization `org`, holding `roles` for that organization, valid
 /// for an hour (a long run outlasts the tests' ten minutes).
 fn token_in(org: &str, user: &str, roles: &[&str]) -> String {
-    let exp = chrono::Utc::now().timestamp() + 3600;
+    token_valid_for(org, user, roles, 3600)
+}
+
+fn token_valid_for(org: &str, user: &str, roles: &[&str], seconds: u64) -> String {
+    let exp = chrono::Utc::now().timestamp() + seconds as i64;
     roles
         .iter()
         .fold(Token::user(org, user), |token, role| token.role(role, org))
@@ -973,6 +991,10 @@ async fn main() {
         return;
     }
     let o = options();
+    if o.soak {
+        soak::run(&o).await;
+        return;
+    }
     let redis = RedisServer::start();
     let redis_port = redis.port;
     let redis_url = format!("redis://127.0.0.1:{redis_port}");

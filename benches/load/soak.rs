@@ -1,0 +1,551 @@
+//! `--soak`: an hour at half of peak, with Redis (AOF on) restarted every 15 minutes.
+//!
+//! tessera runs with production settings (`config/production.toml`, JSON logs at info, to
+//! /dev/null so that an hour of them does not fill the disk; metrics on; limits and lockout
+//! off so that nothing is refused by design). The load is open loop: requests are scheduled
+//! at a fixed rate and latency counts from the scheduled time, so a stall during a restart
+//! shows in full. Every 10 s the tool records the requests, errors and latencies of the
+//! window and tessera's RSS and open file descriptors; at the end it prints the verdict
+//! (flat RSS, descriptors and p99; errors only inside restart windows), writes the windows
+//! as CSV and draws them as an SVG.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use plotters::prelude::*;
+
+use super::*;
+
+/// The resolution of the record.
+const WINDOW: Duration = Duration::from_secs(10);
+/// How long after Redis answers again errors still count as the restart's.
+const RESTART_GRACE: Duration = Duration::from_secs(5);
+
+/// One restart of Redis: from the signal to five seconds after it answered again, in
+/// milliseconds since the start of the load.
+#[derive(Clone, Copy)]
+struct Restart {
+    from_ms: u64,
+    to_ms: u64,
+}
+
+impl Restart {
+    fn covers(&self, at_ms: u64) -> bool {
+        (self.from_ms..=self.to_ms).contains(&at_ms)
+    }
+}
+
+/// What one load task saw, by window.
+#[derive(Default)]
+struct TaskRecord {
+    latencies: Vec<Vec<u32>>,
+    errors: Vec<u64>,
+    /// When each error's request was scheduled, ms since the start.
+    error_times: Vec<u64>,
+}
+
+impl TaskRecord {
+    fn window(&mut self, index: usize) -> (&mut Vec<u32>, &mut u64) {
+        if self.latencies.len() <= index {
+            self.latencies.resize_with(index + 1, Vec::new);
+            self.errors.resize(index + 1, 0);
+        }
+        (&mut self.latencies[index], &mut self.errors[index])
+    }
+}
+
+/// A window of the whole run.
+struct WindowRow {
+    start_s: u64,
+    requests: u64,
+    errors: u64,
+    p50_ms: f64,
+    p99_ms: f64,
+    rss_mib: f64,
+    fds: u64,
+}
+
+fn open_fds(pid: u32) -> u64 {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |dir| dir.count() as u64)
+}
+
+fn percentile(sorted: &[u32], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let index = ((sorted.len() as f64 - 1.0) * q).round() as usize;
+    f64::from(sorted[index]) / 1000.0
+}
+
+/// redis-server with AOF on (fsync every second), its files in `dir`.
+fn start_redis(port: u16, dir: &Path) -> RedisServer {
+    RedisServer::start_with(
+        port,
+        &[
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "everysec",
+            "--dir",
+            dir.to_str().unwrap(),
+        ],
+    )
+}
+
+/// Stops Redis as an orchestrator does (SIGTERM: it flushes the AOF and exits), waits for
+/// it to exit, and starts it again on the same port from the same files.
+fn restart_redis(redis: &mut RedisServer, dir: &Path) {
+    let pid = redis.pid();
+    let _ = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        let exited = std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |stat| {
+            stat[stat.rfind(')').unwrap() + 2..].starts_with('Z')
+        });
+        if exited {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // Reaps the exited process (a SIGKILL only if it had not exited in 30 s).
+    redis.kill();
+    *redis = start_redis(redis.port, dir);
+}
+
+pub(super) async fn run(o: &Options) {
+    let minutes = o.soak_minutes;
+    let every = o.restart_every_minutes;
+    let dir = helpers::TempDir::new("soak-redis");
+    let redis = start_redis(free_port(), &dir.0);
+    let url = redis.url();
+    let tessera = start_tessera_as(
+        "production",
+        &url,
+        &[("TESSERA__LOG__LEVEL", "info")],
+        Stdio::null(),
+    )
+    .await;
+    let pid = tessera.process.0.id();
+    let base = format!("http://127.0.0.1:{}", tessera.port);
+    let secrets = Arc::new(decode_all(&enroll(&base, o.users).await));
+    // The run outlasts the other modes' tokens: valid for the run and an hour more.
+    let valid_for = minutes * 60 + 3600;
+    let bearer = token_valid_for(ORG, "login-page", &["otp.check"], valid_for);
+
+    let peak = http_load(
+        tessera_check(&[tessera.port], &bearer),
+        &current_codes(&secrets),
+        o,
+        10,
+        None,
+    )
+    .await
+    .rps;
+    let rate = peak / 2.0;
+    println!(
+        "soak: peak {peak:.0}/s (closed loop, {} connections); {minutes} min at {rate:.0}/s, \
+         Redis restarted every {every} min",
+        o.connections
+    );
+
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(minutes * 60);
+    let sent = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let tasks = soak_tasks(
+        o,
+        rate,
+        started,
+        deadline,
+        &bearer,
+        tessera.port,
+        &secrets,
+        &sent,
+        &failed,
+    );
+
+    // Redis's restarts, on a thread of their own (starting redis-server blocks).
+    let restarts = {
+        let dir = dir.0.clone();
+        std::thread::spawn(move || {
+            let mut redis = redis;
+            let mut restarts = Vec::new();
+            for n in 1.. {
+                let at = started + Duration::from_secs(n * every * 60);
+                if at >= deadline {
+                    break;
+                }
+                std::thread::sleep(at.saturating_duration_since(Instant::now()));
+                let from_ms = started.elapsed().as_millis() as u64;
+                restart_redis(&mut redis, &dir);
+                let answered = started.elapsed();
+                restarts.push(Restart {
+                    from_ms,
+                    to_ms: (answered + RESTART_GRACE).as_millis() as u64,
+                });
+                println!(
+                    "soak: Redis restarted at {:.1} min, answering again after {} ms",
+                    from_ms as f64 / 60_000.0,
+                    answered.as_millis() as u64 - from_ms
+                );
+            }
+            (restarts, redis)
+        })
+    };
+
+    // The process's resources, sampled once a window.
+    let mut samples: Vec<(u64, u64)> = Vec::new();
+    let mut next = started + WINDOW;
+    while next <= deadline {
+        tokio::time::sleep_until(next.into()).await;
+        samples.push((rss_kib(pid), open_fds(pid)));
+        if samples.len().is_multiple_of(6) {
+            println!(
+                "soak: {:>3} min, {} requests, {} errors, RSS {:.1} MiB, {} fds",
+                samples.len() / 6,
+                sent.load(Ordering::Relaxed),
+                failed.load(Ordering::Relaxed),
+                rss_kib(pid) as f64 / 1024.0,
+                open_fds(pid)
+            );
+        }
+        next += WINDOW;
+    }
+    let mut records = Vec::new();
+    for task in tasks {
+        records.push(task.await.unwrap());
+    }
+    let (restarts, _redis) = restarts.join().unwrap();
+    let rows = merge(&records, &samples);
+    report(o, rate, &rows, &records, &restarts);
+    drop(tessera);
+}
+
+#[allow(clippy::too_many_arguments)]
+fn soak_tasks(
+    o: &Options,
+    rate: f64,
+    started: Instant,
+    deadline: Instant,
+    bearer: &str,
+    port: u16,
+    secrets: &Arc<Vec<Vec<u8>>>,
+    sent: &Arc<AtomicU64>,
+    failed: &Arc<AtomicU64>,
+) -> Vec<tokio::task::JoinHandle<TaskRecord>> {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(o.connections)
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let make = tessera_check(&[port], bearer);
+    let interval = Duration::from_secs_f64(o.connections as f64 / rate);
+    let params = TotpParams::default();
+    let connections = o.connections;
+    (0..connections)
+        .map(|task| {
+            let (client, make, secrets) = (client.clone(), make.clone(), secrets.clone());
+            let (sent, failed) = (sent.clone(), failed.clone());
+            tokio::spawn(async move {
+                let mut rng = Xorshift(0x2545_F491_4F6C_DD1D ^ (task as u64 + 1));
+                let mut record = TaskRecord::default();
+                // Spread the tasks' schedules over one interval.
+                let mut scheduled = started + interval * task as u32 / connections as u32;
+                while scheduled < deadline {
+                    tokio::time::sleep_until(scheduled.into()).await;
+                    let user = (rng.next() % secrets.len() as u64) as usize;
+                    // One in ten with the user's current code, made now: an hour outlives
+                    // any table of codes.
+                    let code = if rng.next().is_multiple_of(10) {
+                        let step = params.step_at(chrono::Utc::now().timestamp() as u64);
+                        params.code_for_step(&secrets[user], step).unwrap()
+                    } else {
+                        "000000".to_owned()
+                    };
+                    let ok = match make(&client, task, user, &code).send().await {
+                        Ok(response) => {
+                            let ok = !response.status().is_server_error();
+                            let _ = response.bytes().await;
+                            ok
+                        }
+                        Err(_) => false,
+                    };
+                    let at = scheduled.duration_since(started);
+                    let latency = scheduled.elapsed().as_micros() as u32;
+                    let (latencies, errors) =
+                        record.window((at.as_secs() / WINDOW.as_secs()) as usize);
+                    latencies.push(latency);
+                    sent.fetch_add(1, Ordering::Relaxed);
+                    if !ok {
+                        *errors += 1;
+                        failed.fetch_add(1, Ordering::Relaxed);
+                        record.error_times.push(at.as_millis() as u64);
+                    }
+                    scheduled += interval;
+                }
+                record
+            })
+        })
+        .collect()
+}
+
+fn merge(records: &[TaskRecord], samples: &[(u64, u64)]) -> Vec<WindowRow> {
+    (0..samples.len())
+        .map(|index| {
+            let mut latencies: Vec<u32> = records
+                .iter()
+                .filter_map(|r| r.latencies.get(index))
+                .flatten()
+                .copied()
+                .collect();
+            latencies.sort_unstable();
+            let errors = records.iter().filter_map(|r| r.errors.get(index)).sum();
+            let (rss, fds) = samples[index];
+            WindowRow {
+                start_s: index as u64 * WINDOW.as_secs(),
+                requests: latencies.len() as u64,
+                errors,
+                p50_ms: percentile(&latencies, 0.50),
+                p99_ms: percentile(&latencies, 0.99),
+                rss_mib: rss as f64 / 1024.0,
+                fds,
+            }
+        })
+        .collect()
+}
+
+/// The latencies of the windows starting in [from_min, to_min), outside restarts.
+fn latencies_between(
+    records: &[TaskRecord],
+    restarts: &[Restart],
+    from_min: f64,
+    to_min: f64,
+) -> Vec<u32> {
+    let window_s = WINDOW.as_secs();
+    let mut all: Vec<u32> = records
+        .iter()
+        .flat_map(|r| r.latencies.iter().enumerate())
+        .filter(|(index, _)| {
+            let start_ms = *index as u64 * window_s * 1000;
+            let minute = start_ms as f64 / 60_000.0;
+            minute >= from_min
+                && minute < to_min
+                && !restarts
+                    .iter()
+                    .any(|r| r.covers(start_ms) || r.covers(start_ms + window_s * 1000))
+        })
+        .flat_map(|(_, latencies)| latencies.iter().copied())
+        .collect();
+    all.sort_unstable();
+    all
+}
+
+fn report(
+    o: &Options,
+    rate: f64,
+    rows: &[WindowRow],
+    records: &[TaskRecord],
+    restarts: &[Restart],
+) {
+    let minutes = o.soak_minutes as f64;
+    // Minutes 5–15 against the last 10 (of 60); a shorter trial run scales both.
+    let (early, late) = (
+        (minutes / 12.0, minutes / 4.0),
+        (minutes * 5.0 / 6.0, minutes),
+    );
+    let mean = |range: (f64, f64), value: fn(&WindowRow) -> f64| {
+        let picked: Vec<f64> = rows
+            .iter()
+            .filter(|r| {
+                let minute = r.start_s as f64 / 60.0;
+                minute >= range.0 && minute < range.1
+            })
+            .map(value)
+            .collect();
+        picked.iter().sum::<f64>() / picked.len() as f64
+    };
+    let p99 = |range: (f64, f64)| {
+        percentile(
+            &latencies_between(records, restarts, range.0, range.1),
+            0.99,
+        )
+    };
+    let checks = [
+        (
+            "RSS MiB",
+            mean(early, |r| r.rss_mib),
+            mean(late, |r| r.rss_mib),
+        ),
+        (
+            "open fds",
+            mean(early, |r| r.fds as f64),
+            mean(late, |r| r.fds as f64),
+        ),
+        ("p99 ms", p99(early), p99(late)),
+    ];
+    let errors: Vec<u64> = records
+        .iter()
+        .flat_map(|r| r.error_times.iter().copied())
+        .collect();
+    let outside = errors
+        .iter()
+        .filter(|at| !restarts.iter().any(|r| r.covers(**at)))
+        .count();
+    let requests: u64 = rows.iter().map(|r| r.requests).sum();
+    println!(
+        "\nsoak: {minutes} min at {rate:.0}/s, {} users, {} connections: {requests} requests, \
+         {} errors ({} inside the {} restart windows, {outside} outside)",
+        o.users,
+        o.connections,
+        errors.len(),
+        errors.len() - outside,
+        restarts.len()
+    );
+    println!(
+        "\n| measure | minutes {:.0}–{:.0} | minutes {:.0}–{:.0} | change | flat (±10%) |",
+        early.0, early.1, late.0, late.1
+    );
+    println!("|---|---|---|---|---|");
+    let mut flat = true;
+    for (name, before, after) in checks {
+        let change = (after - before) / before;
+        let within = change.abs() <= 0.10;
+        flat &= within;
+        println!(
+            "| {name} | {before:.2} | {after:.2} | {:+.1}% | {} |",
+            100.0 * change,
+            if within { "yes" } else { "NO" }
+        );
+    }
+    println!(
+        "\nsoak verdict: {} (flat: {flat}; errors outside restarts: {outside})",
+        if flat && outside == 0 { "PASS" } else { "FAIL" }
+    );
+    let results = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/results");
+    std::fs::create_dir_all(&results).unwrap();
+    let csv = results.join("soak.csv");
+    let mut text = String::from("start_s,requests,errors,p50_ms,p99_ms,rss_mib,fds\n");
+    for r in rows {
+        text.push_str(&format!(
+            "{},{},{},{:.3},{:.3},{:.2},{}\n",
+            r.start_s, r.requests, r.errors, r.p50_ms, r.p99_ms, r.rss_mib, r.fds
+        ));
+    }
+    std::fs::write(&csv, text).unwrap();
+    let svg = results.join("soak.svg");
+    plot(&svg, rows, restarts, rate, minutes).unwrap();
+    println!(
+        "soak: windows in {}, plot in {}",
+        csv.display(),
+        svg.display()
+    );
+}
+
+type PlotResult = Result<(), Box<dyn std::error::Error>>;
+
+/// Four panels over the run's minutes: throughput and errors, p99, RSS, open descriptors;
+/// Redis's restarts as red bands.
+fn plot(
+    path: &Path,
+    rows: &[WindowRow],
+    restarts: &[Restart],
+    rate: f64,
+    minutes: f64,
+) -> PlotResult {
+    let root = SVGBackend::new(path, (1000, 1100)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let root = root.titled(
+        &format!("tessera soak: {minutes:.0} min at {rate:.0} checks/s, Redis (AOF) restarted every 15 min"),
+        ("sans-serif", 20),
+    )?;
+    let panels = root.split_evenly((4, 1));
+    let minute = |r: &WindowRow| r.start_s as f64 / 60.0;
+    let window = WINDOW.as_secs_f64();
+    type Series<'a> = (&'a str, Box<dyn Fn(&WindowRow) -> f64 + 'a>, RGBColor);
+    let specs: [(&str, Vec<Series>); 4] = [
+        (
+            "per second",
+            vec![
+                (
+                    "checks/s",
+                    Box::new(|r: &WindowRow| r.requests as f64 / window),
+                    BLUE,
+                ),
+                (
+                    "errors/s",
+                    Box::new(|r: &WindowRow| r.errors as f64 / window),
+                    RED,
+                ),
+            ],
+        ),
+        (
+            "ms",
+            vec![
+                ("p99 latency", Box::new(|r: &WindowRow| r.p99_ms), BLUE),
+                ("p50 latency", Box::new(|r: &WindowRow| r.p50_ms), GREEN),
+            ],
+        ),
+        (
+            "MiB",
+            vec![("tessera RSS", Box::new(|r: &WindowRow| r.rss_mib), BLUE)],
+        ),
+        (
+            "count",
+            vec![(
+                "tessera open file descriptors",
+                Box::new(|r: &WindowRow| r.fds as f64),
+                BLUE,
+            )],
+        ),
+    ];
+    for (panel, (unit, series)) in panels.iter().zip(specs) {
+        let top = rows
+            .iter()
+            .flat_map(|r| series.iter().map(move |(_, value, _)| value(r)))
+            .filter(|v| v.is_finite())
+            .fold(0.0f64, f64::max)
+            * 1.15
+            + 1e-9;
+        let mut chart = ChartBuilder::on(panel)
+            .margin(8)
+            .x_label_area_size(30)
+            .y_label_area_size(60)
+            .build_cartesian_2d(0.0..minutes, 0.0..top)?;
+        chart
+            .configure_mesh()
+            .x_desc("minutes")
+            .y_desc(unit)
+            .light_line_style(WHITE)
+            .draw()?;
+        for restart in restarts {
+            let (from, to) = (
+                restart.from_ms as f64 / 60_000.0,
+                restart.to_ms as f64 / 60_000.0,
+            );
+            chart.draw_series(std::iter::once(Rectangle::new(
+                [(from, 0.0), (to.max(from + 0.15), top)],
+                RED.mix(0.25).filled(),
+            )))?;
+        }
+        for (name, value, color) in series {
+            chart
+                .draw_series(LineSeries::new(
+                    rows.iter()
+                        .filter(|r| value(r).is_finite())
+                        .map(|r| (minute(r), value(r))),
+                    color,
+                ))?
+                .label(name)
+                .legend(move |(x, y)| PathElement::new([(x, y), (x + 16, y)], color));
+        }
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()?;
+    }
+    root.present()?;
+    Ok(())
+}

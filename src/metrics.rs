@@ -43,6 +43,10 @@ pub struct Metrics {
     pub webhook_oldest_pending: prometheus::Gauge,
     /// Changes of organizations' policies through the API, by part ("lockout", "otp").
     pub policy_changes: IntCounterVec,
+    /// Code attempts whose factor the organization actor had cached (no read before the
+    /// check's script), and those that read it from the store first: the cold path.
+    pub factor_cache_hits: prometheus::IntCounter,
+    pub factor_cache_misses: prometheus::IntCounter,
 }
 
 /// The outcomes of `tessera_recovery_code_checks_total`.
@@ -249,7 +253,17 @@ impl Metrics {
         for part in ["lockout", "otp"] {
             policy_changes.with_label_values(&[part]);
         }
+        let factor_cache_lookups = counter(
+            "tessera_factor_cache_lookups_total",
+            "Code attempts by whether the organization actor had the user's factor cached (hit) or read it from the store first (miss).",
+            &["result"],
+        )?;
+        // Resolved once: the lookup is on every check, the label search need not be.
+        let factor_cache_hits = factor_cache_lookups.with_label_values(&["hit"]);
+        let factor_cache_misses = factor_cache_lookups.with_label_values(&["miss"]);
         Ok(Self {
+            factor_cache_hits,
+            factor_cache_misses,
             audit_feed_dropped,
             audit_feed_pending,
             webhook_deliveries,

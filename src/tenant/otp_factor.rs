@@ -105,6 +105,11 @@ impl Operation for SubmitCode {
         let stamp = on.stamp(&policy);
         let cached = on.cached();
         let mut from_cache = cached.is_some();
+        if from_cache {
+            metrics.factor_cache_hits.inc();
+        } else {
+            metrics.factor_cache_misses.inc();
+        }
         let mut current = match cached {
             Some(factor) => Some(factor),
             None => on.read().await?,

@@ -237,3 +237,60 @@ async fn metrics_on_a_port_of_their_own() {
         .unwrap();
     assert_eq!(api.status().as_u16(), 404);
 }
+
+/// Whether the organization actor found the user's factor in its cache: a replica that never
+/// saw the user reads the store (a miss) and remembers the factor for the next check (a hit).
+/// The cold path of a large deployment is the misses; this is the count that shows them.
+#[actix_web::test]
+async fn factor_cache_lookups_count_hits_and_misses() {
+    use std::sync::Arc;
+    use tessera::store::{MemoryStore, SharedStore};
+
+    let memory: SharedStore = Arc::new(MemoryStore::new());
+    let enrolling = Spawn::new(Backend::Memory)
+        .store(memory.clone())
+        .start()
+        .await;
+    let checking = Spawn::new(Backend::Memory).store(memory).start().await;
+    let alice = Token::user("acme", "alice")
+        .role("otp.check", "acme")
+        .sign();
+    let secret = enrolling.add(&alice).await.body["secret"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    enrolling
+        .verify(&alice, &enrolling.code(&secret, 0))
+        .await
+        .assert_ok();
+
+    let lookups = |text: &str, result: &str| {
+        sample(
+            text,
+            "tessera_factor_cache_lookups_total",
+            &[("result", result)],
+        )
+    };
+    let before = checking.metrics_text().await;
+    assert_eq!(
+        (lookups(&before, "hit"), lookups(&before, "miss")),
+        (0.0, 0.0)
+    );
+    assert!(
+        before.contains("tessera_factor_cache_lookups_total{result=\"miss\"} 0"),
+        "both series start at zero, so rate() sees the first miss"
+    );
+
+    checking.check(&alice, "alice", "000000").await;
+    let first = checking.metrics_text().await;
+    assert_eq!(
+        (lookups(&first, "hit"), lookups(&first, "miss")),
+        (0.0, 1.0)
+    );
+    checking.check(&alice, "alice", "111111").await;
+    let second = checking.metrics_text().await;
+    assert_eq!(
+        (lookups(&second, "hit"), lookups(&second, "miss")),
+        (1.0, 1.0)
+    );
+}

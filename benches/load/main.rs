@@ -61,8 +61,8 @@ const ATTEMPT_SCRIPT_WITHOUT_EVENTS: &str = concat!(
 
 /// The audit stamp tessera passes with a check (`store::Stamp::script_arg`): now, a request
 /// id, the acting user and organization, a truncated address, 100 events kept for 90 days.
-fn audit_stamp(now: i64) -> String {
-    format!("100\n7776000000\n{now}\n513fbb036695a7247b0dd92d257531f5\nlogin\n{ORG}\n127.0.0.0/24")
+fn audit_stamp(org: &str, now: i64) -> String {
+    format!("100\n7776000000\n{now}\n513fbb036695a7247b0dd92d257531f5\nlogin\n{org}\n127.0.0.0/24")
 }
 
 struct Options {
@@ -516,6 +516,54 @@ async fn factor_ids(connection: &mut redis::aio::ConnectionManager, users: usize
     ids
 }
 
+/// The check's body, as the floors parse it.
+#[derive(serde::Deserialize)]
+struct CheckBody {
+    code: String,
+}
+
+/// The floors' one script call: tessera's own attempt script for the user's factor `id` (a
+/// wrong code: read the hash, count a failure, write the event), answered as tessera
+/// answers: 400 for a counted failure, 500 for any other reply (a stale id, a late
+/// deadline: no work done), 503 when Redis failed.
+async fn floor_attempt(
+    connection: &mut redis::aio::ConnectionManager,
+    script: &redis::Script,
+    org: &str,
+    user: &str,
+    id: &[u8],
+    code: &str,
+) -> HttpResponse {
+    let now = chrono::Utc::now().timestamp_micros();
+    // The deadline in Redis's clock, which is this host's.
+    let deadline = (now + 1_000_000).to_string();
+    let step = if code.is_empty() { "0" } else { "-1" };
+    let hash = format!("tessera:{{{org}:{user}}}");
+    let reply: redis::RedisResult<Vec<redis::Value>> = script
+        .key(&hash)
+        .key(format!("{hash}:events"))
+        .arg(deadline)
+        .arg(audit_stamp(org, now))
+        .arg(id)
+        .arg("2")
+        .arg(step)
+        .arg(now.to_string())
+        .arg("0")
+        .arg("0")
+        .arg("0")
+        .invoke_async(connection)
+        .await;
+    let counted = matches!(
+        reply.as_deref(),
+        Ok([redis::Value::BulkString(status), ..]) if status == b"invalid"
+    );
+    match reply {
+        Ok(_) if counted => HttpResponse::BadRequest().json(json!({"code": 3})),
+        Ok(_) => HttpResponse::InternalServerError().finish(),
+        Err(_) => HttpResponse::ServiceUnavailable().finish(),
+    }
+}
+
 /// The floor: parse the same body, one EVALSHA of tessera's own attempt script (a wrong
 /// code: read the hash, count a failure) over one shared ConnectionManager. Nothing else.
 fn start_floor(redis_url: String, port: u16, users: usize) {
@@ -529,10 +577,6 @@ fn start_floor_with(redis_url: String, port: u16, users: usize, source: &'static
             let mut connection = client.get_connection_manager().await.unwrap();
             let ids = web::Data::new(factor_ids(&mut connection, users).await);
             let script = web::Data::new(redis::Script::new(source));
-            #[derive(serde::Deserialize)]
-            struct Body {
-                code: String,
-            }
             HttpServer::new(move || {
                 App::new()
                     .app_data(web::Data::new(connection.clone()))
@@ -542,47 +586,17 @@ fn start_floor_with(redis_url: String, port: u16, users: usize, source: &'static
                         "/management/v1/users/{user}/auth_factors/otp/_check",
                         web::post().to(
                             |path: web::Path<String>,
-                             body: web::Json<Body>,
+                             body: web::Json<CheckBody>,
                              connection: web::Data<redis::aio::ConnectionManager>,
                              script: web::Data<redis::Script>,
                              ids: web::Data<Vec<Vec<u8>>>| async move {
                                 let mut connection = (**connection).clone();
-                                let now = chrono::Utc::now().timestamp_micros();
-                                // The deadline in Redis's clock, which is this host's.
-                                let deadline = (now + 1_000_000).to_string();
                                 let user = path.into_inner();
-                                let index: usize = user.trim_start_matches('u').parse().unwrap_or(0);
+                                let index: usize =
+                                    user.trim_start_matches('u').parse().unwrap_or(0);
                                 let id = ids.get(index).map_or(&[][..], Vec::as_slice);
-                                // A wrong code: count a failure.
-                                let step = if body.code.is_empty() { "0" } else { "-1" };
-                                let hash = format!("tessera:{{{ORG}:{user}}}");
-                                let reply: redis::RedisResult<Vec<redis::Value>> = script
-                                    .key(&hash)
-                                    .key(format!("{hash}:events"))
-                                    .arg(deadline)
-                                    .arg(audit_stamp(now))
-                                    .arg(id)
-                                    .arg("2")
-                                    .arg(step)
-                                    .arg(now.to_string())
-                                    .arg("0")
-                                    .arg("0")
-                                    .arg("0")
-                                    .invoke_async(&mut connection)
-                                    .await;
-                                // Only a committed failure counts: any other reply (a stale
-                                // id, a late deadline) did no work and shows as a 500.
-                                let counted = matches!(
-                                    reply.as_deref(),
-                                    Ok([redis::Value::BulkString(status), ..]) if status == b"invalid"
-                                );
-                                match reply {
-                                    Ok(_) if counted => {
-                                        HttpResponse::BadRequest().json(json!({"code": 3}))
-                                    }
-                                    Ok(_) => HttpResponse::InternalServerError().finish(),
-                                    Err(_) => HttpResponse::ServiceUnavailable().finish(),
-                                }
+                                floor_attempt(&mut connection, &script, ORG, &user, id, &body.code)
+                                    .await
                             },
                         ),
                     )
@@ -689,7 +703,7 @@ fn redis_benchmark(redis: &RedisServer, o: &Options) -> f64 {
     let now = chrono::Utc::now().timestamp_micros();
     // A deadline an hour ahead: the run takes seconds.
     let deadline = (now + 3_600_000_000).to_string();
-    let stamp = audit_stamp(now);
+    let stamp = audit_stamp(ORG, now);
     let now = now.to_string();
     let events = format!("{key}:events");
     let out = Command::new("redis-benchmark")

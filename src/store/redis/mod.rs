@@ -22,7 +22,7 @@ use serde::Deserialize;
 
 use self::clock::RedisClock;
 use self::connections::{Connection, Connections, Connector};
-use self::reply::{FACTOR_FIELDS, Reply, codes_held, record_from, standing_of};
+use self::reply::{FACTOR_FIELDS, FactorFields, Reply, codes_held, record_from, standing_of};
 use super::audit::{FeedSource, Stamp, entry_id, event_from, event_of_entry, feed_fields};
 use super::policy::policies_from;
 use super::webhook::{PendingDelivery, StoredEndpoint};
@@ -831,12 +831,7 @@ impl FactorStore for RedisStore {
                 command.query_async(&mut connection).await
             })
             .await?;
-        let fields = FACTOR_FIELDS
-            .iter()
-            .zip(values)
-            .filter_map(|(name, value)| Some(((*name).to_owned(), value?)))
-            .collect();
-        record_from(fields)
+        record_from(&FactorFields(values))
     }
 
     async fn add(
@@ -951,7 +946,7 @@ impl FactorStore for RedisStore {
         let recovery_codes = codes_held(&fields)?;
         let standing = standing_of(&fields)?;
         Ok(UserRecord {
-            factor: record_from(fields)?,
+            factor: record_from(&fields)?,
             recovery_codes,
             standing,
         })

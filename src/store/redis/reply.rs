@@ -67,16 +67,38 @@ impl Reply {
     }
 }
 
-fn text_field(fields: &HashMap<String, Vec<u8>>, name: &str) -> Result<String, StoreError> {
-    let bytes = fields.get(name).ok_or_else(|| corrupt(name))?;
-    String::from_utf8(bytes.clone()).map_err(|_| corrupt(name))
+/// A user's hash as read back: by HGETALL (every field, by name) or by the check's HMGET
+/// (`FactorFields`, by position), so that the check's read builds no map.
+pub(super) trait Fields {
+    fn field(&self, name: &str) -> Option<&[u8]>;
+}
+
+impl Fields for HashMap<String, Vec<u8>> {
+    fn field(&self, name: &str) -> Option<&[u8]> {
+        self.get(name).map(Vec::as_slice)
+    }
+}
+
+/// The values of an HMGET of `FACTOR_FIELDS`, in that order.
+pub(super) struct FactorFields(pub Vec<Option<Vec<u8>>>);
+
+impl Fields for FactorFields {
+    fn field(&self, name: &str) -> Option<&[u8]> {
+        let index = FACTOR_FIELDS.iter().position(|known| *known == name)?;
+        self.0.get(index)?.as_deref()
+    }
+}
+
+fn text_field<'a>(fields: &'a impl Fields, name: &str) -> Result<&'a str, StoreError> {
+    let bytes = fields.field(name).ok_or_else(|| corrupt(name))?;
+    std::str::from_utf8(bytes).map_err(|_| corrupt(name))
 }
 
 fn number_field<T: std::str::FromStr>(
-    fields: &HashMap<String, Vec<u8>>,
+    fields: &impl Fields,
     name: &str,
 ) -> Result<Option<T>, StoreError> {
-    match fields.get(name) {
+    match fields.field(name) {
         None => Ok(None),
         Some(_) => text_field(fields, name)?
             .parse::<T>()
@@ -85,19 +107,16 @@ fn number_field<T: std::str::FromStr>(
     }
 }
 
-fn required<T: std::str::FromStr>(
-    fields: &HashMap<String, Vec<u8>>,
-    name: &str,
-) -> Result<T, StoreError> {
+fn required<T: std::str::FromStr>(fields: &impl Fields, name: &str) -> Result<T, StoreError> {
     number_field(fields, name)?.ok_or_else(|| corrupt(name))
 }
 
 /// The enrollment's id: format 2's random `i`, else format 1's sequence in `f` (the scripts
 /// compare the same field).
-fn factor_id(fields: &HashMap<String, Vec<u8>>) -> Result<FactorId, StoreError> {
-    match fields.get("i") {
+fn factor_id(fields: &impl Fields) -> Result<FactorId, StoreError> {
+    match fields.field("i") {
         Some(bytes) => {
-            let bytes: [u8; 16] = bytes.as_slice().try_into().map_err(|_| corrupt("i"))?;
+            let bytes: [u8; 16] = bytes.try_into().map_err(|_| corrupt("i"))?;
             Ok(FactorId::from_random(bytes))
         }
         None => Ok(FactorId::Legacy(required(fields, "f")?)),
@@ -132,37 +151,36 @@ pub(super) fn standing_of(
 
 /// The user's hash as a record; `None` when it holds no factor (absent, or removed: only the
 /// sequence is left).
-pub(super) fn record_from(
-    fields: HashMap<String, Vec<u8>>,
-) -> Result<Option<FactorRecord>, StoreError> {
-    let format = number_field::<i64>(&fields, "v")?.unwrap_or(1);
+pub(super) fn record_from(fields: &impl Fields) -> Result<Option<FactorRecord>, StoreError> {
+    let format = number_field::<i64>(fields, "v")?.unwrap_or(1);
     if format > FORMAT {
         return Err(StoreError::NewerFormat(format));
     }
-    let Some(state) = number_field::<u8>(&fields, "s")? else {
+    let Some(state) = number_field::<u8>(fields, "s")? else {
         return Ok(None);
     };
     let state = FactorState::from_stored(state).ok_or_else(|| corrupt("s"))?;
     let params = TotpParams::new(
-        text_field(&fields, "a")?
-            .parse()
-            .map_err(|_| corrupt("a"))?,
-        required(&fields, "d")?,
-        required(&fields, "p")?,
+        text_field(fields, "a")?.parse().map_err(|_| corrupt("a"))?,
+        required(fields, "d")?,
+        required(fields, "p")?,
     )
     .map_err(|_| corrupt("d or p"))?;
-    let last_step = number_field::<i64>(&fields, "l")?.and_then(|step| u64::try_from(step).ok());
+    let last_step = number_field::<i64>(fields, "l")?.and_then(|step| u64::try_from(step).ok());
     Ok(Some(FactorRecord {
-        factor_id: factor_id(&fields)?,
+        factor_id: factor_id(fields)?,
         state,
         params,
-        sealed_secret: fields.get("k").cloned().ok_or_else(|| corrupt("k"))?,
+        sealed_secret: fields
+            .field("k")
+            .map(<[u8]>::to_vec)
+            .ok_or_else(|| corrupt("k"))?,
         last_step,
-        failures: number_field(&fields, "n")?.unwrap_or(0),
-        lock: number_field::<i64>(&fields, "u")?.map(Lock::from_stored),
-        sequence: required(&fields, "q")?,
-        created_at: UnixMicros(required(&fields, "c")?),
-        changed_at: UnixMicros(required(&fields, "m")?),
+        failures: number_field(fields, "n")?.unwrap_or(0),
+        lock: number_field::<i64>(fields, "u")?.map(Lock::from_stored),
+        sequence: required(fields, "q")?,
+        created_at: UnixMicros(required(fields, "c")?),
+        changed_at: UnixMicros(required(fields, "m")?),
     }))
 }
 
@@ -192,25 +210,25 @@ mod tests {
     fn reads_both_formats_and_refuses_newer_ones() {
         let mut format1 = hash(COMMON);
         format1.insert("f".into(), b"3".to_vec());
-        let record = record_from(format1).unwrap().unwrap();
+        let record = record_from(&format1).unwrap().unwrap();
         assert_eq!(record.factor_id, FactorId::Legacy(3));
 
         let mut format2 = hash(COMMON);
         format2.insert("v".into(), b"2".to_vec());
         format2.insert("f".into(), b"3".to_vec());
         format2.insert("i".into(), vec![9; 16]);
-        let record = record_from(format2.clone()).unwrap().unwrap();
+        let record = record_from(&format2).unwrap().unwrap();
         assert_eq!(record.factor_id, FactorId::from_random([9; 16]));
 
         // Format 3 adds recovery-code fields, which the record leaves aside.
         format2.insert("v".into(), b"3".to_vec());
         format2.insert("r:k1:00ff".into(), b"1".to_vec());
-        assert_eq!(record_from(format2.clone()).unwrap(), Some(record));
+        assert_eq!(record_from(&format2).unwrap(), Some(record));
         assert_eq!(codes_held(&format2).unwrap(), 1);
 
         format2.insert("v".into(), b"4".to_vec());
         assert!(matches!(
-            record_from(format2.clone()),
+            record_from(&format2),
             Err(StoreError::NewerFormat(4))
         ));
         assert!(matches!(
@@ -219,7 +237,7 @@ mod tests {
         ));
 
         let removed = hash(&[("q", b"5"), ("m", b"2")]);
-        assert_eq!(record_from(removed).unwrap(), None);
+        assert_eq!(record_from(&removed).unwrap(), None);
     }
 
     /// A read of `FACTOR_FIELDS` alone gives the same record as the whole hash.
@@ -237,14 +255,17 @@ mod tests {
         ] {
             full.insert(name.into(), value.to_vec());
         }
-        let read: HashMap<String, Vec<u8>> = full
-            .iter()
-            .filter(|(name, _)| FACTOR_FIELDS.contains(&name.as_str()))
-            .map(|(name, value)| (name.clone(), value.clone()))
-            .collect();
-        assert_eq!(read.len(), full.len() - 1, "every field but the code's");
-        let record = record_from(read).unwrap().unwrap();
-        assert_eq!(record, record_from(full).unwrap().unwrap());
+        // As the check's HMGET answers: FACTOR_FIELDS' values in order.
+        let read = FactorFields(
+            FACTOR_FIELDS
+                .iter()
+                .map(|name| full.get(*name).cloned())
+                .collect(),
+        );
+        let present = read.0.iter().filter(|value| value.is_some()).count();
+        assert_eq!(present, full.len() - 1, "every field but the code's");
+        let record = record_from(&read).unwrap().unwrap();
+        assert_eq!(record, record_from(&full).unwrap().unwrap());
         assert_eq!((record.last_step, record.failures), (Some(77), 2));
     }
 }

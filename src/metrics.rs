@@ -2,7 +2,8 @@
 //! (unbounded); outcomes and operations are small closed sets.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
+    Registry, TextEncoder,
 };
 
 pub struct Metrics {
@@ -47,6 +48,55 @@ pub struct Metrics {
     /// check's script), and those that read it from the store first: the cold path.
     pub factor_cache_hits: prometheus::IntCounter,
     pub factor_cache_misses: prometheus::IntCounter,
+    /// `otp_attempts` and `store_seconds` for their known label sets, resolved once.
+    attempt_series: Resolved<IntCounter, 2>,
+    store_timers: Resolved<Histogram, 1>,
+}
+
+/// A family's series for the label sets known when the registry is made, resolved once: a
+/// call on every request finds its series by comparing a few short strings, instead of
+/// hashing the labels, locking the family's map and cloning the series.
+struct Resolved<M, const N: usize> {
+    series: Vec<([&'static str; N], M)>,
+}
+
+impl<M, const N: usize> Resolved<M, N> {
+    fn get(&self, labels: [&str; N]) -> Option<&M> {
+        self.series
+            .iter()
+            .find(|(known, _)| *known == labels)
+            .map(|(_, metric)| metric)
+    }
+}
+
+/// One RPC's request series (`tessera_requests_total` by code and the duration histogram),
+/// resolved on its first call and then kept by the caller, one per route and method.
+pub struct RpcSeries {
+    transport: &'static str,
+    rpc: &'static str,
+    requests: IntCounterVec,
+    seconds: Histogram,
+    /// By gRPC code, each made on first use, so that /metrics shows only codes answered.
+    by_code: [std::sync::OnceLock<IntCounter>; 17],
+}
+
+impl RpcSeries {
+    pub fn observe(&self, code: i32, seconds: f64) {
+        self.seconds.observe(seconds);
+        let name = code_name(code);
+        match usize::try_from(code).ok().and_then(|i| self.by_code.get(i)) {
+            Some(cell) => cell
+                .get_or_init(|| {
+                    self.requests
+                        .with_label_values(&[self.transport, self.rpc, name])
+                })
+                .inc(),
+            None => self
+                .requests
+                .with_label_values(&[self.transport, self.rpc, name])
+                .inc(),
+        }
+    }
 }
 
 /// The outcomes of `tessera_recovery_code_checks_total`.
@@ -165,9 +215,11 @@ impl Metrics {
         )?;
         // Known label sets start at zero: a series that appears only on its first event
         // hides it from rate() and from the alerts until then.
+        let mut attempt_series = Resolved { series: Vec::new() };
         for purpose in ["enroll", "login"] {
             for outcome in OUTCOMES {
-                otp_attempts.with_label_values(&[purpose, outcome]);
+                let series = otp_attempts.with_label_values(&[purpose, outcome]);
+                attempt_series.series.push(([purpose, outcome], series));
             }
         }
         for event in ["locked", "unlocked"] {
@@ -179,6 +231,7 @@ impl Metrics {
         for event in ["generated", "removed"] {
             recovery_code_events.with_label_values(&[event]);
         }
+        let mut store_timers = Resolved { series: Vec::new() };
         for op in [
             "load",
             "add",
@@ -201,6 +254,9 @@ impl Metrics {
             "feed_events",
         ] {
             store_errors.with_label_values(&[op]);
+            store_timers
+                .series
+                .push(([op], store_seconds.with_label_values(&[op])));
         }
         for reason in ["missing", "not_bearer", "invalid", "unchecked"] {
             token_failures.with_label_values(&[reason]);
@@ -262,6 +318,8 @@ impl Metrics {
         let factor_cache_hits = factor_cache_lookups.with_label_values(&["hit"]);
         let factor_cache_misses = factor_cache_lookups.with_label_values(&["miss"]);
         Ok(Self {
+            attempt_series,
+            store_timers,
             factor_cache_hits,
             factor_cache_misses,
             audit_feed_dropped,
@@ -318,10 +376,33 @@ impl Metrics {
             .observe(seconds);
     }
 
+    /// A call's series, for the caller to keep: `observe_request` without the label search.
+    pub fn rpc_series(&self, transport: &'static str, rpc: &'static str) -> RpcSeries {
+        RpcSeries {
+            transport,
+            rpc,
+            requests: self.requests.clone(),
+            seconds: self.request_seconds.with_label_values(&[transport, rpc]),
+            by_code: Default::default(),
+        }
+    }
+
     pub fn attempt(&self, purpose: crate::domain::Purpose, outcome: &str) {
-        self.otp_attempts
-            .with_label_values(&[purpose.as_str(), outcome])
-            .inc();
+        match self.attempt_series.get([purpose.as_str(), outcome]) {
+            Some(series) => series.inc(),
+            None => self
+                .otp_attempts
+                .with_label_values(&[purpose.as_str(), outcome])
+                .inc(),
+        }
+    }
+
+    /// The time of one store call of operation `op`.
+    pub fn observe_store(&self, op: &str, seconds: f64) {
+        match self.store_timers.get([op]) {
+            Some(timer) => timer.observe(seconds),
+            None => self.store_seconds.with_label_values(&[op]).observe(seconds),
+        }
     }
 }
 
@@ -346,5 +427,78 @@ pub fn code_name(code: i32) -> &'static str {
         15 => "DATA_LOSS",
         16 => "UNAUTHENTICATED",
         _ => "UNKNOWN",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(metrics: &Metrics, line_start: &str) -> Option<String> {
+        metrics
+            .render()
+            .lines()
+            .find(|line| line.starts_with(line_start))
+            .map(|line| line.rsplit(' ').next().unwrap_or_default().to_owned())
+    }
+
+    /// A kept series counts into the same family as a label search would, code by code,
+    /// creating each code's series only when it is first answered.
+    #[test]
+    fn kept_rpc_series_count_like_the_label_search() {
+        let metrics = Metrics::new().unwrap();
+        let series = metrics.rpc_series("http", "CheckOTP");
+        series.observe(3, 0.001);
+        series.observe(3, 0.002);
+        series.observe(0, 0.001);
+        // Past the codes gRPC defines: still counted, by the label search.
+        series.observe(99, 0.001);
+        metrics.observe_request("http", "CheckOTP", "OK", 0.001);
+        let requests = |code: &str| {
+            sample(
+                &metrics,
+                &format!(
+                    "tessera_requests_total{{code=\"{code}\",rpc=\"CheckOTP\",transport=\"http\"}}"
+                ),
+            )
+        };
+        assert_eq!(requests("INVALID_ARGUMENT").as_deref(), Some("2"));
+        assert_eq!(requests("OK").as_deref(), Some("2"));
+        assert_eq!(requests(code_name(99)).as_deref(), Some("1"));
+        assert_eq!(requests("UNAVAILABLE"), None, "a code never answered");
+        let count = sample(
+            &metrics,
+            "tessera_request_duration_seconds_count{rpc=\"CheckOTP\",transport=\"http\"}",
+        );
+        assert_eq!(count.as_deref(), Some("5"));
+    }
+
+    /// The resolved attempt and store series are the family's own.
+    #[test]
+    fn resolved_series_are_the_familys() {
+        let metrics = Metrics::new().unwrap();
+        metrics.attempt(crate::domain::Purpose::Login, "invalid");
+        metrics.attempt(crate::domain::Purpose::Login, "invalid");
+        metrics.observe_store("attempt", 0.001);
+        metrics.observe_store("an_op_not_listed", 0.001);
+        assert_eq!(
+            sample(
+                &metrics,
+                "tessera_otp_attempts_total{outcome=\"invalid\",purpose=\"login\"}"
+            )
+            .as_deref(),
+            Some("2")
+        );
+        for op in ["attempt", "an_op_not_listed"] {
+            assert_eq!(
+                sample(
+                    &metrics,
+                    &format!("tessera_store_duration_seconds_count{{op=\"{op}\"}}")
+                )
+                .as_deref(),
+                Some("1"),
+                "{op}"
+            );
+        }
     }
 }

@@ -36,9 +36,7 @@ impl MeteredStore {
         let started = Instant::now();
         let result = call.await;
         self.metrics
-            .store_seconds
-            .with_label_values(&[op])
-            .observe(started.elapsed().as_secs_f64());
+            .observe_store(op, started.elapsed().as_secs_f64());
         if result.is_err() {
             self.metrics.store_errors.with_label_values(&[op]).inc();
         }

@@ -21,7 +21,7 @@ use serde::de::DeserializeOwned;
 
 use super::wire::StatusJson;
 use crate::domain::{GrpcCode, OtpError};
-use crate::metrics::code_name;
+use crate::metrics::RpcSeries;
 use crate::service::OtpService;
 
 /// Shared by every worker.
@@ -170,29 +170,38 @@ fn observed(
     >,
 > {
     use actix_web::dev::Service;
+    // Each method's series, resolved on its first call (per worker: the app is built once
+    // on each), the last for a method the resource does not serve.
+    let series: std::rc::Rc<[std::cell::OnceCell<RpcSeries>]> = (0..=rpcs.len())
+        .map(|_| std::cell::OnceCell::new())
+        .collect();
     web::resource(path.to_owned())
         .default_service(web::to(method_not_allowed))
         .wrap_fn(move |req, service| {
             let started = std::time::Instant::now();
-            let rpc = rpcs
+            let index = rpcs
                 .iter()
-                .find(|(method, _)| method == req.method())
-                .map_or("other_method", |(_, rpc)| *rpc);
+                .position(|(method, _)| method == req.method())
+                .unwrap_or(rpcs.len());
+            let rpc = rpcs.get(index).map_or("other_method", |(_, rpc)| *rpc);
             tracing::Span::current().record("rpc", rpc);
-            let metrics = req
-                .app_data::<web::Data<HttpState>>()
-                .map(|state| state.service.metrics.clone());
+            if let Some(cell) = series.get(index)
+                && cell.get().is_none()
+                && let Some(state) = req.app_data::<web::Data<HttpState>>()
+            {
+                let _ = cell.set(state.service.metrics.rpc_series("http", rpc));
+            }
+            let series = series.clone();
             let call = service.call(req);
             async move {
                 let response = call.await?;
-                if let Some(metrics) = metrics {
+                if let Some(series) = series.get(index).and_then(std::cell::OnceCell::get) {
                     let code = match response.response().extensions().get::<GrpcCode>() {
                         Some(code) => *code as i32,
                         None if response.status().is_success() => 0,
                         None => 2,
                     };
-                    let elapsed = started.elapsed().as_secs_f64();
-                    metrics.observe_request("http", rpc, code_name(code), elapsed);
+                    series.observe(code, started.elapsed().as_secs_f64());
                 }
                 Ok(response)
             }

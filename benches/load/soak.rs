@@ -63,6 +63,40 @@ struct WindowRow {
     p99_ms: f64,
     rss_mib: f64,
     fds: u64,
+    /// Redis's forks (an AOF rewrite) and delayed AOF fsyncs (`aof_delayed_fsync`: the
+    /// main thread waited for the disk) during the window: suspects for a stall.
+    redis_forks: u64,
+    delayed_fsyncs: u64,
+}
+
+/// One window's sample of the processes.
+#[derive(Clone, Copy)]
+struct Sample {
+    rss_kib: u64,
+    fds: u64,
+    /// Redis's `total_forks` and `aof_delayed_fsync` so far (since its last start).
+    forks: u64,
+    delayed_fsyncs: u64,
+}
+
+/// Redis's counters of forks and delayed fsyncs; zeros while it is down.
+fn redis_counters(port: u16) -> (u64, u64) {
+    let out = Command::new("redis-cli")
+        .args(["-p", &port.to_string(), "INFO", "all"])
+        .output()
+        .map(|out| String::from_utf8_lossy(&out.stdout).into_owned())
+        .unwrap_or_default();
+    let field = |name: &str| {
+        out.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':')?.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    (field("total_forks"), field("aof_delayed_fsync"))
+}
+
+/// A counter's growth between samples; after a restart (the counter began again) its value.
+fn growth(before: u64, now: u64) -> u64 {
+    if now >= before { now - before } else { now }
 }
 
 fn open_fds(pid: u32) -> u64 {
@@ -120,6 +154,7 @@ pub(super) async fn run(o: &Options) {
     let dir = helpers::TempDir::new("soak-redis");
     let redis = start_redis(free_port(), &dir.0);
     let url = redis.url();
+    let redis_port = redis.port;
     let tessera = start_tessera_as(
         "production",
         &url,
@@ -196,11 +231,17 @@ pub(super) async fn run(o: &Options) {
     };
 
     // The process's resources, sampled once a window.
-    let mut samples: Vec<(u64, u64)> = Vec::new();
+    let mut samples: Vec<Sample> = Vec::new();
     let mut next = started + WINDOW;
     while next <= deadline {
         tokio::time::sleep_until(next.into()).await;
-        samples.push((rss_kib(pid), open_fds(pid)));
+        let (forks, delayed_fsyncs) = redis_counters(redis_port);
+        samples.push(Sample {
+            rss_kib: rss_kib(pid),
+            fds: open_fds(pid),
+            forks,
+            delayed_fsyncs,
+        });
         if samples.len().is_multiple_of(6) {
             println!(
                 "soak: {:>3} min, {} requests, {} errors, RSS {:.1} MiB, {} fds",
@@ -291,7 +332,7 @@ fn soak_tasks(
         .collect()
 }
 
-fn merge(records: &[TaskRecord], samples: &[(u64, u64)]) -> Vec<WindowRow> {
+fn merge(records: &[TaskRecord], samples: &[Sample]) -> Vec<WindowRow> {
     (0..samples.len())
         .map(|index| {
             let mut latencies: Vec<u32> = records
@@ -302,15 +343,25 @@ fn merge(records: &[TaskRecord], samples: &[(u64, u64)]) -> Vec<WindowRow> {
                 .collect();
             latencies.sort_unstable();
             let errors = records.iter().filter_map(|r| r.errors.get(index)).sum();
-            let (rss, fds) = samples[index];
+            let sample = samples[index];
+            let before = index.checked_sub(1).map_or(
+                Sample {
+                    forks: 0,
+                    delayed_fsyncs: 0,
+                    ..sample
+                },
+                |i| samples[i],
+            );
             WindowRow {
                 start_s: index as u64 * WINDOW.as_secs(),
                 requests: latencies.len() as u64,
                 errors,
                 p50_ms: percentile(&latencies, 0.50),
                 p99_ms: percentile(&latencies, 0.99),
-                rss_mib: rss as f64 / 1024.0,
-                fds,
+                rss_mib: sample.rss_kib as f64 / 1024.0,
+                fds: sample.fds,
+                redis_forks: growth(before.forks, sample.forks),
+                delayed_fsyncs: growth(before.delayed_fsyncs, sample.delayed_fsyncs),
             }
         })
         .collect()
@@ -419,27 +470,88 @@ fn report(
             if within { "yes" } else { "NO" }
         );
     }
+    stalls(rows, restarts);
     println!(
         "\nsoak verdict: {} (flat: {flat}; errors outside restarts: {outside})",
         if flat && outside == 0 { "PASS" } else { "FAIL" }
     );
-    let results = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/results");
+    // The hour's record is kept in the repository; a shorter trial's goes to target/.
+    let results = Path::new(env!("CARGO_MANIFEST_DIR")).join(if minutes >= 60.0 {
+        "benches/results"
+    } else {
+        "target/soak-trial"
+    });
     std::fs::create_dir_all(&results).unwrap();
     let csv = results.join("soak.csv");
-    let mut text = String::from("start_s,requests,errors,p50_ms,p99_ms,rss_mib,fds\n");
+    let mut text = String::from(
+        "start_s,requests,errors,p50_ms,p99_ms,rss_mib,fds,redis_forks,redis_delayed_fsyncs\n",
+    );
     for r in rows {
         text.push_str(&format!(
-            "{},{},{},{:.3},{:.3},{:.2},{}\n",
-            r.start_s, r.requests, r.errors, r.p50_ms, r.p99_ms, r.rss_mib, r.fds
+            "{},{},{},{:.3},{:.3},{:.2},{},{},{}\n",
+            r.start_s,
+            r.requests,
+            r.errors,
+            r.p50_ms,
+            r.p99_ms,
+            r.rss_mib,
+            r.fds,
+            r.redis_forks,
+            r.delayed_fsyncs
         ));
     }
     std::fs::write(&csv, text).unwrap();
     let svg = results.join("soak.svg");
-    plot(&svg, rows, restarts, rate, minutes).unwrap();
+    plot(&svg, rows, restarts, rate, minutes, o.restart_every_minutes).unwrap();
     println!(
         "soak: windows in {}, plot in {}",
         csv.display(),
         svg.display()
+    );
+}
+
+/// The windows whose p99 is over four times the median window's, outside restarts, with
+/// what Redis did in them or in the window before (a fork for an AOF rewrite, a delayed
+/// fsync): where to look for the cause of a stall.
+fn stalls(rows: &[WindowRow], restarts: &[Restart]) {
+    let mut p99s: Vec<f64> = rows
+        .iter()
+        .map(|r| r.p99_ms)
+        .filter(|v| v.is_finite())
+        .collect();
+    p99s.sort_by(f64::total_cmp);
+    let Some(median) = p99s.get(p99s.len() / 2).copied() else {
+        return;
+    };
+    let window_ms = WINDOW.as_millis() as u64;
+    let mut stalled = 0;
+    let mut with_redis_work = 0;
+    for (index, row) in rows.iter().enumerate() {
+        let start_ms = row.start_s * 1000;
+        let in_restart = restarts
+            .iter()
+            .any(|r| r.covers(start_ms) || r.covers(start_ms + window_ms));
+        if in_restart || row.p99_ms <= 4.0 * median {
+            continue;
+        }
+        stalled += 1;
+        let previous = index.checked_sub(1).map(|i| &rows[i]);
+        let forks = row.redis_forks + previous.map_or(0, |r| r.redis_forks);
+        let fsyncs = row.delayed_fsyncs + previous.map_or(0, |r| r.delayed_fsyncs);
+        if forks + fsyncs > 0 {
+            with_redis_work += 1;
+        }
+        println!(
+            "soak: stall in the window at {:.1} min: p99 {:.1} ms (median window {median:.1} ms); \
+             Redis forks {forks}, delayed fsyncs {fsyncs} (this window and the one before)",
+            row.start_s as f64 / 60.0,
+            row.p99_ms
+        );
+    }
+    let forks: u64 = rows.iter().map(|r| r.redis_forks).sum();
+    println!(
+        "soak: {stalled} stalled windows outside restarts, {with_redis_work} of them with a Redis \
+         fork or delayed fsync; Redis forked {forks} times in all"
     );
 }
 
@@ -453,11 +565,12 @@ fn plot(
     restarts: &[Restart],
     rate: f64,
     minutes: f64,
+    every: u64,
 ) -> PlotResult {
     let root = SVGBackend::new(path, (1000, 1100)).into_drawing_area();
     root.fill(&WHITE)?;
     let root = root.titled(
-        &format!("tessera soak: {minutes:.0} min at {rate:.0} checks/s, Redis (AOF) restarted every 15 min"),
+        &format!("tessera soak: {minutes:.0} min at {rate:.0} checks/s, Redis (AOF) restarted every {every} min"),
         ("sans-serif", 20),
     )?;
     let panels = root.split_evenly((4, 1));

@@ -22,7 +22,7 @@ use crate::domain::policy::{CustomLockout, OtpSettings};
 use crate::domain::recovery::{DEFAULT_CODES, MAX_CODES};
 use crate::domain::{HashAlgorithm, LockoutPolicy, OtpPolicy, TotpParams};
 use crate::seal::KeyRing;
-use crate::store::{PolicySeed, RedisConfig, RedisMode, RedisNodes};
+use crate::store::{PolicySeed, RecordFormat, RedisConfig, RedisMode, RedisNodes};
 use crate::tenant::{Limits, Policies};
 use crate::tls::TlsFiles;
 
@@ -181,6 +181,8 @@ pub struct RedisSettings {
     pub wait_connections: usize,
     /// The password (overrides the URL's); or from `password_file`. Empty: none.
     pub password: SecretString,
+    /// The format new enrollments are written in: 3 or 4 (`RecordFormat`).
+    pub record_format: u8,
 }
 
 #[derive(Debug, Deserialize)]
@@ -900,6 +902,14 @@ fn parse_store(
     if redis.wait_connections == 0 {
         problems.push("redis.wait_connections must be positive".into());
     }
+    let record_format = match redis.record_format {
+        3 => RecordFormat::Explicit,
+        4 => RecordFormat::Compact,
+        other => {
+            problems.push(format!("redis.record_format must be 3 or 4, not {other}"));
+            RecordFormat::Compact
+        }
+    };
     if store.kind == StoreKind::Memory {
         return StoreConfig::Memory;
     }
@@ -920,6 +930,7 @@ fn parse_store(
         timeout: Duration::from_millis(store.timeout_ms),
         wait_replicas: redis.wait_replicas,
         wait_connections: redis.wait_connections,
+        record_format,
     }))
 }
 
@@ -1263,6 +1274,7 @@ mod tests {
                 ("TESSERA__TENANTS__CALL_TIMEOUT_MS", "0"),
                 ("TESSERA__RECOVERY_CODES__COUNT", "21"),
                 ("TESSERA__ORGS__GLOBEX__RECOVERY_CODES", "0"),
+                ("TESSERA__REDIS__RECORD_FORMAT", "5"),
             ]),
         )
         .unwrap_err()
@@ -1274,6 +1286,7 @@ mod tests {
             "tenants.call_timeout_ms must be positive",
             "recovery_codes.count must be 1 to 20",
             "orgs.globex: recovery_codes must be 1 to 20",
+            "redis.record_format must be 3 or 4, not 5",
         ] {
             assert!(err.contains(problem), "{problem:?} missing from {err}");
         }

@@ -60,17 +60,19 @@ pub struct TotpParams {
 }
 
 impl Default for TotpParams {
-    /// What ZITADEL and every authenticator app assume.
     fn default() -> Self {
-        Self {
-            algorithm: HashAlgorithm::Sha1,
-            digits: 6,
-            period_secs: 30,
-        }
+        Self::APP_DEFAULT
     }
 }
 
 impl TotpParams {
+    /// What ZITADEL and every authenticator app assume: SHA1, 6 digits, 30 seconds.
+    pub const APP_DEFAULT: Self = Self {
+        algorithm: HashAlgorithm::Sha1,
+        digits: 6,
+        period_secs: 30,
+    };
+
     /// 6 to 8 digits (RFC 6238's range that apps show), a period of 15 to 300 seconds.
     pub fn new(algorithm: HashAlgorithm, digits: u8, period_secs: u32) -> Result<Self, String> {
         if !(6..=8).contains(&digits) {

@@ -23,7 +23,9 @@ pub use metered::MeteredStore;
 pub use policy::{
     LockIndexChange, PolicyChanges, PolicyPart, PolicySeed, PolicyWrite, PolicyWritten, stored_form,
 };
-pub use redis::{Primary, RedisConfig, RedisMode, RedisNodes, RedisStore, Resealed, SealedRecord};
+pub use redis::{
+    Primary, RecordFormat, RedisConfig, RedisMode, RedisNodes, RedisStore, Resealed, SealedRecord,
+};
 pub use webhook::{PendingDelivery, StoredEndpoint, message_id};
 
 use crate::domain::audit::{AuditEvent, Retention};

@@ -17,8 +17,8 @@ use tessera::domain::factor::AttemptVerdict;
 use tessera::domain::{FactorId, FactorRecord, LockoutPolicy, Purpose, TotpParams, UnixMicros};
 use tessera::store::{
     AddCodesOutcome, AddOutcome, Attempt, AttemptOutcome, ChangeOutcome, FactorStore, MemoryStore,
-    NewCodes, NewFactor, RedeemOutcome, Redemption, RedisConfig, RedisMode, RedisNodes, RedisStore,
-    RemoveCodesOutcome, Stamp, UserKey,
+    NewCodes, NewFactor, RecordFormat, RedeemOutcome, Redemption, RedisConfig, RedisMode,
+    RedisNodes, RedisStore, RemoveCodesOutcome, Stamp, UserKey,
 };
 
 use crate::helpers::{PINNED_SECS, RedisCluster, RedisServer};
@@ -431,6 +431,7 @@ fn the_memory_store_and_redis_agree_on_every_history() {
             timeout: Duration::from_secs(5),
             wait_replicas: 0,
             wait_connections: 1,
+            record_format: RecordFormat::Compact,
         };
         RedisStore::connect(None, &config, None).unwrap()
     };

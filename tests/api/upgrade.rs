@@ -167,7 +167,7 @@ async fn records_of_the_previous_format_are_served() {
         .await
         .assert_ok();
 
-    // Removed and enrolled again by this release: the new record has format 2, and its
+    // Removed and enrolled again by this release: the new record has format 4, and its
     // sequence continues above the old ones.
     let before: u64 = redis.hget(&key("bob"), "q").parse().unwrap();
     let removed = app
@@ -176,7 +176,7 @@ async fn records_of_the_previous_format_are_served() {
     assert!(removed.sequence() > before);
     let added = app.add(&checker("bob")).await;
     assert!(added.sequence() > removed.sequence());
-    assert_eq!(redis.hget(&key("bob"), "v"), "2");
+    assert_eq!(redis.hget(&key("bob"), "v"), "4");
 }
 
 /// What the previous release's reader requires of a record (its `record_from`): these fields,
@@ -207,10 +207,16 @@ fn assert_format1_reader_accepts(fields: &HashMap<String, Vec<u8>>) {
     }
 }
 
+/// During a rolling upgrade (`redis.record_format = 3`), this release writes what the
+/// previous release reads.
 #[actix_web::test]
 async fn records_of_this_format_are_served_by_the_previous_release() {
     let redis = Arc::new(RedisServer::start());
-    let app = app_on(&redis).await;
+    let app = Spawn::new(Backend::Redis)
+        .redis(redis.clone())
+        .with(|settings| settings.redis.record_format = 3)
+        .start()
+        .await;
     let mut old = Format1::new(&redis).await;
     let erin = checker("erin");
 
@@ -262,4 +268,66 @@ async fn records_of_this_format_are_served_by_the_previous_release() {
     app.check(&erin, "erin", &code(&app, &renewed, 0))
         .await
         .assert_ok();
+}
+
+/// Format 4 (`redis.record_format = 4`, the default): an enrollment with the parameters every
+/// app assumes leaves them out (and format 1's id, `f`), and keeps its format when it gains recovery codes (a format-3
+/// release must go on refusing it); one with other parameters names them; a replica that did
+/// not write the record reads it right. Format 3 names them always.
+#[actix_web::test]
+async fn compact_records_leave_the_implied_parameters_out() {
+    let redis = Arc::new(RedisServer::start());
+    let app = app_on(&redis).await;
+    let erin = checker("erin");
+    let secret = app.enroll_ready(&erin).await;
+    let fields = |user: &str| ["v", "a", "d", "p", "f"].map(|name| redis.hget(&key(user), name));
+    assert_eq!(fields("erin"), ["4", "", "", "", ""]);
+    let owner = Token::user("acme", "erin").sign();
+    app.clock.advance_secs(30);
+    app.post(
+        Some(&owner),
+        "/v2/users/erin/recovery_codes",
+        serde_json::json!({ "totpCode": app.code(&secret, 0) }),
+    )
+    .await
+    .assert_ok();
+    assert_eq!(fields("erin"), ["4", "", "", "", ""], "codes keep format 4");
+    let other_replica = app_on(&redis).await;
+    other_replica.clock.advance_secs(60);
+    other_replica
+        .check(&erin, "erin", &other_replica.code(&secret, 0))
+        .await
+        .assert_ok();
+    other_replica
+        .check(&erin, "erin", &other_replica.code(&secret, 0))
+        .await
+        .assert_error(400, 3, "EVENT-8isk2");
+
+    let eight_digits = Spawn::new(Backend::Redis)
+        .redis(redis.clone())
+        .with(|settings| settings.totp.digits = 8)
+        .start()
+        .await;
+    let frank = checker("frank");
+    let secret = eight_digits.enroll_ready(&frank).await;
+    let [v, a, d, p, f] = fields("frank");
+    assert_eq!([v, a, d, p], ["2", "SHA1", "8", "30"]);
+    assert!(f.parse::<u64>().is_ok(), "format 1's id: {f}");
+    // The other replica's policy says 6 digits; the record says 8, and rules.
+    let code = code_with(&eight_digits.params, &secret, other_replica.now_secs(), 0);
+    assert_eq!(code.len(), 8);
+    other_replica
+        .check(&frank, "frank", &code)
+        .await
+        .assert_ok();
+
+    let explicit = Spawn::new(Backend::Redis)
+        .redis(redis.clone())
+        .with(|settings| settings.redis.record_format = 3)
+        .start()
+        .await;
+    explicit.enroll_ready(&checker("gina")).await;
+    let [v, a, d, p, f] = fields("gina");
+    assert_eq!([v, a, d, p], ["2", "SHA1", "6", "30"]);
+    assert!(f.parse::<u64>().is_ok(), "format 1's id: {f}");
 }

@@ -16,8 +16,9 @@ local sequence = string.format('%d',
 for index = 5, #ARGV do
   redis.call('HSET', key, ARGV[index], 1)
 end
--- Format 3: a release that does not know recovery codes would delete them with the
--- enrollment, so it must leave this record alone (the prelude's format check).
-redis.call('HSET', key, 'v', 3, 'q', sequence, 'm', ARGV[3])
+-- At least format 3: a release that does not know recovery codes would delete them with the
+-- enrollment, so it must leave this record alone (the prelude's format check). A format-4
+-- record stays format 4.
+redis.call('HSET', key, 'v', math.max(version, 3), 'q', sequence, 'm', ARGV[3])
 audit('recovery_codes_generated', sequence)
 return {'ok', tonumber(sequence), held + adding}

@@ -23,7 +23,7 @@ if clock > tonumber(ARGV[1]) then
   return {'late'}
 end
 local version = tonumber(redis.call('HGET', key, 'v')) or 1
-if version > 3 then
+if version > 4 then
   return {'format', version}
 end
 -- The user's recovery codes: the fields "r:<seal key id>:<hex HMAC>" of the same hash (format

@@ -175,6 +175,18 @@ pub struct RedisConfig {
     pub wait_replicas: u32,
     /// Connections per thread for writes that wait for replicas.
     pub wait_connections: usize,
+    pub record_format: RecordFormat,
+}
+
+/// The format new enrollments are written in (`redis.record_format`). Either way this release
+/// reads every format up to `reply::FORMAT`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordFormat {
+    /// Every field named (format 2, 3 with recovery codes): what releases before format 4
+    /// read, for a rolling upgrade from one of them.
+    Explicit,
+    /// Format 4: an enrollment with `TotpParams::default()` leaves the parameters out.
+    Compact,
 }
 
 /// Where a script runs: on the thread's shared connection, or on one checked out for a write
@@ -190,6 +202,7 @@ pub struct RedisStore {
     prefix: String,
     timeout: Duration,
     wait_replicas: u32,
+    record_format: RecordFormat,
     clock: RedisClock,
     scripts: Scripts,
 }
@@ -215,6 +228,7 @@ impl RedisStore {
             prefix: config.key_prefix.clone(),
             timeout: config.timeout,
             wait_replicas: config.wait_replicas,
+            record_format: config.record_format,
             clock: RedisClock::new(),
             scripts: Scripts {
                 add: Script::new(ADD),
@@ -843,13 +857,23 @@ impl FactorStore for RedisStore {
     ) -> Result<AddOutcome, StoreError> {
         let now = stamp.now;
         let factor_id = factor.factor_id.stored();
-        let digits = factor.params.digits().to_string();
-        let period = factor.params.period_secs().to_string();
+        // Format 4 leaves the parameters every app assumes out: three empty arguments.
+        let implied =
+            self.record_format == RecordFormat::Compact && factor.params == reply::IMPLIED_PARAMS;
+        let (algorithm, digits, period) = if implied {
+            ("", String::new(), String::new())
+        } else {
+            (
+                factor.params.algorithm().as_str(),
+                factor.params.digits().to_string(),
+                factor.params.period_secs().to_string(),
+            )
+        };
         let now_text = now.0.to_string();
         let args: [&[u8]; 6] = [
             &factor_id,
             &factor.sealed_secret,
-            factor.params.algorithm().as_str().as_bytes(),
+            algorithm.as_bytes(),
             digits.as_bytes(),
             period.as_bytes(),
             now_text.as_bytes(),
@@ -1696,15 +1720,12 @@ mod tests {
         }
     }
 
-    /// The format the prelude lets through is the one `add_codes.lua` writes (a record with
-    /// recovery codes) and `reply.rs` reads.
+    /// The format the prelude lets through is the newest one `add.lua` writes (a compact
+    /// record) and `reply.rs` reads.
     #[test]
     fn the_scripts_and_the_reader_agree_on_the_format() {
         let format = reply::FORMAT;
-        assert!(
-            ADD_CODES.contains(&format!("'v', {format}, ")),
-            "{ADD_CODES}"
-        );
+        assert!(ADD.contains(&format!("format = {format}\n")), "{ADD}");
         for script in SCRIPTS {
             assert!(script.contains(&format!("if version > {format} then")));
             assert!(script.starts_with(include_str!("../lua/prelude.lua")));

@@ -1,4 +1,4 @@
-//! What the scripts answer, and the user's hash read back as a record (formats 1 and 2; see
+//! What the scripts answer, and the user's hash read back as a record (formats 1 to 4; see
 //! the field list in `lua/add.lua`).
 
 use std::collections::HashMap;
@@ -9,7 +9,11 @@ use super::super::StoreError;
 use crate::domain::{FactorId, FactorRecord, FactorState, Lock, TotpParams, UnixMicros};
 
 /// The newest format this release reads and writes.
-pub(super) const FORMAT: i64 = 3;
+pub(super) const FORMAT: i64 = 4;
+
+/// The parameters a format-4 record without `a`, `d` and `p` has. Fixed by the format: the
+/// records already written keep meaning them, whatever a later default becomes.
+pub(super) const IMPLIED_PARAMS: TotpParams = TotpParams::APP_DEFAULT;
 
 fn corrupt(what: &str) -> StoreError {
     StoreError::Corrupt(what.to_owned())
@@ -149,6 +153,22 @@ pub(super) fn standing_of(
     })
 }
 
+/// The enrollment's parameters: `a`, `d` and `p`, or from format 4 on, when all three are
+/// absent, `IMPLIED_PARAMS`. An earlier format without them is corrupt: its reader, an older
+/// release, would refuse it too.
+fn params_of(fields: &impl Fields, format: i64) -> Result<TotpParams, StoreError> {
+    let named = ["a", "d", "p"].map(|name| fields.field(name).is_some());
+    if format >= 4 && named == [false; 3] {
+        return Ok(IMPLIED_PARAMS);
+    }
+    TotpParams::new(
+        text_field(fields, "a")?.parse().map_err(|_| corrupt("a"))?,
+        required(fields, "d")?,
+        required(fields, "p")?,
+    )
+    .map_err(|_| corrupt("d or p"))
+}
+
 /// The user's hash as a record; `None` when it holds no factor (absent, or removed: only the
 /// sequence is left).
 pub(super) fn record_from(fields: &impl Fields) -> Result<Option<FactorRecord>, StoreError> {
@@ -160,12 +180,7 @@ pub(super) fn record_from(fields: &impl Fields) -> Result<Option<FactorRecord>, 
         return Ok(None);
     };
     let state = FactorState::from_stored(state).ok_or_else(|| corrupt("s"))?;
-    let params = TotpParams::new(
-        text_field(fields, "a")?.parse().map_err(|_| corrupt("a"))?,
-        required(fields, "d")?,
-        required(fields, "p")?,
-    )
-    .map_err(|_| corrupt("d or p"))?;
+    let params = params_of(fields, format)?;
     let last_step = number_field::<i64>(fields, "l")?.and_then(|step| u64::try_from(step).ok());
     Ok(Some(FactorRecord {
         factor_id: factor_id(fields)?,
@@ -207,7 +222,7 @@ mod tests {
     ];
 
     #[test]
-    fn reads_both_formats_and_refuses_newer_ones() {
+    fn reads_every_format_and_refuses_newer_ones() {
         let mut format1 = hash(COMMON);
         format1.insert("f".into(), b"3".to_vec());
         let record = record_from(&format1).unwrap().unwrap();
@@ -223,17 +238,39 @@ mod tests {
         // Format 3 adds recovery-code fields, which the record leaves aside.
         format2.insert("v".into(), b"3".to_vec());
         format2.insert("r:k1:00ff".into(), b"1".to_vec());
-        assert_eq!(record_from(&format2).unwrap(), Some(record));
+        assert_eq!(record_from(&format2).unwrap(), Some(record.clone()));
         assert_eq!(codes_held(&format2).unwrap(), 1);
 
+        // Format 4 names the parameters, or leaves the ones every app assumes out.
         format2.insert("v".into(), b"4".to_vec());
+        assert_eq!(record_from(&format2).unwrap(), Some(record.clone()));
+        let mut format4 = format2.clone();
+        format4.insert("a".into(), b"SHA256".to_vec());
+        assert_ne!(
+            record_from(&format4).unwrap().unwrap().params,
+            IMPLIED_PARAMS
+        );
+        for name in ["a", "d", "p"] {
+            format4.remove(name);
+        }
+        assert_eq!(record_from(&format4).unwrap(), Some(record.clone()));
+        assert_eq!(record.params, IMPLIED_PARAMS);
+        assert_eq!(codes_held(&format4).unwrap(), 1);
+        // Only all three are left out; and only from format 4 on.
+        let mut partial = format4.clone();
+        partial.insert("d".into(), b"8".to_vec());
+        assert!(matches!(record_from(&partial), Err(StoreError::Corrupt(_))));
+        format4.insert("v".into(), b"3".to_vec());
+        assert!(matches!(record_from(&format4), Err(StoreError::Corrupt(_))));
+
+        format2.insert("v".into(), b"5".to_vec());
         assert!(matches!(
             record_from(&format2),
-            Err(StoreError::NewerFormat(4))
+            Err(StoreError::NewerFormat(5))
         ));
         assert!(matches!(
             codes_held(&format2),
-            Err(StoreError::NewerFormat(4))
+            Err(StoreError::NewerFormat(5))
         ));
 
         let removed = hash(&[("q", b"5"), ("m", b"2")]);

@@ -87,6 +87,9 @@ struct Options {
     soak: bool,
     soak_minutes: u64,
     restart_every_minutes: u64,
+    /// Redis's `auto-aof-rewrite-min-size` for the soak, in MB (`--aof-rewrite-min-mb`);
+    /// Redis's own default (64 MB) when absent.
+    aof_rewrite_min_mb: Option<u64>,
     /// The check on a cold cache at a million users (`--cold`, `cold.rs`).
     cold: bool,
     cold_users: usize,
@@ -107,6 +110,7 @@ fn options() -> Options {
         soak: false,
         soak_minutes: 60,
         restart_every_minutes: 15,
+        aof_rewrite_min_mb: None,
         cold: false,
         cold_users: 1_000_000,
         orgs: 1000,
@@ -132,6 +136,7 @@ fn options() -> Options {
             "--soak" => o.soak = true,
             "--minutes" => o.soak_minutes = value(),
             "--restart-every" => o.restart_every_minutes = value(),
+            "--aof-rewrite-min-mb" => o.aof_rewrite_min_mb = Some(value()),
             "--cold" => o.cold = true,
             "--cold-users" => o.cold_users = value() as usize,
             "--orgs" => o.orgs = value() as usize,

@@ -67,16 +67,85 @@ struct WindowRow {
     /// main thread waited for the disk) during the window: suspects for a stall.
     redis_forks: u64,
     delayed_fsyncs: u64,
+    /// The machine's CPU time stolen by the hypervisor and spent waiting for the disk, in
+    /// percent of the window's: a stall with neither tessera's nor Redis's doing.
+    steal_pct: f64,
+    iowait_pct: f64,
+    /// Redis's own worst stall in the window (its latency monitor: event and milliseconds,
+    /// "" when nothing passed `REDIS_LATENCY_THRESHOLD_MS`).
+    redis_latency: String,
 }
 
 /// One window's sample of the processes.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 struct Sample {
     rss_kib: u64,
     fds: u64,
     /// Redis's `total_forks` and `aof_delayed_fsync` so far (since its last start).
     forks: u64,
     delayed_fsyncs: u64,
+    cpu: HostCpu,
+    redis_latency: String,
+}
+
+/// The machine's CPU time so far (`/proc/stat`, in ticks): all of it, stolen, waiting on I/O.
+#[derive(Clone, Copy, Default)]
+struct HostCpu {
+    total: u64,
+    steal: u64,
+    iowait: u64,
+}
+
+fn host_cpu() -> HostCpu {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let ticks: Vec<u64> = stat
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|field| field.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal guest guest_nice (guests are in user).
+    HostCpu {
+        total: ticks.iter().take(8).sum(),
+        steal: ticks.get(7).copied().unwrap_or(0),
+        iowait: ticks.get(4).copied().unwrap_or(0),
+    }
+}
+
+fn share(part: u64, total: u64) -> f64 {
+    if total == 0 {
+        0.0
+    } else {
+        100.0 * part as f64 / total as f64
+    }
+}
+
+/// Redis records in its latency monitor every event (a command, an AOF write, a fork…) that
+/// blocked it at least this long.
+const REDIS_LATENCY_THRESHOLD_MS: u64 = 20;
+
+/// Redis's worst latency event since the last call ("<event> <ms> ms", or ""), which it then
+/// forgets (`LATENCY RESET`), so that each window sees its own.
+fn redis_latency(port: u16) -> String {
+    let cli = |args: &[&str]| {
+        Command::new("redis-cli")
+            .args(["-p", &port.to_string()])
+            .args(args)
+            .output()
+            .map(|out| String::from_utf8_lossy(&out.stdout).into_owned())
+            .unwrap_or_default()
+    };
+    let latest = cli(&["LATENCY", "LATEST"]);
+    let _ = cli(&["LATENCY", "RESET"]);
+    // Four lines per event: its name, when it last happened, the latest and the worst ms.
+    let lines: Vec<&str> = latest.lines().collect();
+    lines
+        .chunks_exact(4)
+        .filter_map(|event| Some((event[0], event[3].trim().parse::<u64>().ok()?)))
+        .max_by_key(|(_, ms)| *ms)
+        .map_or_else(String::new, |(name, ms)| format!("{name} {ms} ms"))
 }
 
 /// Redis's counters of forks and delayed fsyncs; zeros while it is down.
@@ -111,24 +180,30 @@ fn percentile(sorted: &[u32], q: f64) -> f64 {
     f64::from(sorted[index]) / 1000.0
 }
 
-/// redis-server with AOF on (fsync every second), its files in `dir`.
-fn start_redis(port: u16, dir: &Path) -> RedisServer {
-    RedisServer::start_with(
-        port,
-        &[
-            "--appendonly",
-            "yes",
-            "--appendfsync",
-            "everysec",
-            "--dir",
-            dir.to_str().unwrap(),
-        ],
-    )
+/// redis-server with AOF on (fsync every second), its files in `dir`; with
+/// `auto-aof-rewrite-min-size` at `rewrite_min_mb` when given.
+fn start_redis(port: u16, dir: &Path, rewrite_min_mb: Option<u64>) -> RedisServer {
+    let rewrite_min = rewrite_min_mb.map(|mb| format!("{mb}mb"));
+    let threshold = REDIS_LATENCY_THRESHOLD_MS.to_string();
+    let mut args = vec![
+        "--appendonly",
+        "yes",
+        "--appendfsync",
+        "everysec",
+        "--dir",
+        dir.to_str().unwrap(),
+        "--latency-monitor-threshold",
+        &threshold,
+    ];
+    if let Some(size) = &rewrite_min {
+        args.extend(["--auto-aof-rewrite-min-size", size]);
+    }
+    RedisServer::start_with(port, &args)
 }
 
 /// Stops Redis as an orchestrator does (SIGTERM: it flushes the AOF and exits), waits for
 /// it to exit, and starts it again on the same port from the same files.
-fn restart_redis(redis: &mut RedisServer, dir: &Path) {
+fn restart_redis(redis: &mut RedisServer, dir: &Path, rewrite_min_mb: Option<u64>) {
     let pid = redis.pid();
     let _ = Command::new("kill")
         .args(["-TERM", &pid.to_string()])
@@ -145,14 +220,14 @@ fn restart_redis(redis: &mut RedisServer, dir: &Path) {
     }
     // Reaps the exited process (a SIGKILL only if it had not exited in 30 s).
     redis.kill();
-    *redis = start_redis(redis.port, dir);
+    *redis = start_redis(redis.port, dir, rewrite_min_mb);
 }
 
 pub(super) async fn run(o: &Options) {
     let minutes = o.soak_minutes;
     let every = o.restart_every_minutes;
     let dir = helpers::TempDir::new("soak-redis");
-    let redis = start_redis(free_port(), &dir.0);
+    let redis = start_redis(free_port(), &dir.0, o.aof_rewrite_min_mb);
     let url = redis.url();
     let redis_port = redis.port;
     let tessera = start_tessera_as(
@@ -204,6 +279,7 @@ pub(super) async fn run(o: &Options) {
     // Redis's restarts, on a thread of their own (starting redis-server blocks).
     let restarts = {
         let dir = dir.0.clone();
+        let rewrite_min_mb = o.aof_rewrite_min_mb;
         std::thread::spawn(move || {
             let mut redis = redis;
             let mut restarts = Vec::new();
@@ -214,7 +290,7 @@ pub(super) async fn run(o: &Options) {
                 }
                 std::thread::sleep(at.saturating_duration_since(Instant::now()));
                 let from_ms = started.elapsed().as_millis() as u64;
-                restart_redis(&mut redis, &dir);
+                restart_redis(&mut redis, &dir, rewrite_min_mb);
                 let answered = started.elapsed();
                 restarts.push(Restart {
                     from_ms,
@@ -232,6 +308,8 @@ pub(super) async fn run(o: &Options) {
 
     // The process's resources, sampled once a window.
     let mut samples: Vec<Sample> = Vec::new();
+    let first_cpu = host_cpu();
+    let _ = redis_latency(redis_port);
     let mut next = started + WINDOW;
     while next <= deadline {
         tokio::time::sleep_until(next.into()).await;
@@ -241,6 +319,8 @@ pub(super) async fn run(o: &Options) {
             fds: open_fds(pid),
             forks,
             delayed_fsyncs,
+            cpu: host_cpu(),
+            redis_latency: redis_latency(redis_port),
         });
         if samples.len().is_multiple_of(6) {
             println!(
@@ -259,7 +339,7 @@ pub(super) async fn run(o: &Options) {
         records.push(task.await.unwrap());
     }
     let (restarts, _redis) = restarts.join().unwrap();
-    let rows = merge(&records, &samples);
+    let rows = merge(&records, &samples, first_cpu);
     report(o, rate, &rows, &records, &restarts);
     drop(tessera);
 }
@@ -332,7 +412,8 @@ fn soak_tasks(
         .collect()
 }
 
-fn merge(records: &[TaskRecord], samples: &[Sample]) -> Vec<WindowRow> {
+/// `first_cpu`: the machine's CPU counters as the load started.
+fn merge(records: &[TaskRecord], samples: &[Sample], first_cpu: HostCpu) -> Vec<WindowRow> {
     (0..samples.len())
         .map(|index| {
             let mut latencies: Vec<u32> = records
@@ -343,15 +424,17 @@ fn merge(records: &[TaskRecord], samples: &[Sample]) -> Vec<WindowRow> {
                 .collect();
             latencies.sort_unstable();
             let errors = records.iter().filter_map(|r| r.errors.get(index)).sum();
-            let sample = samples[index];
+            let sample = &samples[index];
             let before = index.checked_sub(1).map_or(
                 Sample {
                     forks: 0,
                     delayed_fsyncs: 0,
-                    ..sample
+                    cpu: first_cpu,
+                    ..sample.clone()
                 },
-                |i| samples[i],
+                |i| samples[i].clone(),
             );
+            let ticks = sample.cpu.total.saturating_sub(before.cpu.total);
             WindowRow {
                 start_s: index as u64 * WINDOW.as_secs(),
                 requests: latencies.len() as u64,
@@ -362,6 +445,9 @@ fn merge(records: &[TaskRecord], samples: &[Sample]) -> Vec<WindowRow> {
                 fds: sample.fds,
                 redis_forks: growth(before.forks, sample.forks),
                 delayed_fsyncs: growth(before.delayed_fsyncs, sample.delayed_fsyncs),
+                steal_pct: share(sample.cpu.steal.saturating_sub(before.cpu.steal), ticks),
+                iowait_pct: share(sample.cpu.iowait.saturating_sub(before.cpu.iowait), ticks),
+                redis_latency: sample.redis_latency.clone(),
             }
         })
         .collect()
@@ -484,11 +570,12 @@ fn report(
     std::fs::create_dir_all(&results).unwrap();
     let csv = results.join("soak.csv");
     let mut text = String::from(
-        "start_s,requests,errors,p50_ms,p99_ms,rss_mib,fds,redis_forks,redis_delayed_fsyncs\n",
+        "start_s,requests,errors,p50_ms,p99_ms,rss_mib,fds,redis_forks,redis_delayed_fsyncs,\
+         steal_pct,iowait_pct,redis_latency\n",
     );
     for r in rows {
         text.push_str(&format!(
-            "{},{},{},{:.3},{:.3},{:.2},{},{},{}\n",
+            "{},{},{},{:.3},{:.3},{:.2},{},{},{},{:.1},{:.1},{}\n",
             r.start_s,
             r.requests,
             r.errors,
@@ -497,7 +584,10 @@ fn report(
             r.rss_mib,
             r.fds,
             r.redis_forks,
-            r.delayed_fsyncs
+            r.delayed_fsyncs,
+            r.steal_pct,
+            r.iowait_pct,
+            r.redis_latency
         ));
     }
     std::fs::write(&csv, text).unwrap();
@@ -543,15 +633,31 @@ fn stalls(rows: &[WindowRow], restarts: &[Restart]) {
         }
         println!(
             "soak: stall in the window at {:.1} min: p99 {:.1} ms (median window {median:.1} ms); \
-             Redis forks {forks}, delayed fsyncs {fsyncs} (this window and the one before)",
+             Redis forks {forks}, delayed fsyncs {fsyncs} (this window and the one before); \
+             CPU stolen {:.1} %, iowait {:.1} %; Redis's worst: {}",
             row.start_s as f64 / 60.0,
-            row.p99_ms
+            row.p99_ms,
+            row.steal_pct,
+            row.iowait_pct,
+            if row.redis_latency.is_empty() {
+                "nothing over the threshold"
+            } else {
+                &row.redis_latency
+            }
         );
     }
     let forks: u64 = rows.iter().map(|r| r.redis_forks).sum();
+    let median_of = |value: fn(&WindowRow) -> f64| {
+        let mut values: Vec<f64> = rows.iter().map(value).collect();
+        values.sort_by(f64::total_cmp);
+        values.get(values.len() / 2).copied().unwrap_or(0.0)
+    };
     println!(
         "soak: {stalled} stalled windows outside restarts, {with_redis_work} of them with a Redis \
-         fork or delayed fsync; Redis forked {forks} times in all"
+         fork or delayed fsync; Redis forked {forks} times in all; the median window: CPU stolen \
+         {:.1} %, iowait {:.1} %",
+        median_of(|r| r.steal_pct),
+        median_of(|r| r.iowait_pct)
     );
 }
 

@@ -75,15 +75,21 @@ impl RedisServer {
         server
     }
 
+    /// Waits for PONG: 10 s for the server to come up, and as long as it answers LOADING
+    /// (alive, still reading its AOF or RDB: minutes for the soak's hour of writes).
     fn wait_ready(&self, extra: &[&str]) {
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut deadline = Instant::now() + Duration::from_secs(10);
         let ping: Vec<&str> = match extra.iter().position(|a| *a == "--requirepass") {
             Some(i) => vec!["--no-auth-warning", "-a", extra[i + 1], "PING"],
             None => vec!["PING"],
         };
         while Instant::now() < deadline {
-            if self.cli(&ping).is_some_and(|out| out.trim() == "PONG") {
-                return;
+            match self.cli(&ping) {
+                Some(out) if out.trim() == "PONG" => return,
+                Some(out) if out.starts_with("LOADING") => {
+                    deadline = Instant::now() + Duration::from_secs(10);
+                }
+                _ => {}
             }
             std::thread::sleep(Duration::from_millis(20));
         }

@@ -436,8 +436,10 @@ async fn redis_holds_keyed_hashes_and_never_a_code() {
     let dump = redis
         .cli(&["--no-raw", "HGETALL", "tessera:{acme:alice}"])
         .unwrap();
-    // One hash per user, beside the stream of its events.
-    let keys = redis.cli(&["KEYS", "tessera:{*"]).unwrap();
+    // One hash per user, beside the stream of its events. The organization's feed and the
+    // webhooks' set of organizations with a feed live in other slots and are written after
+    // the reply, by the feed copy: only the user's slot is certain here.
+    let keys = redis.cli(&["KEYS", "tessera:{acme:*"]).unwrap();
     let mut keys: Vec<&str> = keys.lines().collect();
     keys.sort();
     assert_eq!(

@@ -18,6 +18,11 @@ use super::*;
 
 /// The resolution of the record.
 const WINDOW: Duration = Duration::from_secs(10);
+/// A request slower than this counts as slow, on both sides: the load tool's (scheduled
+/// to answered) and tessera's (its own request histogram, whose bucket this is).
+const SLOW_MS: u32 = 25;
+/// How often the lag probe asks the load tool's runtime to wake it.
+const LAG_PROBE_EVERY: Duration = Duration::from_millis(5);
 /// How long after Redis answers again errors still count as the restart's.
 const RESTART_GRACE: Duration = Duration::from_secs(5);
 
@@ -74,6 +79,14 @@ struct WindowRow {
     /// Redis's own worst stall in the window (its latency monitor: event and milliseconds,
     /// "" when nothing passed `REDIS_LATENCY_THRESHOLD_MS`).
     redis_latency: String,
+    /// Requests slower than `SLOW_MS` as the load tool saw them, and as tessera measured
+    /// them (its `tessera_request_duration_seconds`, HTTP): many on the load tool's side
+    /// and few on tessera's put a stall outside tessera's handlers.
+    client_slow: u64,
+    server_slow: u64,
+    /// The load tool's own worst lateness in the window: how late its runtime woke a
+    /// timer. A stall of the load tool delays every request it schedules.
+    tool_lag_ms: f64,
 }
 
 /// One window's sample of the processes.
@@ -86,6 +99,8 @@ struct Sample {
     delayed_fsyncs: u64,
     cpu: HostCpu,
     redis_latency: String,
+    /// tessera's HTTP requests slower than `SLOW_MS` so far.
+    server_slow: u64,
 }
 
 /// The machine's CPU time so far (`/proc/stat`, in ticks): all of it, stolen, waiting on I/O.
@@ -306,32 +321,42 @@ pub(super) async fn run(o: &Options) {
         })
     };
 
-    // The process's resources, sampled once a window.
+    let lag = tokio::spawn(lag_probe(started, deadline));
+    // The process's resources, sampled once a window. The reads that block (redis-cli,
+    // /proc) run off the runtime's workers, which the load tasks need on time.
+    let metrics_client = reqwest::Client::new();
     let mut samples: Vec<Sample> = Vec::new();
     let first_cpu = host_cpu();
     let _ = redis_latency(redis_port);
     let mut next = started + WINDOW;
     while next <= deadline {
         tokio::time::sleep_until(next.into()).await;
-        let (forks, delayed_fsyncs) = redis_counters(redis_port);
-        samples.push(Sample {
-            rss_kib: rss_kib(pid),
-            fds: open_fds(pid),
-            forks,
-            delayed_fsyncs,
-            cpu: host_cpu(),
-            redis_latency: redis_latency(redis_port),
-        });
-        if samples.len().is_multiple_of(6) {
+        let server_slow = server_slow(&metrics_client, tessera.port).await;
+        let sample = tokio::task::spawn_blocking(move || {
+            let (forks, delayed_fsyncs) = redis_counters(redis_port);
+            Sample {
+                rss_kib: rss_kib(pid),
+                fds: open_fds(pid),
+                forks,
+                delayed_fsyncs,
+                cpu: host_cpu(),
+                redis_latency: redis_latency(redis_port),
+                server_slow,
+            }
+        })
+        .await
+        .unwrap();
+        if (samples.len() + 1).is_multiple_of(6) {
             println!(
                 "soak: {:>3} min, {} requests, {} errors, RSS {:.1} MiB, {} fds",
-                samples.len() / 6,
+                (samples.len() + 1) / 6,
                 sent.load(Ordering::Relaxed),
                 failed.load(Ordering::Relaxed),
-                rss_kib(pid) as f64 / 1024.0,
-                open_fds(pid)
+                sample.rss_kib as f64 / 1024.0,
+                sample.fds
             );
         }
+        samples.push(sample);
         next += WINDOW;
     }
     let mut records = Vec::new();
@@ -339,7 +364,8 @@ pub(super) async fn run(o: &Options) {
         records.push(task.await.unwrap());
     }
     let (restarts, _redis) = restarts.join().unwrap();
-    let rows = merge(&records, &samples, first_cpu);
+    let lag = lag.await.unwrap();
+    let rows = merge(&records, &samples, first_cpu, &lag);
     report(o, rate, &rows, &records, &restarts);
     drop(tessera);
 }
@@ -412,8 +438,14 @@ fn soak_tasks(
         .collect()
 }
 
-/// `first_cpu`: the machine's CPU counters as the load started.
-fn merge(records: &[TaskRecord], samples: &[Sample], first_cpu: HostCpu) -> Vec<WindowRow> {
+/// `first_cpu`: the machine's CPU counters as the load started; `lag_us`: the load tool's
+/// worst timer lateness per window.
+fn merge(
+    records: &[TaskRecord],
+    samples: &[Sample],
+    first_cpu: HostCpu,
+    lag_us: &[u32],
+) -> Vec<WindowRow> {
     (0..samples.len())
         .map(|index| {
             let mut latencies: Vec<u32> = records
@@ -429,6 +461,7 @@ fn merge(records: &[TaskRecord], samples: &[Sample], first_cpu: HostCpu) -> Vec<
                 Sample {
                     forks: 0,
                     delayed_fsyncs: 0,
+                    server_slow: 0,
                     cpu: first_cpu,
                     ..sample.clone()
                 },
@@ -448,9 +481,59 @@ fn merge(records: &[TaskRecord], samples: &[Sample], first_cpu: HostCpu) -> Vec<
                 steal_pct: share(sample.cpu.steal.saturating_sub(before.cpu.steal), ticks),
                 iowait_pct: share(sample.cpu.iowait.saturating_sub(before.cpu.iowait), ticks),
                 redis_latency: sample.redis_latency.clone(),
+                client_slow: latencies.iter().filter(|&&us| us > SLOW_MS * 1000).count() as u64,
+                // tessera's counters live as long as the process: no restart to allow for.
+                server_slow: sample.server_slow.saturating_sub(before.server_slow),
+                tool_lag_ms: f64::from(lag_us.get(index).copied().unwrap_or(0)) / 1000.0,
             }
         })
         .collect()
+}
+
+/// tessera's HTTP requests slower than `SLOW_MS` so far: all of them less those in the
+/// histogram's `SLOW_MS` bucket; 0 when /metrics does not answer.
+async fn server_slow(client: &reqwest::Client, port: u16) -> u64 {
+    let Ok(response) = client
+        .get(format!("http://127.0.0.1:{port}/metrics"))
+        .send()
+        .await
+    else {
+        return 0;
+    };
+    let text = response.text().await.unwrap_or_default();
+    let bucket = format!("le=\"{}\"", f64::from(SLOW_MS) / 1000.0);
+    let sum = |prefix: &str, also: &str| -> u64 {
+        text.lines()
+            .filter(|l| {
+                l.starts_with(prefix) && l.contains("transport=\"http\"") && l.contains(also)
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .map(|v| v as u64)
+            .sum()
+    };
+    let all = sum("tessera_request_duration_seconds_count{", "");
+    let fast = sum("tessera_request_duration_seconds_bucket{", &bucket);
+    all.saturating_sub(fast)
+}
+
+/// Wakes every `LAG_PROBE_EVERY` until `deadline` and records, per window, how late the
+/// runtime woke it (µs): the load tool's own stalls, which would delay the requests it
+/// schedules as much.
+async fn lag_probe(started: Instant, deadline: Instant) -> Vec<u32> {
+    let mut worst: Vec<u32> = Vec::new();
+    let mut due = started + LAG_PROBE_EVERY;
+    while due < deadline {
+        tokio::time::sleep_until(due.into()).await;
+        let late = Instant::now().saturating_duration_since(due).as_micros() as u32;
+        let index = (due.duration_since(started).as_secs() / WINDOW.as_secs()) as usize;
+        if worst.len() <= index {
+            worst.resize(index + 1, 0);
+        }
+        worst[index] = worst[index].max(late);
+        // From now, not from `due`: after a stall, one late wake-up, not a burst of them.
+        due = Instant::now() + LAG_PROBE_EVERY;
+    }
+    worst
 }
 
 /// The latencies of the windows starting in [from_min, to_min), outside restarts.
@@ -571,11 +654,11 @@ fn report(
     let csv = results.join("soak.csv");
     let mut text = String::from(
         "start_s,requests,errors,p50_ms,p99_ms,rss_mib,fds,redis_forks,redis_delayed_fsyncs,\
-         steal_pct,iowait_pct,redis_latency\n",
+         steal_pct,iowait_pct,redis_latency,client_slow,server_slow,tool_lag_ms\n",
     );
     for r in rows {
         text.push_str(&format!(
-            "{},{},{},{:.3},{:.3},{:.2},{},{},{},{:.1},{:.1},{}\n",
+            "{},{},{},{:.3},{:.3},{:.2},{},{},{},{:.1},{:.1},{},{},{},{:.1}\n",
             r.start_s,
             r.requests,
             r.errors,
@@ -587,7 +670,10 @@ fn report(
             r.delayed_fsyncs,
             r.steal_pct,
             r.iowait_pct,
-            r.redis_latency
+            r.redis_latency,
+            r.client_slow,
+            r.server_slow,
+            r.tool_lag_ms
         ));
     }
     std::fs::write(&csv, text).unwrap();
@@ -616,6 +702,11 @@ fn stalls(rows: &[WindowRow], restarts: &[Restart]) {
     let window_ms = WINDOW.as_millis() as u64;
     let mut stalled = 0;
     let mut with_redis_work = 0;
+    // Stalled windows whose slow requests tessera mostly did not see (under a tenth of the
+    // load tool's count), and those in which the load tool itself woke late (over a window's
+    // median p99): which side of the socket stalled.
+    let mut unseen_by_tessera = 0;
+    let mut tool_lagged = 0;
     for (index, row) in rows.iter().enumerate() {
         let start_ms = row.start_s * 1000;
         let in_restart = restarts
@@ -631,10 +722,18 @@ fn stalls(rows: &[WindowRow], restarts: &[Restart]) {
         if forks + fsyncs > 0 {
             with_redis_work += 1;
         }
+        if row.server_slow * 10 < row.client_slow {
+            unseen_by_tessera += 1;
+        }
+        if row.tool_lag_ms > median {
+            tool_lagged += 1;
+        }
         println!(
             "soak: stall in the window at {:.1} min: p99 {:.1} ms (median window {median:.1} ms); \
              Redis forks {forks}, delayed fsyncs {fsyncs} (this window and the one before); \
-             CPU stolen {:.1} %, iowait {:.1} %; Redis's worst: {}",
+             CPU stolen {:.1} %, iowait {:.1} %; Redis's worst: {}; over {SLOW_MS} ms: {} \
+             requests seen by the load tool, {} measured by tessera; the load tool's worst \
+             lag {:.1} ms",
             row.start_s as f64 / 60.0,
             row.p99_ms,
             row.steal_pct,
@@ -643,7 +742,10 @@ fn stalls(rows: &[WindowRow], restarts: &[Restart]) {
                 "nothing over the threshold"
             } else {
                 &row.redis_latency
-            }
+            },
+            row.client_slow,
+            row.server_slow,
+            row.tool_lag_ms
         );
     }
     let forks: u64 = rows.iter().map(|r| r.redis_forks).sum();
@@ -654,10 +756,13 @@ fn stalls(rows: &[WindowRow], restarts: &[Restart]) {
     };
     println!(
         "soak: {stalled} stalled windows outside restarts, {with_redis_work} of them with a Redis \
-         fork or delayed fsync; Redis forked {forks} times in all; the median window: CPU stolen \
-         {:.1} %, iowait {:.1} %",
+         fork or delayed fsync, {unseen_by_tessera} with under a tenth of their slow requests \
+         measured by tessera, {tool_lagged} with the load tool lagging over the median window's \
+         p99; Redis forked {forks} times in all; the median window: CPU stolen {:.1} %, iowait \
+         {:.1} %, the load tool's worst lag {:.1} ms",
         median_of(|r| r.steal_pct),
-        median_of(|r| r.iowait_pct)
+        median_of(|r| r.iowait_pct),
+        median_of(|r| r.tool_lag_ms)
     );
 }
 

@@ -76,6 +76,9 @@ struct WindowRow {
     /// percent of the window's: a stall with neither tessera's nor Redis's doing.
     steal_pct: f64,
     iowait_pct: f64,
+    /// The machine's idle CPU time in percent of the window's: near 0, every process on it
+    /// (tessera, Redis and its rewrite child, the load tool) waits for a core.
+    idle_pct: f64,
     /// Redis's own worst stall in the window (its latency monitor: event and milliseconds,
     /// "" when nothing passed `REDIS_LATENCY_THRESHOLD_MS`).
     redis_latency: String,
@@ -103,12 +106,14 @@ struct Sample {
     server_slow: u64,
 }
 
-/// The machine's CPU time so far (`/proc/stat`, in ticks): all of it, stolen, waiting on I/O.
+/// The machine's CPU time so far (`/proc/stat`, in ticks): all of it, stolen, waiting on I/O,
+/// idle.
 #[derive(Clone, Copy, Default)]
 struct HostCpu {
     total: u64,
     steal: u64,
     iowait: u64,
+    idle: u64,
 }
 
 fn host_cpu() -> HostCpu {
@@ -126,6 +131,7 @@ fn host_cpu() -> HostCpu {
         total: ticks.iter().take(8).sum(),
         steal: ticks.get(7).copied().unwrap_or(0),
         iowait: ticks.get(4).copied().unwrap_or(0),
+        idle: ticks.get(3).copied().unwrap_or(0),
     }
 }
 
@@ -329,7 +335,9 @@ pub(super) async fn run(o: &Options) {
     let first_cpu = host_cpu();
     let _ = redis_latency(redis_port);
     let mut next = started + WINDOW;
-    while next <= deadline {
+    // Not at the deadline itself: the load stops there and its connections close, which
+    // the last sample would record as fewer descriptors.
+    while next < deadline {
         tokio::time::sleep_until(next.into()).await;
         let server_slow = server_slow(&metrics_client, tessera.port).await;
         let sample = tokio::task::spawn_blocking(move || {
@@ -480,6 +488,7 @@ fn merge(
                 delayed_fsyncs: growth(before.delayed_fsyncs, sample.delayed_fsyncs),
                 steal_pct: share(sample.cpu.steal.saturating_sub(before.cpu.steal), ticks),
                 iowait_pct: share(sample.cpu.iowait.saturating_sub(before.cpu.iowait), ticks),
+                idle_pct: share(sample.cpu.idle.saturating_sub(before.cpu.idle), ticks),
                 redis_latency: sample.redis_latency.clone(),
                 client_slow: latencies.iter().filter(|&&us| us > SLOW_MS * 1000).count() as u64,
                 // tessera's counters live as long as the process: no restart to allow for.
@@ -654,11 +663,11 @@ fn report(
     let csv = results.join("soak.csv");
     let mut text = String::from(
         "start_s,requests,errors,p50_ms,p99_ms,rss_mib,fds,redis_forks,redis_delayed_fsyncs,\
-         steal_pct,iowait_pct,redis_latency,client_slow,server_slow,tool_lag_ms\n",
+         steal_pct,iowait_pct,idle_pct,redis_latency,client_slow,server_slow,tool_lag_ms\n",
     );
     for r in rows {
         text.push_str(&format!(
-            "{},{},{},{:.3},{:.3},{:.2},{},{},{},{:.1},{:.1},{},{},{},{:.1}\n",
+            "{},{},{},{:.3},{:.3},{:.2},{},{},{},{:.1},{:.1},{:.1},{},{},{},{:.1}\n",
             r.start_s,
             r.requests,
             r.errors,
@@ -670,6 +679,7 @@ fn report(
             r.delayed_fsyncs,
             r.steal_pct,
             r.iowait_pct,
+            r.idle_pct,
             r.redis_latency,
             r.client_slow,
             r.server_slow,
@@ -731,13 +741,14 @@ fn stalls(rows: &[WindowRow], restarts: &[Restart]) {
         println!(
             "soak: stall in the window at {:.1} min: p99 {:.1} ms (median window {median:.1} ms); \
              Redis forks {forks}, delayed fsyncs {fsyncs} (this window and the one before); \
-             CPU stolen {:.1} %, iowait {:.1} %; Redis's worst: {}; over {SLOW_MS} ms: {} \
+             CPU stolen {:.1} %, iowait {:.1} %, idle {:.1} %; Redis's worst: {}; over {SLOW_MS} ms: {} \
              requests seen by the load tool, {} measured by tessera; the load tool's worst \
              lag {:.1} ms",
             row.start_s as f64 / 60.0,
             row.p99_ms,
             row.steal_pct,
             row.iowait_pct,
+            row.idle_pct,
             if row.redis_latency.is_empty() {
                 "nothing over the threshold"
             } else {
@@ -759,9 +770,10 @@ fn stalls(rows: &[WindowRow], restarts: &[Restart]) {
          fork or delayed fsync, {unseen_by_tessera} with under a tenth of their slow requests \
          measured by tessera, {tool_lagged} with the load tool lagging over the median window's \
          p99; Redis forked {forks} times in all; the median window: CPU stolen {:.1} %, iowait \
-         {:.1} %, the load tool's worst lag {:.1} ms",
+         {:.1} %, idle {:.1} %, the load tool's worst lag {:.1} ms",
         median_of(|r| r.steal_pct),
         median_of(|r| r.iowait_pct),
+        median_of(|r| r.idle_pct),
         median_of(|r| r.tool_lag_ms)
     );
 }

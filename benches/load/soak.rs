@@ -5,9 +5,12 @@
 //! off so that nothing is refused by design). The load is open loop: requests are scheduled
 //! at a fixed rate and latency counts from the scheduled time, so a stall during a restart
 //! shows in full. Every 10 s the tool records the requests, errors and latencies of the
-//! window and tessera's RSS and open file descriptors; at the end it prints the verdict
-//! (flat RSS, descriptors and p99; errors only inside restart windows), writes the windows
-//! as CSV and draws them as an SVG.
+//! window and tessera's RSS and open file descriptors, and, to place a stall, what else
+//! happened: Redis's forks, delayed fsyncs and worst latency event, the machine's stolen,
+//! iowait and idle CPU, the requests over 25 ms as tessera measured them beside those the
+//! load tool saw, and the load tool's own lateness. At the end it prints the verdict (flat
+//! RSS, descriptors and p99; errors only inside restart windows) and the stalled windows,
+//! writes the windows as CSV and draws them as an SVG.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -67,21 +67,28 @@ fn types(events: &[Value]) -> Vec<String> {
         .collect()
 }
 
-/// The organization's feed, once it holds `count` events (a second at most).
-async fn feed_of(app: &TestApp, path: &str, count: usize) -> Vec<Value> {
+/// How long a test waits for the feed's copier (off the request's path) to catch up.
+const FEED_WAIT: Duration = Duration::from_secs(5);
+
+/// The organization's feed, once `done` holds of it (within `FEED_WAIT`).
+async fn feed_when(app: &TestApp, path: &str, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
     let started = Instant::now();
     loop {
         let events = all_events(app, path, 1000).await;
-        if events.len() >= count {
+        if done(&events) {
             return events;
         }
         assert!(
-            started.elapsed() < Duration::from_secs(1),
-            "the feed holds {} of {count} events a second later: {events:?}",
-            events.len()
+            started.elapsed() < FEED_WAIT,
+            "the feed is not yet as expected after {FEED_WAIT:?}: {events:#?}"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// The organization's feed, once it holds `count` events.
+async fn feed_of(app: &TestApp, path: &str, count: usize) -> Vec<Value> {
+    feed_when(app, path, |events| events.len() >= count).await
 }
 
 async fn every_change_and_check_outcome_is_an_event_of_its_user(backend: Backend) {
@@ -293,19 +300,14 @@ async fn the_organization_keeps_as_many_events_as_it_says(backend: Backend) {
     // retention of each is what this test is about, not the copier's pace.
     for checked in 1..=4 {
         app.check(&login_page(), "alice", "000000").await;
-        let started = Instant::now();
-        loop {
-            let feed = all_events(&app, "/management/v1/events", 100).await;
-            let copied = types(&feed)
+        feed_when(&app, "/management/v1/events", |feed| {
+            types(feed)
                 .iter()
                 .filter(|kind| *kind == "check_invalid")
-                .count();
-            if copied >= checked {
-                break;
-            }
-            assert!(started.elapsed() < Duration::from_secs(5), "{feed:#?}");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+                .count()
+                >= checked
+        })
+        .await;
     }
     let events = all_events(&app, "/management/v1/users/alice/events", 100).await;
     assert_eq!(
@@ -314,15 +316,10 @@ async fn the_organization_keeps_as_many_events_as_it_says(backend: Backend) {
         "the newest 3 of the user's 6"
     );
     // The feed keeps the newest 4 of its 7 (a policy change, then the user's 6).
-    let started = Instant::now();
-    loop {
-        let feed = all_events(&app, "/management/v1/events", 100).await;
-        if feed.len() == 4 && types(&feed).iter().all(|kind| kind == "check_invalid") {
-            break;
-        }
-        assert!(started.elapsed() < Duration::from_secs(2), "{feed:#?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    feed_when(&app, "/management/v1/events", |feed| {
+        feed.len() == 4 && types(feed).iter().all(|kind| kind == "check_invalid")
+    })
+    .await;
     // Out of bounds is refused, every problem named.
     let refused = app
         .send(
@@ -441,19 +438,7 @@ async fn the_feed_holds_every_event_once_in_each_users_order(backend: Backend) {
         "check_invalid",
     ];
     let total = users.len() * per_user_expected.len();
-    let started = Instant::now();
-    let feed = loop {
-        let feed = all_events(&apps[1], "/management/v1/events", 1000).await;
-        if feed.len() >= total {
-            break feed;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(1),
-            "{} of {total} events in the feed a second later",
-            feed.len()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let feed = feed_of(&apps[1], "/management/v1/events", total).await;
     assert_eq!(feed.len(), total, "each event once");
     // Each replica's lag, as Prometheus sees it: nothing waits once every replica caught up
     // (a replica may still be working through notes whose events another one copied).

@@ -90,6 +90,61 @@ impl FeedSource {
     }
 }
 
+/// Sources of one organization's feed, copied together (`Store::copy_to_feed`): one read of
+/// how far the feed copied each, one append of all their new events.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FeedSources {
+    org: Arc<str>,
+    sources: Vec<FeedSource>,
+}
+
+impl FeedSources {
+    /// The sources of `notes` by organization, each once, with the retention of its
+    /// organization's latest note.
+    pub fn by_org(
+        notes: impl IntoIterator<Item = (FeedSource, Retention)>,
+    ) -> Vec<(FeedSources, Retention)> {
+        let mut orgs: HashMap<Arc<str>, (Vec<FeedSource>, Retention)> = HashMap::new();
+        for (source, retention) in notes {
+            let (sources, latest) = orgs
+                .entry(source.org().clone())
+                .or_insert_with(|| (Vec::new(), retention));
+            *latest = retention;
+            if !sources.contains(&source) {
+                sources.push(source);
+            }
+        }
+        orgs.into_iter()
+            .map(|(org, (sources, retention))| (FeedSources { org, sources }, retention))
+            .collect()
+    }
+
+    /// One source alone.
+    pub fn one(source: FeedSource) -> Self {
+        Self {
+            org: source.org().clone(),
+            sources: vec![source],
+        }
+    }
+
+    pub fn org(&self) -> &Arc<str> {
+        &self.org
+    }
+
+    pub fn sources(&self) -> &[FeedSource] {
+        &self.sources
+    }
+}
+
+/// What a copy into a feed did: how many events it appended, and the sources it left out
+/// because their events do not read back (`StoreError::Corrupt`, `NewerFormat`): no retry
+/// mends those, and they must not hold up the others.
+#[derive(Debug, Default)]
+pub struct FeedCopy {
+    pub appended: usize,
+    pub left_out: Vec<(FeedSource, StoreError)>,
+}
+
 /// An event's id, `<sequence>-<n>` in a source or `<ms>-<n>` in the feed (a stream), as two
 /// numbers that order like the events.
 pub fn entry_id(id: &str) -> Option<(u64, u64)> {

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 
-use super::audit::{FeedSource, Stamp, entry_id};
+use super::audit::{FeedCopy, FeedSource, FeedSources, Stamp, entry_id};
 use super::policy::policies_from;
 use super::webhook::{PendingDelivery, StoredEndpoint};
 use super::{
@@ -272,6 +272,42 @@ impl MemoryStore {
             return Err(StoreError::Timeout);
         }
         Ok(change(&mut orgs))
+    }
+
+    /// One source's events past the feed's mark into the feed; how many.
+    fn copy_source(
+        &self,
+        source: &FeedSource,
+        retention: Retention,
+        deadline: Instant,
+    ) -> Result<usize, StoreError> {
+        // The source's events first (another lock, as they are another slot in Redis).
+        let events: Vec<AuditEvent> = match source {
+            FeedSource::User(key) => self.with_slot(key, deadline, |slot| {
+                slot.events.entries.iter().cloned().collect()
+            })?,
+            FeedSource::Policies(org) => self.with_orgs(deadline, |orgs| {
+                orgs.policy_events
+                    .get(org.as_ref())
+                    .map(|stream| stream.entries.iter().cloned().collect())
+                    .unwrap_or_default()
+            })?,
+        };
+        self.with_orgs(deadline, |orgs| {
+            let feed = orgs.feeds.entry(source.org().to_string()).or_default();
+            let field = source.cursor_field();
+            let mark = feed.copied.get(&field).and_then(|mark| entry_id(mark));
+            let mut appended = 0;
+            for event in events {
+                if mark.is_some_and(|mark| entry_id(&event.id).is_none_or(|id| id <= mark)) {
+                    continue;
+                }
+                feed.copied.insert(field.clone(), event.id.clone());
+                feed.stream.push(event, retention);
+                appended += 1;
+            }
+            appended
+        })
     }
 }
 
@@ -680,37 +716,15 @@ impl FactorStore for MemoryStore {
 
     async fn copy_to_feed(
         &self,
-        source: &FeedSource,
+        sources: &FeedSources,
         retention: Retention,
         deadline: Instant,
-    ) -> Result<usize, StoreError> {
-        // The source's events first (another lock, as they are another slot in Redis).
-        let events: Vec<AuditEvent> = match source {
-            FeedSource::User(key) => self.with_slot(key, deadline, |slot| {
-                slot.events.entries.iter().cloned().collect()
-            })?,
-            FeedSource::Policies(org) => self.with_orgs(deadline, |orgs| {
-                orgs.policy_events
-                    .get(org.as_ref())
-                    .map(|stream| stream.entries.iter().cloned().collect())
-                    .unwrap_or_default()
-            })?,
-        };
-        self.with_orgs(deadline, |orgs| {
-            let feed = orgs.feeds.entry(source.org().to_string()).or_default();
-            let field = source.cursor_field();
-            let mark = feed.copied.get(&field).and_then(|mark| entry_id(mark));
-            let mut appended = 0;
-            for event in events {
-                if mark.is_some_and(|mark| entry_id(&event.id).is_none_or(|id| id <= mark)) {
-                    continue;
-                }
-                feed.copied.insert(field.clone(), event.id.clone());
-                feed.stream.push(event, retention);
-                appended += 1;
-            }
-            appended
-        })
+    ) -> Result<FeedCopy, StoreError> {
+        let mut copy = FeedCopy::default();
+        for source in sources.sources() {
+            copy.appended += self.copy_source(source, retention, deadline)?;
+        }
+        Ok(copy)
     }
 
     async fn feed_events(

@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 
-use super::audit::FeedSource;
+use super::audit::{FeedCopy, FeedSources};
 use super::webhook::{PendingDelivery, StoredEndpoint};
 use super::{
     AddCodesOutcome, AddOutcome, Attempt, AttemptOutcome, ChangeOutcome, FactorStore,
@@ -151,13 +151,13 @@ impl FactorStore for MeteredStore {
 
     async fn copy_to_feed(
         &self,
-        source: &FeedSource,
+        sources: &FeedSources,
         retention: Retention,
         deadline: Instant,
-    ) -> Result<usize, StoreError> {
+    ) -> Result<FeedCopy, StoreError> {
         self.measure(
             "copy_to_feed",
-            self.inner.copy_to_feed(source, retention, deadline),
+            self.inner.copy_to_feed(sources, retention, deadline),
         )
         .await
     }

@@ -17,7 +17,7 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 
-pub use audit::{FeedSource, Stamp, entry_id};
+pub use audit::{FeedCopy, FeedSource, FeedSources, Stamp, entry_id};
 pub use memory::MemoryStore;
 pub use metered::MeteredStore;
 pub use policy::{
@@ -280,16 +280,17 @@ pub trait FactorStore: Send + Sync + 'static {
         limit: usize,
         deadline: Instant,
     ) -> Result<Vec<AuditEvent>, StoreError>;
-    /// Copies the events of `source` that its organization's feed does not hold yet into the
-    /// feed, in their order, kept to `retention`; how many. Idempotent: a copy that runs
-    /// twice, or on two replicas at once, copies each event once (the feed keeps how far it
-    /// copied each source, in its own slot).
+    /// Copies the events of `sources` that their organization's feed does not hold yet into
+    /// the feed, each source's in their order, kept to `retention`. Idempotent: a copy that
+    /// runs twice, or on two replicas at once, copies each event once (the feed keeps how far
+    /// it copied each source, in its own slot). A source whose events do not read back is left
+    /// out and named in the answer; the others are copied.
     async fn copy_to_feed(
         &self,
-        source: &FeedSource,
+        sources: &FeedSources,
         retention: Retention,
         deadline: Instant,
-    ) -> Result<usize, StoreError>;
+    ) -> Result<FeedCopy, StoreError>;
     /// Up to `limit` events of the organization's feed, newest first, before the feed
     /// entry `before` (none: from the newest). The ids are the feed's.
     async fn feed_events(

@@ -6,24 +6,42 @@
 //! one task per replica copies each noted source's new events into the feed (the store's
 //! `copy_to_feed`: idempotent, in order, once per event, whichever replica copies).
 //!
+//! Cost: the copier takes the notes waiting, gathers them by organization, and copies the
+//! organizations at once; in Redis each costs one read of the marks, one read of each source
+//! and one script for all. At thousands of checks a second a batch holds many sources, so
+//! the copy's work per check is a share of those calls, not four round trips of its own.
+//!
 //! Lag: a note is copied within one batch of being made, milliseconds while the store
 //! answers; while it does not, notes wait in a bounded queue (`QUEUE`), and past it they are
 //! dropped and counted (`tessera_audit_feed_dropped_total`). A note dropped, or lost with its
 //! replica, costs no event: the source's next change copies everything past the feed's mark,
 //! that one included. Until then the event is in the user's own list only.
 
-use std::collections::HashMap;
+use std::cell::Cell;
+use std::future::Future;
 use std::time::{Duration, Instant};
 
+use futures_util::{StreamExt, stream};
 use tokio::sync::mpsc;
 
 use crate::domain::audit::Retention;
-use crate::store::{FeedSource, SharedStore, StoreError};
+use crate::store::{FeedCopy, FeedSource, FeedSources, SharedStore, StoreError};
 
 /// Notes waiting to be copied, at most.
 const QUEUE: usize = 10_000;
 /// Notes taken at once (the same source noted twice in a batch is copied once).
-const BATCH: usize = 256;
+const BATCH: usize = 1024;
+/// How long the copier gathers notes after the first of a batch arrives. Without it, at a
+/// moderate rate each batch held one note, and each change paid the copy's calls alone:
+/// four round trips, which cost Redis more than the change's own script (BENCHMARKS, "The
+/// audit feed's copier"). Gathered, an organization's notes share one read of the marks and
+/// one append; the feed lags by this much more.
+const GATHER: Duration = Duration::from_millis(20);
+/// Organizations copied at once. One source at a time, a copy's round trips (the mark, the
+/// source's new events, the append, the webhooks' hint) bound the copier: it kept up with
+/// about 3,000 changes a second and dropped the rest of 9,000 (BENCHMARKS, "The audit feed's
+/// copier").
+const COPIES_AT_ONCE: usize = 64;
 /// How long the copier waits before trying again after the store failed.
 const RETRY: Duration = Duration::from_millis(250);
 
@@ -69,46 +87,192 @@ pub struct AuditFeedCopier {
 
 impl AuditFeedCopier {
     /// Copies the noted sources until every feed is gone; each until the store takes it.
-    pub async fn run(mut self, store: SharedStore, timeout: Duration) {
+    pub async fn run(self, store: SharedStore, timeout: Duration) {
+        self.run_with(move |sources: FeedSources, retention| {
+            let store = store.clone();
+            async move {
+                let deadline = Instant::now() + timeout;
+                store.copy_to_feed(&sources, retention, deadline).await
+            }
+        })
+        .await;
+    }
+
+    /// `run`, with the copy of one organization's sources given (the tests give their own).
+    async fn run_with<Copied>(mut self, copy: impl Fn(FeedSources, Retention) -> Copied)
+    where
+        Copied: Future<Output = Result<FeedCopy, StoreError>>,
+    {
         let mut batch = Vec::with_capacity(BATCH);
-        let mut failing = false;
+        let failing = Cell::new(false);
         while self.pending.recv_many(&mut batch, BATCH).await > 0 {
-            let waiting = batch.len() + self.pending.len();
-            self.waiting.set(i64::try_from(waiting).unwrap_or(i64::MAX));
-            let sources: HashMap<FeedSource, Retention> = batch
-                .drain(..)
-                .map(|note| (note.source, note.retention))
-                .collect();
-            for (source, retention) in sources {
-                loop {
-                    let deadline = Instant::now() + timeout;
-                    match store.copy_to_feed(&source, retention, deadline).await {
-                        Ok(_) => {
-                            if failing {
-                                tracing::info!("organizations' audit feeds are copied again");
-                                failing = false;
-                            }
-                            break;
-                        }
-                        // What no retry mends (an element that does not read back) must not
-                        // hold up every other source: it is logged, and that source's next
-                        // change tries again.
-                        Err(err @ (StoreError::Corrupt(_) | StoreError::NewerFormat(_))) => {
-                            tracing::error!(error = %err, "a source of an audit feed cannot be copied");
-                            break;
-                        }
-                        Err(err) => {
-                            if !failing {
-                                tracing::warn!(error = %err, "organizations' audit feeds wait for the store");
-                                failing = true;
-                            }
-                            tokio::time::sleep(RETRY).await;
-                        }
-                    }
+            if batch.len() < BATCH {
+                tokio::time::sleep(GATHER).await;
+                // What came meanwhile, and nothing more is waited for.
+                while batch.len() < BATCH
+                    && let Ok(note) = self.pending.try_recv()
+                {
+                    batch.push(note);
                 }
             }
+            let waiting = batch.len() + self.pending.len();
+            self.waiting.set(i64::try_from(waiting).unwrap_or(i64::MAX));
+            let orgs =
+                FeedSources::by_org(batch.drain(..).map(|note| (note.source, note.retention)));
+            // One copy per organization, all at once: their round trips share the
+            // connection's writes and the thread's wake-ups. Never two copies of one source
+            // (a batch holds each once, and the next batch waits for this one), so each
+            // source's events keep their order.
+            stream::iter(orgs)
+                .for_each_concurrent(COPIES_AT_ONCE, |(sources, retention)| {
+                    copy_until_taken(&copy, sources, retention, &failing)
+                })
+                .await;
             self.waiting
                 .set(i64::try_from(self.pending.len()).unwrap_or(i64::MAX));
         }
+    }
+}
+
+/// Copies one organization's sources, trying again while the store fails; `failing` is
+/// whether the last copy failed, so that a failing store is logged once, and its recovery
+/// once.
+async fn copy_until_taken<Copied>(
+    copy: &impl Fn(FeedSources, Retention) -> Copied,
+    sources: FeedSources,
+    retention: Retention,
+    failing: &Cell<bool>,
+) where
+    Copied: Future<Output = Result<FeedCopy, StoreError>>,
+{
+    loop {
+        match copy(sources.clone(), retention).await {
+            Ok(copied) => {
+                if failing.replace(false) {
+                    tracing::info!("organizations' audit feeds are copied again");
+                }
+                // What no retry mends (an element that does not read back) must not hold up
+                // every other source: it is logged, and that source's next change tries
+                // again.
+                for (source, err) in copied.left_out {
+                    tracing::error!(
+                        error = %err,
+                        source = %source.cursor_field(),
+                        "a source of an audit feed cannot be copied"
+                    );
+                }
+                return;
+            }
+            Err(err @ (StoreError::Corrupt(_) | StoreError::NewerFormat(_))) => {
+                tracing::error!(error = %err, "a source of an audit feed cannot be copied");
+                return;
+            }
+            Err(err) => {
+                if !failing.replace(true) {
+                    tracing::warn!(error = %err, "organizations' audit feeds wait for the store");
+                }
+                tokio::time::sleep(RETRY).await;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use tokio::sync::Barrier;
+
+    use super::*;
+    use crate::store::UserKey;
+
+    fn note_of(feed: &AuditFeed, org: &str, user: &str) {
+        let key = UserKey {
+            org: Arc::from(org),
+            user: Arc::from(user),
+        };
+        feed.note(FeedSource::User(key), Retention::default());
+    }
+
+    fn copier() -> (AuditFeed, AuditFeedCopier, prometheus::IntCounter) {
+        let dropped = prometheus::IntCounter::new("dropped", "dropped").unwrap();
+        let waiting = prometheus::IntGauge::new("waiting", "waiting").unwrap();
+        let (feed, copier) = AuditFeed::new(dropped.clone(), waiting);
+        (feed, copier, dropped)
+    }
+
+    /// A batch's organizations are copied at once, not one after another: one at a time,
+    /// the copier's round trips bound it to a few thousand changes a second, and past that
+    /// it drops notes (BENCHMARKS, "The audit feed's copier"). Each copy here waits until all
+    /// three are under way, which one at a time never are: the copier would wait forever.
+    #[tokio::test]
+    async fn copies_the_organizations_of_a_batch_at_once() {
+        let (feed, copier, dropped) = copier();
+        for org in ["acme", "globex", "initech"] {
+            note_of(&feed, org, "ada");
+        }
+        drop(feed);
+        let all_under_way = Arc::new(Barrier::new(3));
+        let copied = Arc::new(Mutex::new(Vec::new()));
+        let run = copier.run_with(|sources: FeedSources, _| {
+            let (all_under_way, copied) = (all_under_way.clone(), copied.clone());
+            async move {
+                all_under_way.wait().await;
+                copied.lock().unwrap().push(sources.org().to_string());
+                Ok(FeedCopy::default())
+            }
+        });
+        // Not a measure of time: the bound only turns a copier that waits forever into a
+        // failure.
+        tokio::time::timeout(Duration::from_secs(10), run)
+            .await
+            .expect("the copier copied its batch one organization at a time");
+        let mut copied = copied.lock().unwrap().clone();
+        copied.sort();
+        assert_eq!(copied, ["acme", "globex", "initech"]);
+        assert_eq!(dropped.get(), 0);
+    }
+
+    /// One organization's sources go to the store in one copy, each once: the store reads
+    /// their marks at once and appends all their events in one script.
+    #[tokio::test]
+    async fn gathers_an_organizations_sources_into_one_copy() {
+        let (feed, copier, _) = copier();
+        for user in ["ada", "grace", "ada", "edsger"] {
+            note_of(&feed, "acme", user);
+        }
+        note_of(&feed, "globex", "ada");
+        drop(feed);
+        let copies = Arc::new(Mutex::new(Vec::new()));
+        copier
+            .run_with(|sources: FeedSources, _| {
+                let copies = copies.clone();
+                async move {
+                    let mut fields: Vec<String> = sources
+                        .sources()
+                        .iter()
+                        .map(FeedSource::cursor_field)
+                        .collect();
+                    fields.sort();
+                    copies
+                        .lock()
+                        .unwrap()
+                        .push((sources.org().to_string(), fields));
+                    Ok(FeedCopy::default())
+                }
+            })
+            .await;
+        let mut copies = copies.lock().unwrap().clone();
+        copies.sort();
+        assert_eq!(
+            copies,
+            [
+                (
+                    "acme".to_owned(),
+                    vec!["u:ada".to_owned(), "u:edsger".into(), "u:grace".into()]
+                ),
+                ("globex".to_owned(), vec!["u:ada".to_owned()]),
+            ]
+        );
     }
 }

@@ -16,9 +16,9 @@ use tessera::domain::audit::{Author, EventKind, Retention};
 use tessera::domain::factor::AttemptVerdict;
 use tessera::domain::{FactorId, FactorRecord, LockoutPolicy, Purpose, TotpParams, UnixMicros};
 use tessera::store::{
-    AddCodesOutcome, AddOutcome, Attempt, AttemptOutcome, ChangeOutcome, FactorStore, MemoryStore,
-    NewCodes, NewFactor, RecordFormat, RedeemOutcome, Redemption, RedisConfig, RedisMode,
-    RedisNodes, RedisStore, RemoveCodesOutcome, Stamp, UserKey,
+    AddCodesOutcome, AddOutcome, Attempt, AttemptOutcome, ChangeOutcome, FactorStore, FeedSource,
+    FeedSources, MemoryStore, NewCodes, NewFactor, RecordFormat, RedeemOutcome, Redemption,
+    RedisConfig, RedisMode, RedisNodes, RedisStore, RemoveCodesOutcome, Stamp, UserKey,
 };
 
 use crate::helpers::{PINNED_SECS, RedisCluster, RedisServer};
@@ -482,4 +482,94 @@ fn the_memory_store_and_redis_agree_on_every_history() {
     if let Err(failure) = result {
         panic!("{failure}");
     }
+    let users = case.load(std::sync::atomic::Ordering::Relaxed);
+    let feeds = runtime.block_on(async {
+        let mut feeds = Vec::new();
+        for store in [&memory as &dyn FactorStore, &redis_store, &cluster_store] {
+            feeds.push(every_feed_copied_at_once(store, users).await);
+        }
+        feeds
+    });
+    assert!(!feeds[0].is_empty(), "the histories wrote no events");
+    for (feed, name) in feeds[1..].iter().zip(["Redis", "the cluster"]) {
+        let differs = feeds[0].iter().zip(feed).position(|(a, b)| a != b);
+        assert!(
+            differs.is_none() && feeds[0].len() == feed.len(),
+            "the memory store's feed and {name}'s differ (at {differs:?}; {} and {} events)",
+            feeds[0].len(),
+            feed.len()
+        );
+    }
+}
+
+/// Every history's user's events copied into the organization's feed in one call per batch
+/// of sources, as the copier gathers them, and the feed read back: each event once, in its
+/// user's order; a second copy finds nothing new.
+async fn every_feed_copied_at_once(
+    store: &dyn FactorStore,
+    users: u32,
+) -> Vec<(Option<String>, EventKind)> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let notes: Vec<(FeedSource, Retention)> = (0..users)
+        .map(|n| {
+            let key = UserKey {
+                org: Arc::from("acme"),
+                user: Arc::from(format!("u{n}")),
+            };
+            (FeedSource::User(key), Retention::default())
+        })
+        .collect();
+    let mut appended = 0;
+    for batch in notes.chunks(100) {
+        for (sources, retention) in FeedSources::by_org(batch.iter().cloned()) {
+            let copy = store
+                .copy_to_feed(&sources, retention, deadline)
+                .await
+                .unwrap();
+            assert!(copy.left_out.is_empty(), "{:?}", copy.left_out);
+            appended += copy.appended;
+            let again = store
+                .copy_to_feed(&sources, retention, deadline)
+                .await
+                .unwrap();
+            assert_eq!(again.appended, 0, "a second copy appended again");
+        }
+    }
+    let mut feed = Vec::new();
+    let mut before: Option<String> = None;
+    loop {
+        let page = store
+            .feed_events("acme", before.as_deref(), 500, deadline)
+            .await
+            .unwrap();
+        let Some(last) = page.last() else { break };
+        before = Some(last.id.clone());
+        feed.extend(page.into_iter().map(|event| {
+            (
+                event.user.map(|user| user.to_string()),
+                event.kind,
+                event.sequence,
+            )
+        }));
+    }
+    assert_eq!(
+        feed.len(),
+        appended,
+        "the feed holds what the copies appended"
+    );
+    // Oldest first, and each user's events in their order (by sequence, which each store
+    // takes from its own clock: compared within a store only).
+    feed.reverse();
+    for user in 0..users {
+        let user = Some(format!("u{user}"));
+        let sequences: Vec<u64> = feed
+            .iter()
+            .filter(|(of, ..)| *of == user)
+            .map(|(.., sequence)| *sequence)
+            .collect();
+        assert!(sequences.is_sorted(), "{user:?}: {sequences:?}");
+    }
+    feed.into_iter()
+        .map(|(user, kind, _)| (user, kind))
+        .collect()
 }

@@ -23,7 +23,9 @@ use serde::Deserialize;
 use self::clock::RedisClock;
 use self::connections::{Connection, Connections, Connector};
 use self::reply::{FACTOR_FIELDS, FactorFields, Reply, codes_held, record_from, standing_of};
-use super::audit::{FeedSource, Stamp, entry_id, event_from, event_of_entry, feed_fields};
+use super::audit::{
+    FeedCopy, FeedSource, FeedSources, Stamp, entry_id, event_from, event_of_entry, feed_fields,
+};
 use super::policy::policies_from;
 use super::webhook::{PendingDelivery, StoredEndpoint};
 use super::{
@@ -543,6 +545,40 @@ impl RedisStore {
 
     /// Up to `count` elements of a list from `start` (0: the head; a user's events are newest
     /// first); `usize::MAX` for the rest of it.
+    /// A source's events past `mark` (none: all it holds), oldest first. Read newest first,
+    /// a few at a time: a copy usually follows one change, whose events are the list's first,
+    /// so the first page holds them and the mark.
+    async fn events_past(
+        &self,
+        source: &FeedSource,
+        mark: Option<(u64, u64)>,
+        deadline: Instant,
+    ) -> Result<Vec<AuditEvent>, StoreError> {
+        const FIRST_PAGE: usize = 2;
+        const PAGE: usize = 16;
+        let list = self.source_list(source);
+        let mut new = Vec::new();
+        let (mut start, mut count) = (0, FIRST_PAGE);
+        'read: loop {
+            let entries = self.read_list(&list, start, count, deadline).await?;
+            let last_page = entries.len() < count;
+            for entry in entries {
+                let event = event_of_entry(&entry, source.user().cloned())?;
+                if mark.is_some_and(|mark| entry_id(&event.id).is_none_or(|id| id <= mark)) {
+                    break 'read;
+                }
+                new.push(event);
+            }
+            if last_page {
+                break;
+            }
+            start += count;
+            count = PAGE;
+        }
+        new.reverse();
+        Ok(new)
+    }
+
     async fn read_list(
         &self,
         key: &str,
@@ -1261,76 +1297,82 @@ impl FactorStore for RedisStore {
 
     async fn copy_to_feed(
         &self,
-        source: &FeedSource,
+        sources: &FeedSources,
         retention: Retention,
         deadline: Instant,
-    ) -> Result<usize, StoreError> {
-        let [feed, copied] = self.feed_keys(source.org());
-        let field = source.cursor_field();
+    ) -> Result<FeedCopy, StoreError> {
+        let [feed, copied] = self.feed_keys(sources.org());
+        let fields: Vec<String> = sources
+            .sources()
+            .iter()
+            .map(FeedSource::cursor_field)
+            .collect();
         let until = self.until(deadline);
-        let command = redis::cmd("HGET").arg(&copied).arg(&field).clone();
+        // How far the feed holds each source: one read for all (the feed's slot). The script
+        // reads the marks again as it appends; these only tell where reading may stop.
+        let command = redis::cmd("HMGET").arg(&copied).arg(&fields).clone();
         let command = &command;
-        let mark: Option<String> = self
+        let marks: Vec<Option<String>> = self
             .on_shared(until, |mut connection: Connection| async move {
                 command.query_async(&mut connection).await
             })
             .await?;
-        let mark = mark.as_deref().and_then(entry_id);
-        // Newest first, down to the mark, a few at a time (a copy usually follows one change:
-        // its events are the list's first); then oldest first, as the feed takes them.
-        const PAGE: usize = 8;
-        let list = self.source_list(source);
-        let mut new = Vec::new();
-        'read: for page in 0.. {
-            let entries = self.read_list(&list, page * PAGE, PAGE, deadline).await?;
-            let last_page = entries.len() < PAGE;
-            for entry in entries {
-                let event = event_of_entry(&entry, source.user().cloned())?;
-                if mark.is_some_and(|mark| entry_id(&event.id).is_none_or(|id| id <= mark)) {
-                    break 'read;
-                }
-                new.push(event);
-            }
-            if last_page {
-                break;
-            }
-        }
-        if new.is_empty() {
-            return Ok(0);
-        }
-        new.reverse();
-        let user = source.user().map_or("", |user| &**user).to_owned();
+        // Each source's new events, read at once (the sources' own slots).
+        let reads = sources.sources().iter().zip(&marks).map(|(source, mark)| {
+            let mark = mark.as_deref().and_then(entry_id);
+            self.events_past(source, mark, deadline)
+        });
+        let read = futures_util::future::join_all(reads).await;
         let max_events = retention.max_events.to_string();
         let max_age = (retention.max_age_micros() / 1000).to_string();
         let mut invocation = self.scripts.feed_append.prepare_invoke();
         invocation
             .key(&feed)
             .key(&copied)
-            .arg(&field)
-            .arg(&user)
             .arg(&max_events)
             .arg(&max_age);
-        for event in &new {
-            let fields = feed_fields(event);
-            invocation.arg(&event.id).arg(fields.len());
-            for (name, value) in fields {
-                invocation.arg(name).arg(value);
+        let mut copy = FeedCopy::default();
+        let mut any = false;
+        for ((source, field), events) in sources.sources().iter().zip(&fields).zip(read) {
+            let events = match events {
+                Ok(events) => events,
+                Err(err @ (StoreError::Corrupt(_) | StoreError::NewerFormat(_))) => {
+                    copy.left_out.push((source.clone(), err));
+                    continue;
+                }
+                Err(err) => return Err(err),
+            };
+            if events.is_empty() {
+                continue;
+            }
+            any = true;
+            let user = source.user().map_or("", |user| &**user);
+            invocation.arg(field).arg(user).arg(events.len());
+            for event in &events {
+                let fields = feed_fields(event);
+                invocation.arg(&event.id).arg(fields.len());
+                for (name, value) in fields {
+                    invocation.arg(name).arg(value);
+                }
             }
         }
+        if !any {
+            return Ok(copy);
+        }
         let invocation = &invocation;
-        let appended: usize = self
+        copy.appended = self
             .on_shared(until, |mut connection: Connection| async move {
                 invocation.invoke_async(&mut connection).await
             })
             .await?;
-        if appended > 0 {
+        if copy.appended > 0 {
             // For the instance's webhook endpoint (`store/webhook.rs`): this organization has
             // a feed. Another slot, so not in the script; a lost write is renewed by the next.
             let mut hint = redis::cmd("SADD");
-            hint.arg(self.webhook_key("orgs")).arg(&**source.org());
+            hint.arg(self.webhook_key("orgs")).arg(&**sources.org());
             self.query::<i64>(hint, deadline).await?;
         }
-        Ok(appended)
+        Ok(copy)
     }
 
     async fn feed_events(

@@ -32,7 +32,7 @@ while index <= #ARGV do
     local id = ARGV[index]
     local count = tonumber(ARGV[index + 1])
     if after(id, mark) then
-      local entry = {'XADD', KEYS[1], 'MAXLEN', ARGV[1], '*', 'src', id}
+      local entry = {'XADD', KEYS[1], '*', 'src', id}
       if user ~= '' then
         entry[#entry + 1] = 'u'
         entry[#entry + 1] = user
@@ -51,7 +51,10 @@ while index <= #ARGV do
     redis.call('HSET', KEYS[2], field, mark)
   end
 end
+-- Trimmed once for all the appends: XADD's exact MAXLEN trims on every entry, and cost
+-- Redis 6.3 µs an entry against 1.3 without it (BENCHMARKS, "The audit feed's copier").
 if appended > 0 then
+  redis.call('XTRIM', KEYS[1], 'MAXLEN', ARGV[1])
   local time = redis.call('TIME')
   local oldest = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000) - tonumber(ARGV[2])
   redis.call('XTRIM', KEYS[1], 'MINID', string.format('%d', oldest))

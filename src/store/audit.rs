@@ -100,9 +100,10 @@ pub struct FeedSources {
 
 impl FeedSources {
     /// The sources of `notes` by organization, each once, with the retention of its
-    /// organization's latest note.
+    /// organization's latest note; an organization's in groups of at most `at_most`.
     pub fn by_org(
         notes: impl IntoIterator<Item = (FeedSource, Retention)>,
+        at_most: usize,
     ) -> Vec<(FeedSources, Retention)> {
         let mut orgs: HashMap<Arc<str>, (Vec<FeedSource>, Retention)> = HashMap::new();
         for (source, retention) in notes {
@@ -114,9 +115,21 @@ impl FeedSources {
                 sources.push(source);
             }
         }
-        orgs.into_iter()
-            .map(|(org, (sources, retention))| (FeedSources { org, sources }, retention))
-            .collect()
+        let at_most = at_most.max(1);
+        let mut groups = Vec::with_capacity(orgs.len());
+        for (org, (sources, retention)) in orgs {
+            for group in sources.chunks(at_most) {
+                let sources = group.to_vec();
+                groups.push((
+                    FeedSources {
+                        org: org.clone(),
+                        sources,
+                    },
+                    retention,
+                ));
+            }
+        }
+        groups
     }
 
     /// One source alone.

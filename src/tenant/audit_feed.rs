@@ -6,10 +6,12 @@
 //! one task per replica copies each noted source's new events into the feed (the store's
 //! `copy_to_feed`: idempotent, in order, once per event, whichever replica copies).
 //!
-//! Cost: the copier takes the notes waiting, gathers them by organization, and copies the
-//! organizations at once; in Redis each costs one read of the marks, one read of each source
-//! and one script for all. At thousands of checks a second a batch holds many sources, so
-//! the copy's work per check is a share of those calls, not four round trips of its own.
+//! Cost: the copier takes the notes waiting, gathers them by organization in groups of a
+//! few dozen sources, and copies the groups at once; in Redis each group costs one read of
+//! the marks, one read of each source and one script for all. At thousands of checks a
+//! second a batch holds many sources, so the copy's work per check is a share of those
+//! calls, not four round trips of its own; the groups stay small, so that no script holds
+//! Redis (and every check waiting on it) for long.
 //!
 //! Lag: a note is copied within one batch of being made, milliseconds while the store
 //! answers; while it does not, notes wait in a bounded queue (`QUEUE`), and past it they are
@@ -37,11 +39,16 @@ const BATCH: usize = 1024;
 /// audit feed's copier"). Gathered, an organization's notes share one read of the marks and
 /// one append; the feed lags by this much more.
 const GATHER: Duration = Duration::from_millis(20);
-/// Organizations copied at once. One source at a time, a copy's round trips (the mark, the
+/// Copies (groups of an organization's sources) run at once. One source at a time, a copy's round trips (the mark, the
 /// source's new events, the append, the webhooks' hint) bound the copier: it kept up with
 /// about 3,000 changes a second and dropped the rest of 9,000 (BENCHMARKS, "The audit feed's
 /// copier").
 const COPIES_AT_ONCE: usize = 64;
+/// Sources copied in one script, at most. Redis runs nothing else while a script runs: at
+/// 9,000 checks a second one organization's batch held some 440 sources, a script of about
+/// 9 ms that every check waited behind (p99 60–500 ms, BENCHMARKS, "The audit feed's
+/// copier"). 32 sources take Redis well under a millisecond.
+const SOURCES_PER_COPY: usize = 32;
 /// How long the copier waits before trying again after the store failed.
 const RETRY: Duration = Duration::from_millis(250);
 
@@ -117,13 +124,15 @@ impl AuditFeedCopier {
             }
             let waiting = batch.len() + self.pending.len();
             self.waiting.set(i64::try_from(waiting).unwrap_or(i64::MAX));
-            let orgs =
-                FeedSources::by_org(batch.drain(..).map(|note| (note.source, note.retention)));
-            // One copy per organization, all at once: their round trips share the
-            // connection's writes and the thread's wake-ups. Never two copies of one source
+            let groups = FeedSources::by_org(
+                batch.drain(..).map(|note| (note.source, note.retention)),
+                SOURCES_PER_COPY,
+            );
+            // The groups' copies at once: their round trips share the connection's writes
+            // and the thread's wake-ups. Never two copies of one source
             // (a batch holds each once, and the next batch waits for this one), so each
             // source's events keep their order.
-            stream::iter(orgs)
+            stream::iter(groups)
                 .for_each_concurrent(COPIES_AT_ONCE, |(sources, retention)| {
                     copy_until_taken(&copy, sources, retention, &failing)
                 })
@@ -231,6 +240,46 @@ mod tests {
         copied.sort();
         assert_eq!(copied, ["acme", "globex", "initech"]);
         assert_eq!(dropped.get(), 0);
+    }
+
+    /// An organization's sources go to the store in copies of at most `SOURCES_PER_COPY`:
+    /// one script blocks Redis while it runs, and a batch's hundreds of sources in one
+    /// script held every check behind it for milliseconds (BENCHMARKS, "The audit feed's
+    /// copier").
+    #[tokio::test]
+    async fn copies_a_large_organization_in_bounded_scripts() {
+        let (feed, copier, _) = copier();
+        let users: Vec<String> = (0..100).map(|n| format!("user{n}")).collect();
+        for user in &users {
+            note_of(&feed, "acme", user);
+        }
+        drop(feed);
+        let copies = Arc::new(Mutex::new(Vec::new()));
+        copier
+            .run_with(|sources: FeedSources, _| {
+                let copies = copies.clone();
+                async move {
+                    let fields: Vec<String> = sources
+                        .sources()
+                        .iter()
+                        .map(FeedSource::cursor_field)
+                        .collect();
+                    copies.lock().unwrap().push(fields);
+                    Ok(FeedCopy::default())
+                }
+            })
+            .await;
+        let copies = copies.lock().unwrap().clone();
+        assert!(
+            copies.iter().all(|copy| copy.len() <= SOURCES_PER_COPY),
+            "copies of {:?} sources",
+            copies.iter().map(Vec::len).collect::<Vec<_>>()
+        );
+        let mut copied: Vec<String> = copies.into_iter().flatten().collect();
+        copied.sort();
+        let mut expected: Vec<String> = users.iter().map(|user| format!("u:{user}")).collect();
+        expected.sort();
+        assert_eq!(copied, expected, "each source copied once");
     }
 
     /// One organization's sources go to the store in one copy, each once: the store reads

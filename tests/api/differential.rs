@@ -521,7 +521,7 @@ async fn every_feed_copied_at_once(
         .collect();
     let mut appended = 0;
     for batch in notes.chunks(100) {
-        for (sources, retention) in FeedSources::by_org(batch.iter().cloned()) {
+        for (sources, retention) in FeedSources::by_org(batch.iter().cloned(), 32) {
             let copy = store
                 .copy_to_feed(&sources, retention, deadline)
                 .await

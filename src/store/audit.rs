@@ -20,7 +20,7 @@
 //! organization, `ip` the client address as recorded (absent: none), `u` the user (absent for
 //! the organization's own events) and `src` the event's id in its source list.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use super::{StoreError, UserKey};
@@ -106,12 +106,16 @@ impl FeedSources {
         at_most: usize,
     ) -> Vec<(FeedSources, Retention)> {
         let mut orgs: HashMap<Arc<str>, (Vec<FeedSource>, Retention)> = HashMap::new();
+        // Each source once, by hash: a batch holds hundreds of notes of one organization,
+        // and a search of its list for each was the copier's largest cost (BENCHMARKS, "The
+        // audit feed's copier").
+        let mut seen: HashSet<FeedSource> = HashSet::new();
         for (source, retention) in notes {
             let (sources, latest) = orgs
                 .entry(source.org().clone())
                 .or_insert_with(|| (Vec::new(), retention));
             *latest = retention;
-            if !sources.contains(&source) {
+            if seen.insert(source.clone()) {
                 sources.push(source);
             }
         }

@@ -543,8 +543,6 @@ impl RedisStore {
             .collect())
     }
 
-    /// Up to `count` elements of a list from `start` (0: the head; a user's events are newest
-    /// first); `usize::MAX` for the rest of it.
     /// A source's events past `mark` (none: all it holds), oldest first. Read newest first,
     /// a few at a time: a copy usually follows one change, whose events are the list's first,
     /// so the first page holds them and the mark.
@@ -579,6 +577,8 @@ impl RedisStore {
         Ok(new)
     }
 
+    /// Up to `count` elements of a list from `start` (0: the head; a user's events are newest
+    /// first); `usize::MAX` for the rest of it.
     async fn read_list(
         &self,
         key: &str,

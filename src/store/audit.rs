@@ -136,14 +136,6 @@ impl FeedSources {
         groups
     }
 
-    /// One source alone.
-    pub fn one(source: FeedSource) -> Self {
-        Self {
-            org: source.org().clone(),
-            sources: vec![source],
-        }
-    }
-
     pub fn org(&self) -> &Arc<str> {
         &self.org
     }

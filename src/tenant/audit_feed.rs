@@ -210,6 +210,30 @@ mod tests {
         (feed, copier, dropped)
     }
 
+    /// Runs the copier until its feed is gone, with a copy that only records what it was
+    /// given: each copy's organization and its sources' fields.
+    async fn copies_made(copier: AuditFeedCopier) -> Vec<(String, Vec<String>)> {
+        let copies = Arc::new(Mutex::new(Vec::new()));
+        copier
+            .run_with(|sources: FeedSources, _| {
+                let copies = copies.clone();
+                async move {
+                    let fields = sources
+                        .sources()
+                        .iter()
+                        .map(FeedSource::cursor_field)
+                        .collect();
+                    copies
+                        .lock()
+                        .unwrap()
+                        .push((sources.org().to_string(), fields));
+                    Ok(FeedCopy::default())
+                }
+            })
+            .await;
+        copies.lock().unwrap().clone()
+    }
+
     /// A batch's organizations are copied at once, not one after another: one at a time,
     /// the copier's round trips bound it to a few thousand changes a second, and past that
     /// it drops notes (BENCHMARKS, "The audit feed's copier"). Each copy here waits until all
@@ -254,22 +278,11 @@ mod tests {
             note_of(&feed, "acme", user);
         }
         drop(feed);
-        let copies = Arc::new(Mutex::new(Vec::new()));
-        copier
-            .run_with(|sources: FeedSources, _| {
-                let copies = copies.clone();
-                async move {
-                    let fields: Vec<String> = sources
-                        .sources()
-                        .iter()
-                        .map(FeedSource::cursor_field)
-                        .collect();
-                    copies.lock().unwrap().push(fields);
-                    Ok(FeedCopy::default())
-                }
-            })
-            .await;
-        let copies = copies.lock().unwrap().clone();
+        let copies: Vec<Vec<String>> = copies_made(copier)
+            .await
+            .into_iter()
+            .map(|(_, fields)| fields)
+            .collect();
         assert!(
             copies.iter().all(|copy| copy.len() <= SOURCES_PER_COPY),
             "copies of {:?} sources",
@@ -292,26 +305,10 @@ mod tests {
         }
         note_of(&feed, "globex", "ada");
         drop(feed);
-        let copies = Arc::new(Mutex::new(Vec::new()));
-        copier
-            .run_with(|sources: FeedSources, _| {
-                let copies = copies.clone();
-                async move {
-                    let mut fields: Vec<String> = sources
-                        .sources()
-                        .iter()
-                        .map(FeedSource::cursor_field)
-                        .collect();
-                    fields.sort();
-                    copies
-                        .lock()
-                        .unwrap()
-                        .push((sources.org().to_string(), fields));
-                    Ok(FeedCopy::default())
-                }
-            })
-            .await;
-        let mut copies = copies.lock().unwrap().clone();
+        let mut copies = copies_made(copier).await;
+        for (_, fields) in &mut copies {
+            fields.sort();
+        }
         copies.sort();
         assert_eq!(
             copies,

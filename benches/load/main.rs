@@ -802,17 +802,21 @@ fn redis_benchmark(redis: &RedisServer, o: &Options) -> f64 {
 
 /// A process's CPU time so far (user + system, from /proc), in microseconds.
 fn cpu_micros(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    stat_cpu_micros(&std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap())
+}
+
+/// User + system time, µs, of a `/proc/<pid>/stat` or `/proc/<pid>/task/<tid>/stat` line.
+fn stat_cpu_micros(stat: &str) -> u64 {
     // After the command's name in parentheses: utime and stime are the 12th and 13th fields.
     let rest = &stat[stat.rfind(')').unwrap() + 2..];
-    let fields: Vec<u64> = rest
+    let ticks: u64 = rest
         .split_whitespace()
         .skip(11)
         .take(2)
-        .map(|field| field.parse().unwrap())
-        .collect();
+        .map(|field| field.parse::<u64>().unwrap())
+        .sum();
     // Clock ticks of 10 ms (getconf CLK_TCK: 100 on Linux).
-    (fields[0] + fields[1]) * 10_000
+    ticks * 10_000
 }
 
 /// One wrk pass, with the CPU per answered check of each process in `pids`.

@@ -43,13 +43,6 @@ fn thread_costs(pid: u32, counted: &ThreadFilter) -> BTreeMap<String, ThreadCost
         let Ok(status) = std::fs::read_to_string(dir.join("status")) else {
             continue;
         };
-        let rest = &stat[stat.rfind(')').unwrap() + 2..];
-        let ticks: u64 = rest
-            .split_whitespace()
-            .skip(11)
-            .take(2)
-            .map(|field| field.parse::<u64>().unwrap())
-            .sum();
         let field = |key: &str| -> u64 {
             status
                 .lines()
@@ -61,7 +54,7 @@ fn thread_costs(pid: u32, counted: &ThreadFilter) -> BTreeMap<String, ThreadCost
         // `actix-rt|system`. So each is told by its id as well.
         let kind = format!("{name} ({})", task.file_name().to_string_lossy());
         let cost = costs.entry(kind).or_default();
-        cost.cpu_micros += ticks * 10_000;
+        cost.cpu_micros += stat_cpu_micros(&stat);
         cost.voluntary += field("voluntary_ctxt_switches:");
         cost.involuntary += field("nonvoluntary_ctxt_switches:");
     }
@@ -99,12 +92,12 @@ fn breakdown(
         .collect()
 }
 
-/// The floor's threads: its system thread (named `floor`, where its Redis connection's task
-/// runs) and actix's (workers are arbiters of its system, and the acceptor). The load client
-/// runs on tokio's threads, which are not counted.
 /// Which of a process's threads count, by name.
 type ThreadFilter = dyn Fn(&str) -> bool;
 
+/// The floor's threads: its system thread (named `floor`, where its Redis connection's task
+/// runs) and actix's (workers are arbiters of its system, and the acceptor). The load client
+/// runs on tokio's threads, which are not counted.
 fn is_floor_thread(name: &str) -> bool {
     name == "floor" || name.starts_with("actix-")
 }

@@ -12,7 +12,15 @@
 //! from those lists (`tenant::audit_feed`). The feed keeps, in its own slot, how far it
 //! copied each source (`<prefix>:audit:{<org>}:copied`), and the copy appends only what lies
 //! past that, in one script: each event reaches the feed once and in its user's order, and
-//! the feed holds nothing that a user's list does not.
+//! the feed holds nothing that a user's list did not.
+//!
+//! A check's script also answers the events it wrote and the id of the list's event before
+//! them (`Written`), and its note carries them: the copy appends them without reading the
+//! list while the feed's mark of that list is that id, and reads the list past the mark
+//! otherwise (a note lost or late, a change made on another replica). One exception to "did
+//! not": a refused check's change that a failover lost before any replica had it (such a
+//! change is not waited for) may reach the feed from its note, though the new master's list
+//! lacks it; the feed then records the answer the client got.
 //!
 //! An element of a user's list is the event's fields joined by newlines (`event_of_entry`).
 //! The feed is a stream, whose fields are: `t` the kind, `q` the change's sequence, `at` the
@@ -20,7 +28,8 @@
 //! organization, `ip` the client address as recorded (absent: none), `u` the user (absent for
 //! the organization's own events) and `src` the event's id in its source list.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::sync::Arc;
 
 use super::{StoreError, UserKey};
@@ -90,46 +99,104 @@ impl FeedSource {
     }
 }
 
-/// Sources of one organization's feed, copied together (`Store::copy_to_feed`): one read of
-/// how far the feed copied each, one append of all their new events.
+/// The events one change wrote to its source, as its script answered them. The feed appends
+/// them without reading the source again, while its mark of the source is the event before
+/// them (`lua/feed_append.lua`); else they are read from the source like any other.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Written {
+    /// The id of the source's newest event before them; `None`: the source held none.
+    pub before: Option<String>,
+    /// Oldest first; never empty.
+    pub events: Vec<AuditEvent>,
+}
+
+impl Written {
+    /// `next`'s events after these, when `next` directly follows them in the source.
+    fn followed_by(mut self, next: Written) -> Option<Written> {
+        let last = self.events.last().map(|event| &event.id);
+        if next.before.as_ref() != last {
+            return None;
+        }
+        self.events.extend(next.events);
+        Some(self)
+    }
+}
+
+/// A source with new events: how long its organization keeps them, and what the change
+/// wrote, when its script answered that (`Written`).
+#[derive(Debug, Clone)]
+pub struct FeedNote {
+    pub source: FeedSource,
+    pub retention: Retention,
+    pub written: Option<Written>,
+}
+
+/// Sources of one organization's feed, copied together (`Store::copy_to_feed`): in Redis one
+/// script appends what the notes carried, and the sources without it are read first (one
+/// read of the marks, one of each source).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FeedSources {
     org: Arc<str>,
     sources: Vec<FeedSource>,
+    /// Per source, what its changes wrote, when the notes carried all of it.
+    written: Vec<Option<Written>>,
 }
 
 impl FeedSources {
     /// The sources of `notes` by organization, each once, with the retention of its
-    /// organization's latest note; an organization's in groups of at most `at_most`.
+    /// organization's latest note; an organization's in groups of at most `at_most`. A
+    /// source noted twice keeps what its changes wrote only when the second change directly
+    /// followed the first (notes of changes that raced may come in either order).
     pub fn by_org(
-        notes: impl IntoIterator<Item = (FeedSource, Retention)>,
+        notes: impl IntoIterator<Item = FeedNote>,
         at_most: usize,
     ) -> Vec<(FeedSources, Retention)> {
-        let mut orgs: HashMap<Arc<str>, (Vec<FeedSource>, Retention)> = HashMap::new();
-        // Each source once, by hash: a batch holds hundreds of notes of one organization,
-        // and a search of its list for each was the copier's largest cost (BENCHMARKS, "The
-        // audit feed's copier").
-        let mut seen: HashSet<FeedSource> = HashSet::new();
-        for (source, retention) in notes {
-            let (sources, latest) = orgs
-                .entry(source.org().clone())
-                .or_insert_with(|| (Vec::new(), retention));
-            *latest = retention;
-            if seen.insert(source.clone()) {
-                sources.push(source);
+        struct Org {
+            sources: Vec<FeedSource>,
+            written: Vec<Option<Written>>,
+            retention: Retention,
+        }
+        let mut orgs: HashMap<Arc<str>, Org> = HashMap::new();
+        // Each source once, found by hash: a batch holds hundreds of notes of one
+        // organization, and a search of its list for each was the copier's largest cost
+        // (BENCHMARKS, "The audit feed's copier").
+        let mut places: HashMap<FeedSource, usize> = HashMap::new();
+        for note in notes {
+            let org = orgs
+                .entry(note.source.org().clone())
+                .or_insert_with(|| Org {
+                    sources: Vec::new(),
+                    written: Vec::new(),
+                    retention: note.retention,
+                });
+            org.retention = note.retention;
+            match places.entry(note.source) {
+                Entry::Occupied(place) => {
+                    if let Some(written) = org.written.get_mut(*place.get()) {
+                        *written = match (written.take(), note.written) {
+                            (Some(first), Some(next)) => first.followed_by(next),
+                            _ => None,
+                        };
+                    }
+                }
+                Entry::Vacant(place) => {
+                    org.sources.push(place.key().clone());
+                    org.written.push(note.written);
+                    place.insert(org.sources.len() - 1);
+                }
             }
         }
         let at_most = at_most.max(1);
         let mut groups = Vec::with_capacity(orgs.len());
-        for (org, (sources, retention)) in orgs {
-            for group in sources.chunks(at_most) {
-                let sources = group.to_vec();
+        for (name, org) in orgs {
+            for (sources, written) in org.sources.chunks(at_most).zip(org.written.chunks(at_most)) {
                 groups.push((
                     FeedSources {
-                        org: org.clone(),
-                        sources,
+                        org: name.clone(),
+                        sources: sources.to_vec(),
+                        written: written.to_vec(),
                     },
-                    retention,
+                    org.retention,
                 ));
             }
         }
@@ -142,6 +209,11 @@ impl FeedSources {
 
     pub fn sources(&self) -> &[FeedSource] {
         &self.sources
+    }
+
+    /// Per source (in `sources`' order), what its changes wrote, when the notes carried it.
+    pub fn written(&self) -> &[Option<Written>] {
+        &self.written
     }
 }
 
@@ -278,6 +350,53 @@ mod tests {
         assert_eq!(event.address, None);
         assert!(event_of_entry("1796-2\nlocked", None).is_err());
         assert!(event_of_entry("x\nlocked\n1\n1\nr\nb\no\n", None).is_err());
+    }
+
+    fn written(before: Option<&str>, ids: &[&str]) -> Written {
+        let event = |id: &&str| {
+            let entry = format!("{id}\nlocked\n1\n17\nr1\nops\nacme\n");
+            event_of_entry(&entry, Some("alice".into())).unwrap()
+        };
+        Written {
+            before: before.map(str::to_owned),
+            events: ids.iter().map(event).collect(),
+        }
+    }
+
+    /// A source noted twice in a batch keeps what its changes wrote only when the second
+    /// change directly follows the first; a note without it, or out of order, leaves the
+    /// source to be read.
+    #[test]
+    fn notes_of_one_source_keep_what_was_written_only_when_it_follows_on() {
+        let alice = FeedSource::User(UserKey {
+            org: "acme".into(),
+            user: "alice".into(),
+        });
+        let note = |written| FeedNote {
+            source: alice.clone(),
+            retention: Retention::default(),
+            written,
+        };
+        let first = written(Some("1-1"), &["2-1", "2-2"]);
+        let next = written(Some("2-2"), &["3-1"]);
+        let merged = |notes: Vec<FeedNote>| {
+            let groups = FeedSources::by_org(notes, 32);
+            assert_eq!(groups.len(), 1);
+            assert_eq!(groups[0].0.sources(), std::slice::from_ref(&alice));
+            groups[0].0.written()[0].clone()
+        };
+        assert_eq!(
+            merged(vec![note(Some(first.clone())), note(Some(next.clone()))]),
+            Some(written(Some("1-1"), &["2-1", "2-2", "3-1"]))
+        );
+        assert_eq!(
+            merged(vec![note(Some(next.clone())), note(Some(first.clone()))]),
+            None
+        );
+        assert_eq!(merged(vec![note(None), note(Some(next.clone()))]), None);
+        assert_eq!(merged(vec![note(Some(first.clone())), note(None)]), None);
+        let after_gap = written(Some("2-9"), &["3-1"]);
+        assert_eq!(merged(vec![note(Some(first)), note(Some(after_gap))]), None);
     }
 
     #[test]

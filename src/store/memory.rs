@@ -11,7 +11,7 @@ use super::audit::{FeedCopy, FeedSource, FeedSources, Stamp, entry_id};
 use super::policy::policies_from;
 use super::webhook::{PendingDelivery, StoredEndpoint};
 use super::{
-    AddCodesOutcome, AddOutcome, Attempt, AttemptOutcome, ChangeOutcome, FactorStore,
+    AddCodesOutcome, AddOutcome, Attempt, AttemptOutcome, Attempted, ChangeOutcome, FactorStore,
     LockIndexChange, NewCodes, NewFactor, PolicyChanges, PolicySeed, PolicyWrite, PolicyWritten,
     RedeemOutcome, Redemption, RemoveCodesOutcome, StoreError, UserKey, UserRecord, stored_form,
 };
@@ -371,7 +371,7 @@ impl FactorStore for MemoryStore {
         attempt: Attempt,
         stamp: &Stamp,
         deadline: Instant,
-    ) -> Result<AttemptOutcome, StoreError> {
+    ) -> Result<Attempted, StoreError> {
         let now = stamp.now;
         self.with_slot(key, deadline, |slot| {
             let decision = decide_attempt(slot.factor.as_ref(), &attempt, now);
@@ -394,6 +394,7 @@ impl FactorStore for MemoryStore {
                         .map_or(AttemptOutcome::Absent, AttemptOutcome::Committed)
                 }
             }
+            .into()
         })
     }
 

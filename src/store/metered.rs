@@ -8,10 +8,9 @@ use async_trait::async_trait;
 use super::audit::{FeedCopy, FeedSources};
 use super::webhook::{PendingDelivery, StoredEndpoint};
 use super::{
-    AddCodesOutcome, AddOutcome, Attempt, AttemptOutcome, ChangeOutcome, FactorStore,
-    LockIndexChange, NewCodes, NewFactor, PolicyChanges, PolicySeed, PolicyWrite, PolicyWritten,
-    RedeemOutcome, Redemption, RemoveCodesOutcome, SharedStore, Stamp, StoreError, UserKey,
-    UserRecord,
+    AddCodesOutcome, AddOutcome, Attempt, Attempted, ChangeOutcome, FactorStore, LockIndexChange,
+    NewCodes, NewFactor, PolicyChanges, PolicySeed, PolicyWrite, PolicyWritten, RedeemOutcome,
+    Redemption, RemoveCodesOutcome, SharedStore, Stamp, StoreError, UserKey, UserRecord,
 };
 use crate::domain::audit::{AuditEvent, Retention};
 use crate::domain::policy::StoredPolicies;
@@ -71,7 +70,7 @@ impl FactorStore for MeteredStore {
         attempt: Attempt,
         stamp: &Stamp,
         deadline: Instant,
-    ) -> Result<AttemptOutcome, StoreError> {
+    ) -> Result<Attempted, StoreError> {
         self.measure("attempt", self.inner.attempt(key, attempt, stamp, deadline))
             .await
     }

@@ -17,7 +17,7 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 
-pub use audit::{FeedCopy, FeedSource, FeedSources, Stamp, entry_id};
+pub use audit::{FeedCopy, FeedNote, FeedSource, FeedSources, Stamp, Written, entry_id};
 pub use memory::MemoryStore;
 pub use metered::MeteredStore;
 pub use policy::{
@@ -62,6 +62,24 @@ pub enum AddOutcome {
 
 /// A code attempt, committed atomically by the store with the domain's attempt rule.
 pub use crate::domain::factor::Attempt;
+
+/// An attempt's outcome, and the events it wrote to the user's list when the store answers
+/// them (Redis does, so that the organization's feed need not read them back; the memory
+/// store's feed reads its lists, which cost nothing to read).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attempted {
+    pub outcome: AttemptOutcome,
+    pub written: Option<Written>,
+}
+
+impl From<AttemptOutcome> for Attempted {
+    fn from(outcome: AttemptOutcome) -> Self {
+        Self {
+            outcome,
+            written: None,
+        }
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AttemptOutcome {
@@ -190,7 +208,7 @@ pub trait FactorStore: Send + Sync + 'static {
         attempt: Attempt,
         stamp: &Stamp,
         deadline: Instant,
-    ) -> Result<AttemptOutcome, StoreError>;
+    ) -> Result<Attempted, StoreError>;
     async fn remove(
         &self,
         key: &UserKey,

@@ -7,11 +7,13 @@
 //! `copy_to_feed`: idempotent, in order, once per event, whichever replica copies).
 //!
 //! Cost: the copier takes the notes waiting, gathers them by organization in groups of a
-//! few dozen sources, and copies the groups at once; in Redis each group costs one read of
-//! the marks, one read of each source and one script for all. At thousands of checks a
-//! second a batch holds many sources, so the copy's work per check is a share of those
-//! calls, not four round trips of its own; the groups stay small, so that no script holds
-//! Redis (and every check waiting on it) for long.
+//! few dozen sources, and copies the groups at once. A check's note carries the events its
+//! script wrote (`store::Written`), so that in Redis a group of checks costs one script and
+//! nothing is read back; a source noted without them (enrollment, removal, a note that does
+//! not follow on from the feed) costs a read of its mark and of its list first. At
+//! thousands of checks a second a batch holds many sources, so the copy's work per check is
+//! a share of those calls, not round trips of its own; the groups stay small, so that no
+//! script holds Redis (and every check waiting on it) for long.
 //!
 //! Lag: a note is copied within one batch of being made, milliseconds while the store
 //! answers; while it does not, notes wait in a bounded queue (`QUEUE`), and past it they are
@@ -27,7 +29,7 @@ use futures_util::{StreamExt, stream};
 use tokio::sync::mpsc;
 
 use crate::domain::audit::Retention;
-use crate::store::{FeedCopy, FeedSource, FeedSources, SharedStore, StoreError};
+use crate::store::{FeedCopy, FeedNote, FeedSource, FeedSources, SharedStore, StoreError};
 
 /// Notes waiting to be copied, at most.
 const QUEUE: usize = 10_000;
@@ -52,13 +54,6 @@ const SOURCES_PER_COPY: usize = 32;
 /// How long the copier waits before trying again after the store failed.
 const RETRY: Duration = Duration::from_millis(250);
 
-/// A source with new events, and how long its organization keeps them.
-#[derive(Debug, Clone)]
-pub struct FeedNote {
-    pub source: FeedSource,
-    pub retention: Retention,
-}
-
 /// Where changes note their sources; cheap to clone.
 #[derive(Clone)]
 pub struct AuditFeed {
@@ -80,7 +75,17 @@ impl AuditFeed {
     }
 
     pub fn note(&self, source: FeedSource, retention: Retention) {
-        if self.notes.try_send(FeedNote { source, retention }).is_err() {
+        self.note_written(FeedNote {
+            source,
+            retention,
+            written: None,
+        });
+    }
+
+    /// A note that carries what the change wrote (`store::Written`), so that its copy need
+    /// not read the source back.
+    pub fn note_written(&self, note: FeedNote) {
+        if self.notes.try_send(note).is_err() {
             self.dropped.inc();
         }
     }
@@ -124,10 +129,7 @@ impl AuditFeedCopier {
             }
             let waiting = batch.len() + self.pending.len();
             self.waiting.set(i64::try_from(waiting).unwrap_or(i64::MAX));
-            let groups = FeedSources::by_org(
-                batch.drain(..).map(|note| (note.source, note.retention)),
-                SOURCES_PER_COPY,
-            );
+            let groups = FeedSources::by_org(batch.drain(..), SOURCES_PER_COPY);
             // The groups' copies at once: their round trips share the connection's writes
             // and the thread's wake-ups. Never two copies of one source
             // (a batch holds each once, and the next batch waits for this one), so each

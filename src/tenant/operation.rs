@@ -19,7 +19,7 @@ use super::TenantDeps;
 use crate::domain::audit::Author;
 use crate::domain::{FactorId, FactorState, Lock, OtpError, OtpPolicy, TotpParams, UnixMicros};
 use crate::metrics::Metrics;
-use crate::store::{FeedSource, Stamp, StoreError, UserKey, UserRecord};
+use crate::store::{FeedNote, FeedSource, Stamp, StoreError, UserKey, UserRecord, Written};
 
 /// One thing a caller asks of a user's factor.
 pub trait Operation: Send + 'static {
@@ -176,9 +176,17 @@ impl OnUser {
     /// Notes that the user's stream has new events, for the organization's feed (after
     /// the fact, off the request's path: `audit_feed.rs`).
     pub fn note_events(&self, stamp: &Stamp) {
-        self.deps()
-            .audit_feed
-            .note(FeedSource::User(self.key.clone()), stamp.retention);
+        self.note_written(stamp, None);
+    }
+
+    /// `note_events`, with the events the change wrote when the store answered them, so
+    /// that the copier need not read them back (`store::Written`).
+    pub fn note_written(&self, stamp: &Stamp, written: Option<Written>) {
+        self.deps().audit_feed.note_written(FeedNote {
+            source: FeedSource::User(self.key.clone()),
+            retention: stamp.retention,
+            written,
+        });
     }
 
     /// Notes in the organization's index of locked users that this user is, or no longer

@@ -11,7 +11,9 @@ use crate::domain::totp::NormalizedCode;
 use crate::domain::{Details, FactorId, FactorState, OtpError, Purpose, TotpParams};
 use crate::metrics::Metrics;
 use crate::seal::PlainSecret;
-use crate::store::{AddOutcome, Attempt, AttemptOutcome, ChangeOutcome, NewFactor, UserRecord};
+use crate::store::{
+    AddOutcome, Attempt, AttemptOutcome, Attempted, ChangeOutcome, NewFactor, UserRecord,
+};
 
 /// AddMyAuthFactorOTP: a new secret, NOT_READY until a code confirms it. Replaces a factor
 /// that is not ready yet; refused once one is.
@@ -142,13 +144,13 @@ impl Operation for SubmitCode {
                 matched_step,
                 policy: policy.lockout(),
             };
-            let outcome = match on
+            let Attempted { outcome, written } = match on
                 .deps()
                 .store
                 .attempt(&on.key, attempt, &stamp, on.deadline)
                 .await
             {
-                Ok(outcome) => outcome,
+                Ok(attempted) => attempted,
                 Err(err) => {
                     metrics.attempt(purpose, "unavailable");
                     return Err(store_error(err));
@@ -158,7 +160,7 @@ impl Operation for SubmitCode {
                 metrics.attempt(purpose, outcome_label(purpose, &outcome));
             }
             if let AttemptOutcome::Committed(_) = outcome {
-                on.note_events(&stamp);
+                on.note_written(&stamp, written);
             }
             if let AttemptOutcome::Committed(AttemptVerdict::Rejected { replayed: true, .. }) =
                 outcome

@@ -9,8 +9,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use tessera::domain::audit::{AddressRecording, Author, Retention};
+use tessera::domain::factor::Attempt;
 use tessera::domain::{FactorId, UnixMicros};
-use tessera::store::{NewFactor, Stamp, UserKey};
+use tessera::domain::{LockoutPolicy, Purpose};
+use tessera::store::{FeedNote, FeedSource, FeedSources, NewFactor, Stamp, UserKey, Written};
 
 use crate::helpers::{
     Answer, Backend, RedisCluster, RedisServer, Spawn, TestApp, Token, on_every_store,
@@ -20,6 +22,7 @@ on_every_store!(
     every_change_and_check_outcome_is_an_event_of_its_user,
     the_organization_keeps_as_many_events_as_it_says,
     a_change_whose_note_was_lost_reaches_the_feed_with_the_users_next,
+    a_check_after_a_lost_note_brings_it_to_the_feed,
 );
 
 fn root() -> String {
@@ -606,4 +609,161 @@ async fn a_source_that_cannot_be_copied_holds_up_no_other() {
     get(&app, &root(), "/management/v1/users/mallory/events")
         .await
         .assert_error(503, 14, "TESSERA-unav1");
+}
+
+fn stamp_at(app: &TestApp, request_id: &str, retention: Retention) -> Stamp {
+    Stamp {
+        now: UnixMicros::from_secs(i64::try_from(app.now_secs()).unwrap()),
+        actor: Arc::new(Author {
+            request_id: request_id.into(),
+            user: "root".into(),
+            org: "acme".into(),
+            address: None,
+        }),
+        retention,
+    }
+}
+
+fn alice_key() -> UserKey {
+    UserKey {
+        org: "acme".into(),
+        user: "alice".into(),
+    }
+}
+
+/// A wrong code against alice's enrollment `factor_id`, straight through the store (never
+/// noted): what it wrote, as the store answered it.
+async fn wrong_code(
+    app: &TestApp,
+    factor_id: FactorId,
+    stamp: &Stamp,
+    max: u32,
+) -> Option<Written> {
+    let attempt = Attempt {
+        factor_id,
+        purpose: Purpose::Enrollment,
+        matched_step: None,
+        policy: LockoutPolicy {
+            max_attempts: max,
+            lock_duration_micros: 0,
+            show_failures: true,
+        },
+    };
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let store = &app.registry.deps().store;
+    store
+        .attempt(&alice_key(), attempt, stamp, deadline)
+        .await
+        .unwrap()
+        .written
+}
+
+/// A check whose change was never noted (its note lost) is in the user's list; the next
+/// check's note carries its own events only, so its copy finds the gap, and the feed gets
+/// both, in order.
+async fn a_check_after_a_lost_note_brings_it_to_the_feed(backend: Backend) {
+    let app = Spawn::new(backend).start().await;
+    let alice = Token::user("acme", "alice").sign();
+    let enrolled = app.add(&alice).await;
+    enrolled.assert_ok();
+    feed_of(&app, "/management/v1/events", 1).await;
+    let factor_id = app
+        .registry
+        .deps()
+        .store
+        .load(&alice_key(), Instant::now() + Duration::from_secs(2))
+        .await
+        .unwrap()
+        .unwrap()
+        .factor_id;
+    wrong_code(
+        &app,
+        factor_id,
+        &stamp_at(&app, "lost", Retention::default()),
+        0,
+    )
+    .await;
+    app.verify(&alice, "000000")
+        .await
+        .assert_error(400, 3, "EVENT-8isk2");
+    let feed = feed_of(&app, "/management/v1/events", 3).await;
+    assert_eq!(types(&feed), ["check_invalid", "check_invalid", "enrolled"]);
+    assert_eq!(feed[1]["requestId"], "lost");
+    assert_ne!(feed[0]["requestId"], "lost");
+}
+
+/// On Redis, a check's note carries the events its script wrote: the copy appends them
+/// without reading the user's list while the feed's mark is the event before them; after a
+/// gap it reads the list; nothing is appended twice; and when the user's retention trimmed
+/// some of a change's own events, the change carries none.
+#[actix_web::test]
+async fn a_check_carries_its_events_to_the_feed() {
+    let app = Spawn::new(Backend::Redis).start().await;
+    let redis = app.redis.as_ref().unwrap();
+    let store = &app.registry.deps().store;
+    let key = alice_key();
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let stamp = |request_id: &str| stamp_at(&app, request_id, Retention::default());
+    let factor_id = FactorId::from_random([7; 16]);
+    let factor = NewFactor {
+        factor_id,
+        params: app.params,
+        sealed_secret: vec![1; 8],
+    };
+    store
+        .add(&key, factor, &stamp("enroll"), deadline)
+        .await
+        .unwrap();
+    let copy = |written: Option<Written>| async move {
+        let note = FeedNote {
+            source: FeedSource::User(alice_key()),
+            retention: Retention::default(),
+            written,
+        };
+        let [(sources, retention)] = &FeedSources::by_org([note], 32)[..] else {
+            panic!("one organization, one group");
+        };
+        let copied = store
+            .copy_to_feed(sources, *retention, deadline)
+            .await
+            .unwrap();
+        assert!(copied.left_out.is_empty(), "{:?}", copied.left_out);
+        copied.appended
+    };
+    assert_eq!(copy(None).await, 1, "the enrollment, read from the list");
+
+    let first = wrong_code(&app, factor_id, &stamp("first"), 0).await;
+    let first = first.expect("Redis answers what the check wrote");
+    assert_eq!(first.events.len(), 1);
+    assert_eq!(copy(Some(first.clone())).await, 1);
+    // The list gone, a carried copy still appends: it did not read the list.
+    let second = wrong_code(&app, factor_id, &stamp("second"), 0).await;
+    redis.cli(&["DEL", "tessera:{acme:alice}:events"]).unwrap();
+    assert_eq!(copy(second.clone()).await, 1, "carried, not read");
+    assert_eq!(copy(second).await, 0, "never twice");
+    // A note lost: the next carried copy finds a gap and reads the list past the mark.
+    wrong_code(&app, factor_id, &stamp("lost"), 0).await;
+    let fourth = wrong_code(&app, factor_id, &stamp("fourth"), 0).await;
+    assert_eq!(copy(fourth.clone()).await, 2, "the lost one and this one");
+    assert_eq!(copy(fourth).await, 0, "never twice");
+    // One event kept per user, a change that writes two (a failure that locks) carries none:
+    // the feed must hold only what the list does.
+    let keep_one = Retention {
+        max_events_per_user: 1,
+        ..Retention::default()
+    };
+    let locking = wrong_code(&app, factor_id, &stamp_at(&app, "lock", keep_one), 1).await;
+    assert_eq!(locking, None);
+    assert_eq!(copy(None).await, 1, "the list's one event: the lock");
+
+    let feed = all_events(&app, "/management/v1/events", 100).await;
+    let requests: Vec<&str> = feed
+        .iter()
+        .map(|event| event["requestId"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        requests,
+        ["lock", "fourth", "lost", "second", "first", "enroll"]
+    );
+    assert_eq!(types(&feed)[0], "locked");
 }

@@ -16,9 +16,10 @@ use tessera::domain::audit::{Author, EventKind, Retention};
 use tessera::domain::factor::AttemptVerdict;
 use tessera::domain::{FactorId, FactorRecord, LockoutPolicy, Purpose, TotpParams, UnixMicros};
 use tessera::store::{
-    AddCodesOutcome, AddOutcome, Attempt, AttemptOutcome, ChangeOutcome, FactorStore, FeedSource,
-    FeedSources, MemoryStore, NewCodes, NewFactor, RecordFormat, RedeemOutcome, Redemption,
-    RedisConfig, RedisMode, RedisNodes, RedisStore, RemoveCodesOutcome, Stamp, UserKey,
+    AddCodesOutcome, AddOutcome, Attempt, AttemptOutcome, ChangeOutcome, FactorStore, FeedNote,
+    FeedSource, FeedSources, MemoryStore, NewCodes, NewFactor, RecordFormat, RedeemOutcome,
+    Redemption, RedisConfig, RedisMode, RedisNodes, RedisStore, RemoveCodesOutcome, Stamp, UserKey,
+    Written,
 };
 
 use crate::helpers::{PINNED_SECS, RedisCluster, RedisServer};
@@ -191,9 +192,38 @@ struct Replay<'a> {
     /// Recovery-code fields generated so far, and those used or removed.
     issued: Vec<String>,
     spent: Vec<String>,
+    /// Events each store's feed took from the attempts' notes (`carry_to_feed`).
+    carried: [usize; 3],
+    /// Redis's attempts that answered what they wrote.
+    carrying: usize,
 }
 
 impl Replay<'_> {
+    /// What an attempt wrote, copied into the organization's feed as the copier does with
+    /// the attempt's note: Redis answers what the script wrote and the copy appends it
+    /// unread while the feed follows on; the memory store's copy reads its list. Other
+    /// changes are not copied until the end, so the next attempt's copy finds a gap.
+    async fn carry_to_feed(
+        &mut self,
+        place: usize,
+        written: Option<Written>,
+    ) -> Result<(), TestCaseError> {
+        let note = FeedNote {
+            source: FeedSource::User(self.key.clone()),
+            retention: Retention::default(),
+            written,
+        };
+        for (sources, retention) in FeedSources::by_org([note], 32) {
+            let copy = self.stores[place]
+                .copy_to_feed(&sources, retention, Self::deadline())
+                .await
+                .map_err(|e| TestCaseError::fail(e.to_string()))?;
+            proptest::prop_assert!(copy.left_out.is_empty(), "{:?}", copy.left_out);
+            self.carried[place] += copy.appended;
+        }
+        Ok(())
+    }
+
     fn deadline() -> Instant {
         Instant::now() + Duration::from_secs(5)
     }
@@ -281,7 +311,7 @@ impl Replay<'_> {
             _ => None,
         }
         .unwrap_or_else(|| "r:k:never".to_owned());
-        for store in self.stores {
+        for (place, store) in self.stores.into_iter().enumerate() {
             let answer = match op {
                 Op::Enroll => {
                     let factor = NewFactor {
@@ -300,12 +330,15 @@ impl Replay<'_> {
                 }
                 Op::Verify(_) | Op::Check(_) | Op::StaleCheck => {
                     let attempt = planned.ok_or_else(|| TestCaseError::fail("no attempt"))?;
-                    attempt_answer(
-                        store
-                            .attempt(&self.key, attempt, &self.stamp(), Self::deadline())
-                            .await
-                            .map_err(|e| TestCaseError::fail(e.to_string()))?,
-                    )
+                    let attempted = store
+                        .attempt(&self.key, attempt, &self.stamp(), Self::deadline())
+                        .await
+                        .map_err(|e| TestCaseError::fail(e.to_string()))?;
+                    if let AttemptOutcome::Committed(_) = attempted.outcome {
+                        self.carrying += usize::from(place == 1 && attempted.written.is_some());
+                        self.carry_to_feed(place, attempted.written).await?;
+                    }
+                    attempt_answer(attempted.outcome)
                 }
                 Op::Remove => change_answer(
                     store
@@ -453,6 +486,10 @@ fn the_memory_store_and_redis_agree_on_every_history() {
     };
     let mut runner =
         TestRunner::new_with_rng(config, TestRng::deterministic_rng(RngAlgorithm::ChaCha));
+    // Events each store's feed took from attempts' notes, and how many of Redis's attempts
+    // answered what they wrote (the copy's carried path ran).
+    let carried = std::cell::Cell::new([0usize; 3]);
+    let carrying = std::cell::Cell::new(0usize);
     let result = runner.run(&history(), |(max_attempts, until_unlocked, ops)| {
         let n = case.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut replay = Replay {
@@ -471,13 +508,22 @@ fn the_memory_store_and_redis_agree_on_every_history() {
             enrollments: 0,
             issued: Vec::new(),
             spent: Vec::new(),
+            carried: [0; 3],
+            carrying: 0,
         };
-        runtime.block_on(async {
+        let ran = runtime.block_on(async {
             for op in ops {
                 replay.run(op).await?;
             }
             Ok(())
-        })
+        });
+        let mut total = carried.get();
+        for (total, case) in total.iter_mut().zip(replay.carried) {
+            *total += case;
+        }
+        carried.set(total);
+        carrying.set(carrying.get() + replay.carrying);
+        ran
     });
     if let Err(failure) = result {
         panic!("{failure}");
@@ -485,12 +531,17 @@ fn the_memory_store_and_redis_agree_on_every_history() {
     let users = case.load(std::sync::atomic::Ordering::Relaxed);
     let feeds = runtime.block_on(async {
         let mut feeds = Vec::new();
-        for store in [&memory as &dyn FactorStore, &redis_store, &cluster_store] {
-            feeds.push(every_feed_copied_at_once(store, users).await);
+        let stores = [&memory as &dyn FactorStore, &redis_store, &cluster_store];
+        for (store, carried) in stores.into_iter().zip(carried.get()) {
+            feeds.push(every_feed_copied_at_once(store, users, carried).await);
         }
         feeds
     });
     assert!(!feeds[0].is_empty(), "the histories wrote no events");
+    assert!(
+        carrying.get() > 0,
+        "no attempt on Redis answered what it wrote"
+    );
     for (feed, name) in feeds[1..].iter().zip(["Redis", "the cluster"]) {
         let differs = feeds[0].iter().zip(feed).position(|(a, b)| a != b);
         assert!(
@@ -504,22 +555,28 @@ fn the_memory_store_and_redis_agree_on_every_history() {
 
 /// Every history's user's events copied into the organization's feed in one call per batch
 /// of sources, as the copier gathers them, and the feed read back: each event once, in its
-/// user's order; a second copy finds nothing new.
+/// user's order; a second copy finds nothing new. `carried`: how many events the feed took
+/// before (`Replay::carry_to_feed`).
 async fn every_feed_copied_at_once(
     store: &dyn FactorStore,
     users: u32,
+    carried: usize,
 ) -> Vec<(Option<String>, EventKind)> {
     let deadline = Instant::now() + Duration::from_secs(60);
-    let notes: Vec<(FeedSource, Retention)> = (0..users)
+    let notes: Vec<FeedNote> = (0..users)
         .map(|n| {
             let key = UserKey {
                 org: Arc::from("acme"),
                 user: Arc::from(format!("u{n}")),
             };
-            (FeedSource::User(key), Retention::default())
+            FeedNote {
+                source: FeedSource::User(key),
+                retention: Retention::default(),
+                written: None,
+            }
         })
         .collect();
-    let mut appended = 0;
+    let mut appended = carried;
     for batch in notes.chunks(100) {
         for (sources, retention) in FeedSources::by_org(batch.iter().cloned(), 32) {
             let copy = store

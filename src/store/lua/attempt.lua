@@ -13,8 +13,10 @@
 -- ARGV[9]  "1": this connection cannot wait for replicas, so change nothing that must reach
 --          them (an acceptance, a new lock) and answer "hold"; the caller sends it again on
 --          a connection that waits. "0": commit whatever the attempt decides.
--- Returns  {"ok", sequence}
---        | {"invalid", failures, lock (0 none, -1 until unlocked, else until), replayed 0|1}
+-- Returns  {"ok", sequence, written}
+--        | {"invalid", failures, lock (0 none, -1 until unlocked, else until), replayed 0|1,
+--           written}
+--          (written: the events the change wrote, audit.lua's `written()`)
 --        | {"locked", lock} (nothing compared, nothing consumed)
 --        | {"absent"} | {"state", actual} | {"stale"} (re-enrolled since it was read)
 --        | {"hold"}
@@ -59,7 +61,7 @@ if accepted then
   else
     audit('check_accepted', sequence)
   end
-  return {'ok', tonumber(sequence)}
+  return {'ok', tonumber(sequence), written()}
 end
 if lock ~= 0 then
   redis.call('HSET', key, 'u', string.format('%d', lock))
@@ -75,4 +77,4 @@ end
 if lock ~= 0 then
   audit('locked', sequence)
 end
-return {'invalid', failures, lock, replayed}
+return {'invalid', failures, lock, replayed, written()}

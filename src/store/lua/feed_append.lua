@@ -8,47 +8,77 @@
 -- ARGV[1]  the events the feed keeps
 -- ARGV[2]  their maximum age, milliseconds
 -- ARGV[3…] per source: its field in KEYS[2] ("u:<user>", or "p" for the organization's own),
---          the user ("" for the organization's own events), the number of its events; then
---          per event, in the source's order: its id in the source, the number of its fields,
---          then each field's name and value
--- Returns  how many events were appended
+--          the user ("" for the organization's own events), where its events come from, the
+--          number of its events; then per event, in the source's order: its id in the source,
+--          the number of its fields, then each field's name and value.
+--          Where they come from: "*", read from the source past the feed's mark (each is
+--          appended if it lies past the mark); or the id of the event before them in the
+--          source ("" for none), when a change carried the events it wrote: they are
+--          appended only while the feed's mark is that id (or one of theirs), for else the
+--          feed lacks events between its mark and them.
+-- Returns  {appended, field…}: how many events were appended, and the fields of the sources
+--          whose carried events were not contiguous with the mark (nothing of theirs was
+--          appended: the caller reads them from the source instead)
 local function parse(id)
   local ms, n = string.match(id, '^(%d+)-(%d+)$')
   return tonumber(ms), tonumber(n)
 end
-local function after(id, mark)
+local function past(id, mark)
   local ms, n = parse(id)
   local mark_ms, mark_n = parse(mark)
   return ms > mark_ms or (ms == mark_ms and n > mark_n)
 end
 local appended = 0
+-- The reply: its first element is set last.
+local reply = {0}
 local index = 3
 while index <= #ARGV do
-  local field, user, events = ARGV[index], ARGV[index + 1], tonumber(ARGV[index + 2])
-  index = index + 3
+  local field, user, before, count = ARGV[index], ARGV[index + 1], ARGV[index + 2],
+    tonumber(ARGV[index + 3])
+  index = index + 4
   local mark = redis.call('HGET', KEYS[2], field) or '0-0'
-  local moved = false
-  for _ = 1, events do
-    local id = ARGV[index]
-    local count = tonumber(ARGV[index + 1])
-    if after(id, mark) then
-      local entry = {'XADD', KEYS[1], '*', 'src', id}
-      if user ~= '' then
-        entry[#entry + 1] = 'u'
-        entry[#entry + 1] = user
-      end
-      for at = index + 2, index + 1 + 2 * count do
-        entry[#entry + 1] = ARGV[at]
-      end
-      redis.call(unpack(entry))
-      mark = id
-      moved = true
-      appended = appended + 1
-    end
-    index = index + 2 + 2 * count
+  -- Where each event starts in ARGV, and its id.
+  local starts = {}
+  for event = 1, count do
+    starts[event] = index
+    index = index + 2 + 2 * tonumber(ARGV[index + 1])
   end
-  if moved then
-    redis.call('HSET', KEYS[2], field, mark)
+  -- Carried events follow the mark, or lie behind it, or there is a gap.
+  local gap = false
+  if before ~= '*' and mark ~= before and not (before == '' and mark == '0-0') then
+    gap = count > 0 and past(ARGV[starts[count]], mark)
+    for event = 1, count do
+      if ARGV[starts[event]] == mark then
+        gap = false
+      end
+    end
+  end
+  if gap then
+    reply[#reply + 1] = field
+  else
+    -- Each event past the mark as it moves: a source read a page at a time while it grows
+    -- may give an event twice.
+    local moved = false
+    for event = 1, count do
+      local at = starts[event]
+      if past(ARGV[at], mark) then
+        local entry = {'XADD', KEYS[1], '*', 'src', ARGV[at]}
+        if user ~= '' then
+          entry[#entry + 1] = 'u'
+          entry[#entry + 1] = user
+        end
+        for value = at + 2, at + 1 + 2 * tonumber(ARGV[at + 1]) do
+          entry[#entry + 1] = ARGV[value]
+        end
+        redis.call(unpack(entry))
+        mark = ARGV[at]
+        moved = true
+        appended = appended + 1
+      end
+    end
+    if moved then
+      redis.call('HSET', KEYS[2], field, mark)
+    end
   end
 end
 -- Trimmed once for all the appends: XADD's exact MAXLEN trims on every entry, and cost
@@ -59,4 +89,5 @@ if appended > 0 then
   local oldest = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000) - tonumber(ARGV[2])
   redis.call('XTRIM', KEYS[1], 'MINID', string.format('%d', oldest))
 end
-return appended
+reply[1] = appended
+return reply

@@ -24,12 +24,13 @@ use self::clock::RedisClock;
 use self::connections::{Connection, Connections, Connector};
 use self::reply::{FACTOR_FIELDS, FactorFields, Reply, codes_held, record_from, standing_of};
 use super::audit::{
-    FeedCopy, FeedSource, FeedSources, Stamp, entry_id, event_from, event_of_entry, feed_fields,
+    FeedCopy, FeedSource, FeedSources, Stamp, Written, entry_id, event_from, event_of_entry,
+    feed_fields,
 };
 use super::policy::policies_from;
 use super::webhook::{PendingDelivery, StoredEndpoint};
 use super::{
-    AddCodesOutcome, AddOutcome, Attempt, AttemptOutcome, ChangeOutcome, FactorStore,
+    AddCodesOutcome, AddOutcome, Attempt, AttemptOutcome, Attempted, ChangeOutcome, FactorStore,
     LockIndexChange, NewCodes, NewFactor, PolicyChanges, PolicySeed, PolicyWrite, PolicyWritten,
     RedeemOutcome, Redemption, RemoveCodesOutcome, StoreError, UserKey, UserRecord, stored_form,
 };
@@ -864,6 +865,154 @@ fn attempt_outcome(reply: &Reply, now: UnixMicros) -> Result<AttemptOutcome, Sto
     }
 }
 
+/// A source's events as `feed_append.lua` takes them.
+enum FeedEvents<'a> {
+    /// Read from the source, past the feed's mark.
+    Read(&'a [AuditEvent]),
+    /// Carried by the change's note.
+    Carried(&'a Written),
+}
+
+impl RedisStore {
+    /// The new events of `which` (sources of `org`'s feed), read past the feed's marks: one
+    /// read of the marks (the feed's slot), then the sources at once (their own slots).
+    /// Sources that do not read back go to `copy.left_out`; those with nothing new are left
+    /// out.
+    async fn read_past_marks<'a>(
+        &self,
+        org: &str,
+        which: &[&'a FeedSource],
+        deadline: Instant,
+        copy: &mut FeedCopy,
+    ) -> Result<Vec<(&'a FeedSource, Vec<AuditEvent>)>, StoreError> {
+        if which.is_empty() {
+            return Ok(Vec::new());
+        }
+        let [_, copied] = self.feed_keys(org);
+        let fields: Vec<String> = which.iter().map(|source| source.cursor_field()).collect();
+        // The script reads the marks again as it appends; these only tell where reading may
+        // stop.
+        let command = redis::cmd("HMGET").arg(&copied).arg(&fields).clone();
+        let command = &command;
+        let marks: Vec<Option<String>> = self
+            .on_shared(self.until(deadline), |mut connection: Connection| async move {
+                command.query_async(&mut connection).await
+            })
+            .await?;
+        let reads = which.iter().zip(&marks).map(|(source, mark)| {
+            let mark = mark.as_deref().and_then(entry_id);
+            self.events_past(source, mark, deadline)
+        });
+        let mut read = Vec::with_capacity(which.len());
+        for (&source, events) in which
+            .iter()
+            .zip(futures_util::future::join_all(reads).await)
+        {
+            match events {
+                Ok(events) if events.is_empty() => {}
+                Ok(events) => read.push((source, events)),
+                Err(err @ (StoreError::Corrupt(_) | StoreError::NewerFormat(_))) => {
+                    copy.left_out.push((source.clone(), err));
+                }
+                Err(err) => return Err(err),
+            }
+        }
+        Ok(read)
+    }
+
+    /// One `feed_append.lua` over `batch` (sources of `org`'s feed and their events): how
+    /// many events it appended, and the carried sources it found a gap before.
+    async fn append_to_feed<'a>(
+        &self,
+        org: &str,
+        batch: &[(&'a FeedSource, FeedEvents<'_>)],
+        retention: Retention,
+        deadline: Instant,
+    ) -> Result<(usize, Vec<&'a FeedSource>), StoreError> {
+        if batch.is_empty() {
+            return Ok((0, Vec::new()));
+        }
+        let [feed, copied] = self.feed_keys(org);
+        let max_events = retention.max_events.to_string();
+        let max_age = (retention.max_age_micros() / 1000).to_string();
+        let mut invocation = self.scripts.feed_append.prepare_invoke();
+        invocation
+            .key(&feed)
+            .key(&copied)
+            .arg(&max_events)
+            .arg(&max_age);
+        let mut by_field = HashMap::with_capacity(batch.len());
+        for &(source, ref events) in batch {
+            let field = source.cursor_field();
+            let (from, events) = match events {
+                FeedEvents::Read(events) => ("*", *events),
+                FeedEvents::Carried(written) => {
+                    (written.before.as_deref().unwrap_or(""), &written.events[..])
+                }
+            };
+            invocation
+                .arg(&field)
+                .arg(source.user().map_or("", |user| &**user))
+                .arg(from)
+                .arg(events.len());
+            for event in events {
+                let event_fields = feed_fields(event);
+                invocation.arg(&event.id).arg(event_fields.len());
+                for (name, value) in event_fields {
+                    invocation.arg(name).arg(value);
+                }
+            }
+            by_field.insert(field, source);
+        }
+        let invocation = &invocation;
+        let reply: Vec<redis::Value> = self
+            .on_shared(
+                self.until(deadline),
+                |mut connection: Connection| async move {
+                    invocation.invoke_async(&mut connection).await
+                },
+            )
+            .await?;
+        let corrupt = || StoreError::Corrupt("feed_append.lua's reply".into());
+        let mut reply = reply.into_iter();
+        let appended = match reply.next() {
+            Some(redis::Value::Int(appended)) => {
+                usize::try_from(appended).map_err(|_| corrupt())?
+            }
+            _ => return Err(corrupt()),
+        };
+        let gaps = reply
+            .map(|gap| match gap {
+                redis::Value::BulkString(field) => String::from_utf8(field)
+                    .ok()
+                    .and_then(|field| by_field.get(&field).copied())
+                    .ok_or_else(corrupt),
+                _ => Err(corrupt()),
+            })
+            .collect::<Result<_, _>>()?;
+        Ok((appended, gaps))
+    }
+}
+
+/// The events a script answered that its change wrote (`Reply::written`). `None` when it
+/// answered none, or one that does not read back: the feed's copier then reads the list,
+/// and reports what it cannot read.
+fn written_of(reply: &Reply, user: &Arc<str>) -> Option<Written> {
+    let (before, elements) = reply.written().split_first()?;
+    let events = elements
+        .iter()
+        .map(|element| event_of_entry(element, Some(user.clone())))
+        .collect::<Result<Vec<_>, _>>()
+        .ok()?;
+    if events.is_empty() {
+        return None;
+    }
+    Some(Written {
+        before: Some(before.clone()).filter(|before| !before.is_empty()),
+        events,
+    })
+}
+
 #[async_trait]
 impl FactorStore for RedisStore {
     async fn load(
@@ -933,7 +1082,7 @@ impl FactorStore for RedisStore {
         attempt: Attempt,
         stamp: &Stamp,
         deadline: Instant,
-    ) -> Result<AttemptOutcome, StoreError> {
+    ) -> Result<Attempted, StoreError> {
         let now = stamp.now;
         let factor_id = attempt.factor_id.stored();
         let state = attempt.purpose.required_state().as_stored().to_string();
@@ -978,7 +1127,10 @@ impl FactorStore for RedisStore {
                 first
             }
         };
-        attempt_outcome(&reply, now)
+        Ok(Attempted {
+            outcome: attempt_outcome(&reply, now)?,
+            written: written_of(&reply, &key.user),
+        })
     }
 
     async fn remove(
@@ -1301,70 +1453,43 @@ impl FactorStore for RedisStore {
         retention: Retention,
         deadline: Instant,
     ) -> Result<FeedCopy, StoreError> {
-        let [feed, copied] = self.feed_keys(sources.org());
-        let fields: Vec<String> = sources
-            .sources()
-            .iter()
-            .map(FeedSource::cursor_field)
-            .collect();
-        let until = self.until(deadline);
-        // How far the feed holds each source: one read for all (the feed's slot). The script
-        // reads the marks again as it appends; these only tell where reading may stop.
-        let command = redis::cmd("HMGET").arg(&copied).arg(&fields).clone();
-        let command = &command;
-        let marks: Vec<Option<String>> = self
-            .on_shared(until, |mut connection: Connection| async move {
-                command.query_async(&mut connection).await
-            })
-            .await?;
-        // Each source's new events, read at once (the sources' own slots).
-        let reads = sources.sources().iter().zip(&marks).map(|(source, mark)| {
-            let mark = mark.as_deref().and_then(entry_id);
-            self.events_past(source, mark, deadline)
-        });
-        let read = futures_util::future::join_all(reads).await;
-        let max_events = retention.max_events.to_string();
-        let max_age = (retention.max_age_micros() / 1000).to_string();
-        let mut invocation = self.scripts.feed_append.prepare_invoke();
-        invocation
-            .key(&feed)
-            .key(&copied)
-            .arg(&max_events)
-            .arg(&max_age);
         let mut copy = FeedCopy::default();
-        let mut any = false;
-        for ((source, field), events) in sources.sources().iter().zip(&fields).zip(read) {
-            let events = match events {
-                Ok(events) => events,
-                Err(err @ (StoreError::Corrupt(_) | StoreError::NewerFormat(_))) => {
-                    copy.left_out.push((source.clone(), err));
-                    continue;
-                }
-                Err(err) => return Err(err),
-            };
-            if events.is_empty() {
-                continue;
-            }
-            any = true;
-            let user = source.user().map_or("", |user| &**user);
-            invocation.arg(field).arg(user).arg(events.len());
-            for event in &events {
-                let fields = feed_fields(event);
-                invocation.arg(&event.id).arg(fields.len());
-                for (name, value) in fields {
-                    invocation.arg(name).arg(value);
-                }
+        // The events the notes carried go straight to the script; the other sources are read
+        // first. Carried events that do not follow the feed's mark (a change whose note was
+        // lost or came late, a change on another replica) are read too, and appended by a
+        // second script.
+        let mut batch = Vec::with_capacity(sources.sources().len());
+        let mut unread = Vec::new();
+        for (source, written) in sources.sources().iter().zip(sources.written()) {
+            match written {
+                Some(written) => batch.push((source, FeedEvents::Carried(written))),
+                None => unread.push(source),
             }
         }
-        if !any {
-            return Ok(copy);
-        }
-        let invocation = &invocation;
-        copy.appended = self
-            .on_shared(until, |mut connection: Connection| async move {
-                invocation.invoke_async(&mut connection).await
-            })
+        let read = self
+            .read_past_marks(sources.org(), &unread, deadline, &mut copy)
             .await?;
+        batch.extend(
+            read.iter()
+                .map(|(source, events)| (*source, FeedEvents::Read(events))),
+        );
+        let (appended, gaps) = self
+            .append_to_feed(sources.org(), &batch, retention, deadline)
+            .await?;
+        copy.appended += appended;
+        if !gaps.is_empty() {
+            let read = self
+                .read_past_marks(sources.org(), &gaps, deadline, &mut copy)
+                .await?;
+            let batch: Vec<_> = read
+                .iter()
+                .map(|(source, events)| (*source, FeedEvents::Read(events)))
+                .collect();
+            let (appended, _) = self
+                .append_to_feed(sources.org(), &batch, retention, deadline)
+                .await?;
+            copy.appended += appended;
+        }
         if copy.appended > 0 {
             // For the instance's webhook endpoint (`store/webhook.rs`): this organization has
             // a feed. Another slot, so not in the script; a lost write is renewed by the next.

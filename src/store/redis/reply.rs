@@ -19,10 +19,12 @@ fn corrupt(what: &str) -> StoreError {
     StoreError::Corrupt(what.to_owned())
 }
 
-/// A script reply: a status word followed by integers.
+/// A script reply: a status word followed by integers, and at the end perhaps the events
+/// the change wrote (`lua/audit.lua`'s `written()`).
 pub(super) struct Reply {
     pub status: String,
     numbers: Vec<i64>,
+    written: Vec<String>,
 }
 
 impl Reply {
@@ -36,13 +38,29 @@ impl Reply {
             Some(Value::SimpleString(text)) => text,
             _ => return Err(corrupt("script reply has no status")),
         };
-        let numbers = values
-            .map(|value| match value {
-                Value::Int(n) => Ok(n),
-                _ => Err(corrupt("script reply is not numeric")),
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let reply = Self { status, numbers };
+        let mut numbers = Vec::new();
+        let mut written = Vec::new();
+        for value in values {
+            match value {
+                Value::Int(n) if written.is_empty() => numbers.push(n),
+                Value::Array(elements) if written.is_empty() => {
+                    written = elements
+                        .into_iter()
+                        .map(|element| match element {
+                            Value::BulkString(bytes) => String::from_utf8(bytes)
+                                .map_err(|_| corrupt("written event is not text")),
+                            _ => Err(corrupt("written event is not text")),
+                        })
+                        .collect::<Result<_, _>>()?;
+                }
+                _ => return Err(corrupt("script reply is not numeric")),
+            }
+        }
+        let reply = Self {
+            status,
+            numbers,
+            written,
+        };
         match reply.status.as_str() {
             // Redis's clock passed the deadline before the script started: nothing changed.
             "late" => Err(StoreError::Timeout),
@@ -64,6 +82,12 @@ impl Reply {
 
     pub(super) fn count(&self, index: usize) -> Result<u32, StoreError> {
         u32::try_from(self.number(index)?).map_err(|_| corrupt("count out of range"))
+    }
+
+    /// The events the change wrote: the id of the source's event before them ('' for none),
+    /// then their elements; empty when the script answered none.
+    pub(super) fn written(&self) -> &[String] {
+        &self.written
     }
 
     pub(super) fn unexpected(&self) -> StoreError {

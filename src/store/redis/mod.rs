@@ -6,6 +6,7 @@
 
 mod clock;
 mod connections;
+mod feed_hints;
 mod rekey;
 mod reply;
 
@@ -22,6 +23,7 @@ use serde::Deserialize;
 
 use self::clock::RedisClock;
 use self::connections::{Connection, Connections, Connector};
+use self::feed_hints::FeedHints;
 use self::reply::{FACTOR_FIELDS, FactorFields, Reply, codes_held, record_from, standing_of};
 use super::audit::{
     FeedCopy, FeedSource, FeedSources, Stamp, Written, entry_id, event_from, event_of_entry,
@@ -208,6 +210,7 @@ pub struct RedisStore {
     record_format: RecordFormat,
     clock: RedisClock,
     scripts: Scripts,
+    feed_hints: FeedHints,
 }
 
 fn unavailable(error: redis::RedisError) -> StoreError {
@@ -233,6 +236,7 @@ impl RedisStore {
             wait_replicas: config.wait_replicas,
             record_format: config.record_format,
             clock: RedisClock::new(),
+            feed_hints: FeedHints::new(),
             scripts: Scripts {
                 add: Script::new(ADD),
                 attempt: Script::new(ATTEMPT),
@@ -1490,12 +1494,14 @@ impl FactorStore for RedisStore {
                 .await?;
             copy.appended += appended;
         }
-        if copy.appended > 0 {
+        let now = Instant::now();
+        if copy.appended > 0 && self.feed_hints.due(sources.org(), now) {
             // For the instance's webhook endpoint (`store/webhook.rs`): this organization has
-            // a feed. Another slot, so not in the script; a lost write is renewed by the next.
+            // a feed. Another slot, so not in the script; renewed now and then (`feed_hints`).
             let mut hint = redis::cmd("SADD");
             hint.arg(self.webhook_key("orgs")).arg(&**sources.org());
             self.query::<i64>(hint, deadline).await?;
+            self.feed_hints.sent(sources.org(), now);
         }
         Ok(copy)
     }

@@ -15,8 +15,8 @@
 //! a share of those calls, not round trips of its own; the groups stay small, so that no
 //! script holds Redis (and every check waiting on it) for long.
 //!
-//! Lag: a note is copied within one batch of being made, milliseconds while the store
-//! answers; while it does not, notes wait in a bounded queue (`QUEUE`), and past it they are
+//! Lag: a note is copied within one batch of being made (`GATHER`, then the copy's
+//! milliseconds) while the store answers; while it does not, notes wait in a bounded queue (`QUEUE`), and past it they are
 //! dropped and counted (`tessera_audit_feed_dropped_total`). A note dropped, or lost with its
 //! replica, costs no event: the source's next change copies everything past the feed's mark,
 //! that one included. Until then the event is in the user's own list only.
@@ -31,20 +31,25 @@ use tokio::sync::mpsc;
 use crate::domain::audit::Retention;
 use crate::store::{FeedCopy, FeedNote, FeedSource, FeedSources, SharedStore, StoreError};
 
-/// Notes waiting to be copied, at most.
-const QUEUE: usize = 10_000;
-/// Notes taken at once (the same source noted twice in a batch is copied once).
-const BATCH: usize = 1024;
+/// Notes waiting to be copied, at most: a second of checks at the peak on two cores
+/// (BENCHMARKS), so that a batch being copied while the next gathers drops nothing.
+const QUEUE: usize = 20_000;
+/// Notes taken at once (the same source noted twice in a batch is copied once): more than a
+/// `GATHER` of them at that peak.
+const BATCH: usize = 8192;
 /// How long the copier gathers notes after the first of a batch arrives. Without it, at a
 /// moderate rate each batch held one note, and each change paid the copy's calls alone:
 /// four round trips, which cost Redis more than the change's own script (BENCHMARKS, "The
-/// audit feed's copier"). Gathered, an organization's notes share one read of the marks and
-/// one append; the feed lags by this much more.
-const GATHER: Duration = Duration::from_millis(20);
-/// Copies (groups of an organization's sources) run at once. One source at a time, a copy's round trips (the mark, the
-/// source's new events, the append, the webhooks' hint) bound the copier: it kept up with
-/// about 3,000 changes a second and dropped the rest of 9,000 (BENCHMARKS, "The audit feed's
-/// copier").
+/// audit feed's copier"). Gathered, an organization's notes share one script. With a
+/// thousand organizations each gets a note every few tens of milliseconds at most, so the
+/// gathering is long: at 20 ms each script held about one check, at 250 ms about four, and
+/// the cold check went from 59 % to 68 % of its floor. The feed lags by this much more:
+/// a quarter of a second (`tests/api/audit.rs` holds the feed to a second).
+const GATHER: Duration = Duration::from_millis(250);
+/// Copies (groups of an organization's sources) run at once. One source at a time, a copy's
+/// round trips (the mark, the source's new events, the append, the webhooks' hint) bound the
+/// copier: it kept up with about 3,000 changes a second and dropped the rest of 9,000
+/// (BENCHMARKS, "The audit feed's copier").
 const COPIES_AT_ONCE: usize = 64;
 /// Sources copied in one script, at most. Redis runs nothing else while a script runs: at
 /// 9,000 checks a second one organization's batch held some 440 sources, a script of about

@@ -16,10 +16,11 @@
 //! script holds Redis (and every check waiting on it) for long.
 //!
 //! Lag: a note is copied within one batch of being made (`GATHER`, then the copy's
-//! milliseconds) while the store answers; while it does not, notes wait in a bounded queue (`QUEUE`), and past it they are
-//! dropped and counted (`tessera_audit_feed_dropped_total`). A note dropped, or lost with its
-//! replica, costs no event: the source's next change copies everything past the feed's mark,
-//! that one included. Until then the event is in the user's own list only.
+//! milliseconds) while the store answers; while it does not, notes wait in a bounded queue
+//! (`QUEUE`), and past it they are dropped and counted (`tessera_audit_feed_dropped_total`).
+//! A note dropped, or lost with its replica, costs no event: the source's next change copies
+//! everything past the feed's mark, that one included. Until then the event is in the user's
+//! own list only.
 
 use std::cell::Cell;
 use std::future::Future;
@@ -31,7 +32,7 @@ use tokio::sync::mpsc;
 use crate::domain::audit::Retention;
 use crate::store::{FeedCopy, FeedNote, FeedSource, FeedSources, SharedStore, StoreError};
 
-/// Notes waiting to be copied, at most: a second of checks at the peak on two cores
+/// Notes waiting to be copied, at most: about a second of checks at the peak on two cores
 /// (BENCHMARKS), so that a batch being copied while the next gathers drops nothing.
 const QUEUE: usize = 20_000;
 /// Notes taken at once (the same source noted twice in a batch is copied once): more than a

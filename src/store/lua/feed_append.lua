@@ -37,13 +37,14 @@ while index <= #ARGV do
     tonumber(ARGV[index + 3])
   index = index + 4
   local mark = redis.call('HGET', KEYS[2], field) or '0-0'
-  -- Where each event starts in ARGV, and its id.
+  -- Where each event starts in ARGV (with its id).
   local starts = {}
   for event = 1, count do
     starts[event] = index
     index = index + 2 + 2 * tonumber(ARGV[index + 1])
   end
-  -- Carried events follow the mark, or lie behind it, or there is a gap.
+  -- Carried events follow the mark (appended), or lie behind it (copied already: nothing to
+  -- append), or there is a gap.
   local gap = false
   if before ~= '*' and mark ~= before and not (before == '' and mark == '0-0') then
     gap = count > 0 and past(ARGV[starts[count]], mark)

@@ -189,12 +189,18 @@ impl FeedSources {
         let at_most = at_most.max(1);
         let mut groups = Vec::with_capacity(orgs.len());
         for (name, org) in orgs {
-            for (sources, written) in org.sources.chunks(at_most).zip(org.written.chunks(at_most)) {
+            // Moved into the groups, not cloned: `written` holds the notes' events.
+            let (mut sources, mut written) = (org.sources.into_iter(), org.written.into_iter());
+            loop {
+                let group: Vec<FeedSource> = sources.by_ref().take(at_most).collect();
+                if group.is_empty() {
+                    break;
+                }
                 groups.push((
                     FeedSources {
                         org: name.clone(),
-                        sources: sources.to_vec(),
-                        written: written.to_vec(),
+                        sources: group,
+                        written: written.by_ref().take(at_most).collect(),
                     },
                     org.retention,
                 ));

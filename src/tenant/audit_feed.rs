@@ -24,6 +24,7 @@
 
 use std::cell::Cell;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::{StreamExt, stream};
@@ -106,7 +107,7 @@ pub struct AuditFeedCopier {
 impl AuditFeedCopier {
     /// Copies the noted sources until every feed is gone; each until the store takes it.
     pub async fn run(self, store: SharedStore, timeout: Duration) {
-        self.run_with(move |sources: FeedSources, retention| {
+        self.run_with(move |sources: Arc<FeedSources>, retention| {
             let store = store.clone();
             async move {
                 let deadline = Instant::now() + timeout;
@@ -117,7 +118,7 @@ impl AuditFeedCopier {
     }
 
     /// `run`, with the copy of one organization's sources given (the tests give their own).
-    async fn run_with<Copied>(mut self, copy: impl Fn(FeedSources, Retention) -> Copied)
+    async fn run_with<Copied>(mut self, copy: impl Fn(Arc<FeedSources>, Retention) -> Copied)
     where
         Copied: Future<Output = Result<FeedCopy, StoreError>>,
     {
@@ -155,13 +156,15 @@ impl AuditFeedCopier {
 /// whether the last copy failed, so that a failing store is logged once, and its recovery
 /// once.
 async fn copy_until_taken<Copied>(
-    copy: &impl Fn(FeedSources, Retention) -> Copied,
+    copy: &impl Fn(Arc<FeedSources>, Retention) -> Copied,
     sources: FeedSources,
     retention: Retention,
     failing: &Cell<bool>,
 ) where
     Copied: Future<Output = Result<FeedCopy, StoreError>>,
 {
+    // Shared by the tries, not copied for each: it holds the notes' events.
+    let sources = Arc::new(sources);
     loop {
         match copy(sources.clone(), retention).await {
             Ok(copied) => {
@@ -223,7 +226,7 @@ mod tests {
     async fn copies_made(copier: AuditFeedCopier) -> Vec<(String, Vec<String>)> {
         let copies = Arc::new(Mutex::new(Vec::new()));
         copier
-            .run_with(|sources: FeedSources, _| {
+            .run_with(|sources: Arc<FeedSources>, _| {
                 let copies = copies.clone();
                 async move {
                     let fields = sources
@@ -255,7 +258,7 @@ mod tests {
         drop(feed);
         let all_under_way = Arc::new(Barrier::new(3));
         let copied = Arc::new(Mutex::new(Vec::new()));
-        let run = copier.run_with(|sources: FeedSources, _| {
+        let run = copier.run_with(|sources: Arc<FeedSources>, _| {
             let (all_under_way, copied) = (all_under_way.clone(), copied.clone());
             async move {
                 all_under_way.wait().await;

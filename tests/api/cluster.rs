@@ -4,10 +4,28 @@
 
 use std::time::{Duration, Instant};
 
-use crate::helpers::{Backend, RedisCluster, RedisServer, Spawn, Token};
+use crate::helpers::{Backend, RedisCluster, RedisServer, Spawn, TestApp, Token};
 
 fn checker(user: &str) -> String {
     Token::user("acme", user).role("otp.check", "acme").sign()
+}
+
+/// An instance on `cluster` that answers a change only once one replica has it (the replay
+/// marker is on the replica before an acceptance is answered).
+async fn waiting_for_one_replica(cluster: &RedisCluster) -> TestApp {
+    Spawn::new(Backend::Cluster)
+        .external_redis(cluster.seeds())
+        .with(|s| {
+            s.redis.wait_replicas = 1;
+            s.store.timeout_ms = 1_000;
+            // No lockout: an attempt answered UNAVAILABLE during a failover may still have
+            // counted its failure, and five of them would lock the factor, turning the 503s
+            // the tests expect into "locked". (A lock that must reach the replica:
+            // store_edges.rs, every_acknowledged_change_waits_for_the_replica.)
+            s.lockout.max_otp_attempts = 0;
+        })
+        .start()
+        .await
 }
 
 #[actix_web::test]
@@ -41,20 +59,7 @@ async fn users_spread_over_every_master_and_each_works() {
 #[actix_web::test]
 async fn a_killed_master_fails_over_and_no_code_is_accepted_twice() {
     let mut cluster = RedisCluster::start(3, 1);
-    let app = Spawn::new(Backend::Cluster)
-        .external_redis(cluster.seeds())
-        // The replay marker is on the replica before the acceptance is answered.
-        .with(|s| {
-            s.redis.wait_replicas = 1;
-            s.store.timeout_ms = 1_000;
-            // No lockout: an attempt answered UNAVAILABLE during the failover may still have
-            // counted its failure, and five of them would lock the factor, turning the 503s
-            // this test expects into "locked". (A lock that must reach the replica:
-            // store_edges.rs, every_acknowledged_change_waits_for_the_replica.)
-            s.lockout.max_otp_attempts = 0;
-        })
-        .start()
-        .await;
+    let app = waiting_for_one_replica(&cluster).await;
     let alice = checker("alice");
     let secret = app.ready_for_login(&alice).await;
     let spent = app.code(&secret, 0);
@@ -167,4 +172,90 @@ async fn waiting_for_a_replica_that_does_not_exist_fails_closed() {
         .check(&alice, "alice", &waiting.code(&secret, 0))
         .await
         .assert_error(503, 14, "TESSERA-unav1");
+}
+
+#[actix_web::test]
+async fn a_change_during_a_slot_migration_waits_for_the_replicas_of_the_node_that_made_it() {
+    // While a slot migrates, its old master answers ASK for the keys it has handed over and
+    // stays the slot's master in every client's map. A change then runs on the new node, and
+    // its WAIT must count the new node's replicas, not the old master's.
+    let mut cluster = RedisCluster::start(3, 1);
+    let app = waiting_for_one_replica(&cluster).await;
+    let alice = checker("alice");
+    let secret = app.ready_for_login(&alice).await;
+    app.check(&alice, "alice", &app.code(&secret, 0))
+        .await
+        .assert_ok();
+
+    let key = "tessera:{acme:alice}";
+    let source = cluster.master_of(key).port;
+    let role = |node: &RedisServer| node.cli(&["INFO", "replication"]);
+    let target = cluster
+        .nodes
+        .iter()
+        .find(|node| node.port != source && role(node).is_some_and(|i| i.contains("role:master")))
+        .map(|node| node.port)
+        .expect("another master");
+    // The target loses its replica: a change made there cannot be made durable.
+    let target_replica = cluster
+        .nodes
+        .iter()
+        .position(|node| role(node).is_some_and(|i| i.contains(&format!("master_port:{target}\r"))))
+        .expect("the target has a replica");
+    cluster.nodes[target_replica].kill();
+    let node = |port: u16| cluster.nodes.iter().find(|n| n.port == port).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !role(node(target)).is_some_and(|i| i.contains("connected_slaves:0")) {
+        assert!(
+            Instant::now() < deadline,
+            "the target still counts its replica"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    // Move every key of the user's slot to the target, and leave the slot migrating.
+    let slot = node(source).cli(&["CLUSTER", "KEYSLOT", key]).unwrap();
+    let slot = slot.trim();
+    let id = |port: u16| {
+        node(port)
+            .cli(&["CLUSTER", "MYID"])
+            .unwrap()
+            .trim()
+            .to_owned()
+    };
+    let (source_id, target_id) = (id(source), id(target));
+    node(target)
+        .cli(&["CLUSTER", "SETSLOT", slot, "IMPORTING", &source_id])
+        .unwrap();
+    node(source)
+        .cli(&["CLUSTER", "SETSLOT", slot, "MIGRATING", &target_id])
+        .unwrap();
+    let keys = node(source)
+        .cli(&["CLUSTER", "GETKEYSINSLOT", slot, "100"])
+        .unwrap();
+    let keys: Vec<&str> = keys.lines().filter(|k| !k.is_empty()).collect();
+    assert!(keys.contains(&key), "{keys:?}");
+    let target_port = target.to_string();
+    let mut migrate = vec![
+        "MIGRATE",
+        "127.0.0.1",
+        &target_port,
+        "",
+        "0",
+        "5000",
+        "KEYS",
+    ];
+    migrate.extend(keys.iter().copied());
+    let migrated = node(source).cli(&migrate).unwrap();
+    assert_eq!(migrated.trim(), "OK");
+
+    // The code is spent on the target, which no replica follows: not reported accepted.
+    app.clock.advance_secs(30);
+    let code = app.code(&secret, 0);
+    app.check(&alice, "alice", &code)
+        .await
+        .assert_error(503, 14, "TESSERA-unav1");
+    app.check(&alice, "alice", &code)
+        .await
+        .assert_error(400, 3, "EVENT-8isk2");
 }

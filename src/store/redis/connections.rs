@@ -10,10 +10,10 @@
 //! to every checkout).
 //!
 //! Writes that must reach replicas before they are acknowledged (`redis.wait_replicas`) run
-//! their script and its `WAIT` on a connection checked out from a small pool instead: Redis
-//! counts for `WAIT` only the writes made on the connection it runs on, and blocks that
-//! connection until it returns, which on the shared one would stall every other request of
-//! the thread.
+//! their script and its `WAIT`, pipelined, on a connection checked out from a small pool
+//! instead: Redis counts for `WAIT` only the writes made on the connection it runs on, and
+//! blocks that connection until it returns, which on the shared one would stall every other
+//! request of the thread.
 //!
 //! A connection to one server that Redis closes (a restart, an idle `timeout` in redis.conf)
 //! says so at once: under RESP3 its reader pushes a disconnect notice, which marks it closed.
@@ -30,13 +30,13 @@ use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::cluster::{ClusterClient, ClusterConfig};
 use redis::cluster_async::ClusterConnection;
-use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
-use redis::{AsyncConnectionConfig, Cmd, PushKind, RedisFuture, Value};
+use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
+use redis::{AsyncConnectionConfig, Cmd, PushKind, RedisFuture, Script, Value};
 
 use super::super::StoreError;
 use super::unavailable;
@@ -135,24 +135,60 @@ impl Connection {
             .await
     }
 
-    /// `WAIT` on the connection that carried the key's last write: on a cluster, the key's
-    /// primary (WAIT would otherwise go to every node). `timeout` is at least a millisecond:
-    /// `WAIT n 0` would block for ever.
-    pub(super) async fn wait_for_replicas(
+    /// Runs `script` over `keys` and `args` and then `WAIT`s until `replicas` replicas have
+    /// what it wrote, as one pipeline: the reply of the script, and how many replicas
+    /// acknowledged. Redis counts for `WAIT` only the writes of the connection it runs on, so
+    /// the two must reach the same node over the same connection. Sent one after the other,
+    /// a cluster routes each by its own map of slots, and the map can name another node than
+    /// the one that ran the script: while a slot migrates, the script follows ASK to the new
+    /// node and the map still names the old one, whose replicas then acknowledge a write
+    /// they never saw. A node that redirects the script sends the whole pipeline on; a node
+    /// that lacks the script (a promoted replica, a restarted server) gets it loaded, then
+    /// the pipeline again.
+    ///
+    /// Each `WAIT` waits at most half the time left before `until`. A `WAIT` runs even when
+    /// its script did not (a node that lacked it), so that one may have waited for nothing;
+    /// the second still fits, a reply that needs no replica (a replay, say) is still answered
+    /// while a replica lags, and no `WAIT` outlives the caller's deadline to hold up the next
+    /// user of the connection.
+    pub(super) async fn run_then_wait(
         &mut self,
-        key: &str,
+        script: &Script,
+        keys: &[&str],
+        args: &[&[u8]],
         replicas: u32,
-        timeout: Duration,
-    ) -> redis::RedisResult<i64> {
-        let mut command = redis::cmd("WAIT");
-        command.arg(replicas).arg(
-            u64::try_from(timeout.as_millis())
-                .unwrap_or(u64::MAX)
-                .max(1),
-        );
-        let primary = Route::with_key(key.as_bytes(), SlotAddr::Master);
-        self.query_routed(command, SingleNodeRoutingInfo::SpecificNode(primary))
-            .await
+        until: Instant,
+    ) -> redis::RedisResult<(Value, i64)> {
+        let mut loaded = false;
+        loop {
+            let left = until.saturating_duration_since(Instant::now());
+            let wait_ms = u64::try_from((left / 2).as_millis()).unwrap_or(u64::MAX);
+            let mut pipeline = redis::pipe();
+            pipeline
+                .cmd("EVALSHA")
+                .arg(script.get_hash())
+                .arg(keys.len())
+                .arg(keys)
+                .arg(args);
+            // `WAIT n 0` would block for ever.
+            pipeline.cmd("WAIT").arg(replicas).arg(wait_ms.max(1));
+            let mut replies = self.req_packed_commands(&pipeline, 0, 2).await?.into_iter();
+            let (Some(reply), Some(acknowledged)) = (replies.next(), replies.next()) else {
+                return Err(redis::RedisError::from((
+                    redis::ErrorKind::Client,
+                    "a script and its WAIT got fewer than two replies",
+                )));
+            };
+            let lacks_script = matches!(&reply, Value::ServerError(error)
+                if error.kind() == Some(redis::ServerErrorKind::NoScript));
+            if lacks_script && !loaded {
+                script.prepare_invoke().load_async(self).await?;
+                loaded = true;
+                continue;
+            }
+            let acknowledged = redis::from_redis_value(acknowledged.extract_error()?)?;
+            return Ok((reply.extract_error()?, acknowledged));
+        }
     }
 }
 

@@ -437,10 +437,10 @@ impl RedisStore {
     }
 
     /// Runs `script` over the user's key in `lane`, bounded by `until`. In the durable lane,
-    /// a reply that `must_replicate` is held until `wait_replicas` replicas have the write
-    /// (Redis `WAIT` on the same connection). Too few by `until`: the write stays on the
-    /// primary, and the caller is told UNAVAILABLE (an accepted code is then spent but not
-    /// reported accepted).
+    /// the script and a Redis `WAIT` for `wait_replicas` replicas go together (one pipeline,
+    /// one round trip), and a reply that `must_replicate` with too few replicas by then is
+    /// answered UNAVAILABLE: the write stays on the primary, and an accepted code is spent
+    /// but not reported accepted.
     async fn run(
         &self,
         lane: Lane,
@@ -450,16 +450,14 @@ impl RedisStore {
         until: Instant,
         must_replicate: impl Fn(&Reply) -> bool,
     ) -> Result<Reply, StoreError> {
-        let mut invocation = script.prepare_invoke();
-        for key in keys {
-            invocation.key(*key);
-        }
-        // Every key of a script shares one slot: the first routes the WAIT.
-        let key = keys.first().copied().unwrap_or_default();
-        for arg in args {
-            invocation.arg(*arg);
-        }
         if lane == Lane::Shared {
+            let mut invocation = script.prepare_invoke();
+            for key in keys {
+                invocation.key(*key);
+            }
+            for arg in args {
+                invocation.arg(*arg);
+            }
             let invocation = &invocation;
             let values = self
                 .on_shared(until, |mut connection: Connection| async move {
@@ -470,29 +468,21 @@ impl RedisStore {
         }
         let mut exclusive = self.connections.exclusive(until).await?;
         let connection = exclusive.connection()?;
-        let values = tokio::time::timeout_at(
+        let (reply, acknowledged) = tokio::time::timeout_at(
             until.into(),
-            invocation.invoke_async::<Vec<Value>>(connection),
+            connection.run_then_wait(script, keys, args, self.wait_replicas, until),
         )
         .await
         .map_err(|_| StoreError::Timeout)?
         .map_err(unavailable)?;
+        let values: Vec<Value> = redis::from_redis_value(reply)
+            .map_err(|err| StoreError::Corrupt(format!("script reply: {err}")))?;
         let reply = Reply::parse(values)?;
-        if must_replicate(&reply) {
-            let left = until.saturating_duration_since(Instant::now());
-            let acknowledged = tokio::time::timeout_at(
-                until.into(),
-                connection.wait_for_replicas(key, self.wait_replicas, left),
-            )
-            .await
-            .map_err(|_| StoreError::Timeout)?
-            .map_err(unavailable)?;
-            if acknowledged < i64::from(self.wait_replicas) {
-                return Err(StoreError::Unavailable(format!(
-                    "{acknowledged} of {} replicas acknowledged the write",
-                    self.wait_replicas
-                )));
-            }
+        if must_replicate(&reply) && acknowledged < i64::from(self.wait_replicas) {
+            return Err(StoreError::Unavailable(format!(
+                "{acknowledged} of {} replicas acknowledged the write",
+                self.wait_replicas
+            )));
         }
         Ok(reply)
     }

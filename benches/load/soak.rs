@@ -7,8 +7,9 @@
 //! shows in full. Every 10 s the tool records the requests, errors and latencies of the
 //! window and tessera's RSS and open file descriptors, and, to place a stall, what else
 //! happened: Redis's forks, delayed fsyncs and worst latency event, the machine's stolen,
-//! iowait and idle CPU, the requests over 25 ms as tessera measured them beside those the
-//! load tool saw, and the load tool's own lateness. At the end it prints the verdict (flat
+//! iowait and idle CPU, each process's CPU (tessera, Redis with its rewrites, the load
+//! tool), the requests over 25 ms as tessera measured them beside those the load tool saw,
+//! and the load tool's own lateness. At the end it prints the verdict (flat
 //! RSS, descriptors and p99; errors only inside restart windows) and the stalled windows,
 //! writes the windows as CSV and draws them as an SVG.
 
@@ -94,6 +95,12 @@ struct WindowRow {
     /// The load tool's own worst lateness in the window: how late its runtime woke a
     /// timer. A stall of the load tool delays every request it schedules.
     tool_lag_ms: f64,
+    /// Each process's CPU in the window, in percent of one core: tessera's, Redis's (with
+    /// its AOF rewrites' children once it has reaped them) and the load tool's own. What
+    /// takes the cores in a stalled window.
+    tessera_cpu_pct: f64,
+    redis_cpu_pct: f64,
+    tool_cpu_pct: f64,
 }
 
 /// One window's sample of the processes.
@@ -108,6 +115,12 @@ struct Sample {
     redis_latency: String,
     /// tessera's HTTP requests slower than `SLOW_MS` so far.
     server_slow: u64,
+    /// CPU so far, µs: tessera's, Redis's with its reaped children (and which Redis: a
+    /// restart starts it again), the load tool's.
+    tessera_cpu_us: u64,
+    redis_pid: u64,
+    redis_cpu_us: u64,
+    tool_cpu_us: u64,
 }
 
 /// The machine's CPU time so far (`/proc/stat`, in ticks): all of it, stolen, waiting on I/O,
@@ -173,8 +186,8 @@ fn redis_latency(port: u16) -> String {
         .map_or_else(String::new, |(name, ms)| format!("{name} {ms} ms"))
 }
 
-/// Redis's counters of forks and delayed fsyncs; zeros while it is down.
-fn redis_counters(port: u16) -> (u64, u64) {
+/// Redis's counters of forks and delayed fsyncs, and its process id; zeros while it is down.
+fn redis_counters(port: u16) -> (u64, u64, u64) {
     let out = Command::new("redis-cli")
         .args(["-p", &port.to_string(), "INFO", "all"])
         .output()
@@ -185,12 +198,35 @@ fn redis_counters(port: u16) -> (u64, u64) {
             .find_map(|l| l.strip_prefix(name)?.strip_prefix(':')?.trim().parse().ok())
             .unwrap_or(0)
     };
-    (field("total_forks"), field("aof_delayed_fsync"))
+    (
+        field("total_forks"),
+        field("aof_delayed_fsync"),
+        field("process_id"),
+    )
 }
 
 /// A counter's growth between samples; after a restart (the counter began again) its value.
 fn growth(before: u64, now: u64) -> u64 {
     if now >= before { now - before } else { now }
+}
+
+/// A process's CPU time so far, µs, its reaped children's included (`/proc/<pid>/stat`:
+/// utime, stime, cutime, cstime); 0 when it is gone.
+fn cpu_with_children_us(pid: u64) -> u64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0;
+    };
+    let Some(rest) = stat.rfind(')').and_then(|at| stat.get(at + 2..)) else {
+        return 0;
+    };
+    let ticks: u64 = rest
+        .split_whitespace()
+        .skip(11)
+        .take(4)
+        .filter_map(|field| field.parse::<u64>().ok())
+        .sum();
+    // Clock ticks of 10 ms (getconf CLK_TCK: 100 on Linux).
+    ticks * 10_000
 }
 
 fn open_fds(pid: u32) -> u64 {
@@ -337,6 +373,17 @@ pub(super) async fn run(o: &Options) {
     let metrics_client = reqwest::Client::new();
     let mut samples: Vec<Sample> = Vec::new();
     let first_cpu = host_cpu();
+    let first_processes = tokio::task::spawn_blocking(move || {
+        let (_, _, redis_pid) = redis_counters(redis_port);
+        (
+            cpu_with_children_us(u64::from(pid)),
+            redis_pid,
+            cpu_with_children_us(redis_pid),
+            cpu_with_children_us(u64::from(std::process::id())),
+        )
+    })
+    .await
+    .unwrap();
     let _ = redis_latency(redis_port);
     let mut next = started + WINDOW;
     // Not at the deadline itself: the load stops there and its connections close, which
@@ -345,8 +392,12 @@ pub(super) async fn run(o: &Options) {
         tokio::time::sleep_until(next.into()).await;
         let server_slow = server_slow(&metrics_client, tessera.port).await;
         let sample = tokio::task::spawn_blocking(move || {
-            let (forks, delayed_fsyncs) = redis_counters(redis_port);
+            let (forks, delayed_fsyncs, redis_pid) = redis_counters(redis_port);
             Sample {
+                tessera_cpu_us: cpu_with_children_us(u64::from(pid)),
+                redis_pid,
+                redis_cpu_us: cpu_with_children_us(redis_pid),
+                tool_cpu_us: cpu_with_children_us(u64::from(std::process::id())),
                 rss_kib: rss_kib(pid),
                 fds: open_fds(pid),
                 forks,
@@ -377,7 +428,7 @@ pub(super) async fn run(o: &Options) {
     }
     let (restarts, _redis) = restarts.join().unwrap();
     let lag = lag.await.unwrap();
-    let rows = merge(&records, &samples, first_cpu, &lag);
+    let rows = merge(&records, &samples, (first_cpu, first_processes), &lag);
     report(o, rate, &rows, &records, &restarts);
     drop(tessera);
 }
@@ -460,9 +511,14 @@ fn soak_tasks(
 fn merge(
     records: &[TaskRecord],
     samples: &[Sample],
-    first_cpu: HostCpu,
+    (first_cpu, (first_tessera, first_redis_pid, first_redis, first_tool)): (
+        HostCpu,
+        (u64, u64, u64, u64),
+    ),
     lag_us: &[u32],
 ) -> Vec<WindowRow> {
+    let window_us = WINDOW.as_micros() as f64;
+    let core_pct = |before: u64, now: u64| 100.0 * now.saturating_sub(before) as f64 / window_us;
     (0..samples.len())
         .map(|index| {
             let mut latencies: Vec<u32> = records
@@ -480,6 +536,10 @@ fn merge(
                     delayed_fsyncs: 0,
                     server_slow: 0,
                     cpu: first_cpu,
+                    tessera_cpu_us: first_tessera,
+                    redis_pid: first_redis_pid,
+                    redis_cpu_us: first_redis,
+                    tool_cpu_us: first_tool,
                     ..sample.clone()
                 },
                 |i| samples[i].clone(),
@@ -503,6 +563,14 @@ fn merge(
                 // tessera's counters live as long as the process: no restart to allow for.
                 server_slow: sample.server_slow.saturating_sub(before.server_slow),
                 tool_lag_ms: f64::from(lag_us.get(index).copied().unwrap_or(0)) / 1000.0,
+                tessera_cpu_pct: core_pct(before.tessera_cpu_us, sample.tessera_cpu_us),
+                // A restarted Redis is a new process: its CPU so far is the window's.
+                redis_cpu_pct: if before.redis_pid == sample.redis_pid {
+                    core_pct(before.redis_cpu_us, sample.redis_cpu_us)
+                } else {
+                    core_pct(0, sample.redis_cpu_us)
+                },
+                tool_cpu_pct: core_pct(before.tool_cpu_us, sample.tool_cpu_us),
             }
         })
         .collect()
@@ -672,11 +740,12 @@ fn report(
     let csv = results.join("soak.csv");
     let mut text = String::from(
         "start_s,requests,errors,p50_ms,p99_ms,rss_mib,fds,redis_forks,redis_delayed_fsyncs,\
-         steal_pct,iowait_pct,idle_pct,redis_latency,client_slow,server_slow,tool_lag_ms\n",
+         steal_pct,iowait_pct,idle_pct,redis_latency,client_slow,server_slow,tool_lag_ms,\
+         tessera_cpu_pct,redis_cpu_pct,tool_cpu_pct\n",
     );
     for r in rows {
         text.push_str(&format!(
-            "{},{},{},{:.3},{:.3},{:.2},{},{},{},{:.1},{:.1},{:.1},{},{},{},{:.1}\n",
+            "{},{},{},{:.3},{:.3},{:.2},{},{},{},{:.1},{:.1},{:.1},{},{},{},{:.1},{:.1},{:.1},{:.1}\n",
             r.start_s,
             r.requests,
             r.errors,
@@ -692,7 +761,10 @@ fn report(
             r.redis_latency,
             r.client_slow,
             r.server_slow,
-            r.tool_lag_ms
+            r.tool_lag_ms,
+            r.tessera_cpu_pct,
+            r.redis_cpu_pct,
+            r.tool_cpu_pct
         ));
     }
     std::fs::write(&csv, text).unwrap();
@@ -726,14 +798,20 @@ fn stalls(rows: &[WindowRow], restarts: &[Restart]) {
     // median p99): which side of the socket stalled.
     let mut unseen_by_tessera = 0;
     let mut tool_lagged = 0;
+    let (mut stalled_rows, mut calm_rows) = (Vec::new(), Vec::new());
     for (index, row) in rows.iter().enumerate() {
         let start_ms = row.start_s * 1000;
         let in_restart = restarts
             .iter()
             .any(|r| r.covers(start_ms) || r.covers(start_ms + window_ms));
-        if in_restart || row.p99_ms <= 4.0 * median {
+        if in_restart {
             continue;
         }
+        if row.p99_ms <= 4.0 * median {
+            calm_rows.push(row);
+            continue;
+        }
+        stalled_rows.push(row);
         stalled += 1;
         let previous = index.checked_sub(1).map(|i| &rows[i]);
         let forks = row.redis_forks + previous.map_or(0, |r| r.redis_forks);
@@ -752,7 +830,7 @@ fn stalls(rows: &[WindowRow], restarts: &[Restart]) {
              Redis forks {forks}, delayed fsyncs {fsyncs} (this window and the one before); \
              CPU stolen {:.1} %, iowait {:.1} %, idle {:.1} %; Redis's worst: {}; over {SLOW_MS} ms: {} \
              requests seen by the load tool, {} measured by tessera; the load tool's worst \
-             lag {:.1} ms",
+             lag {:.1} ms; CPU of a core: tessera {:.0} %, Redis {:.0} %, the load tool {:.0} %",
             row.start_s as f64 / 60.0,
             row.p99_ms,
             row.steal_pct,
@@ -765,7 +843,10 @@ fn stalls(rows: &[WindowRow], restarts: &[Restart]) {
             },
             row.client_slow,
             row.server_slow,
-            row.tool_lag_ms
+            row.tool_lag_ms,
+            row.tessera_cpu_pct,
+            row.redis_cpu_pct,
+            row.tool_cpu_pct
         );
     }
     let forks: u64 = rows.iter().map(|r| r.redis_forks).sum();
@@ -785,6 +866,23 @@ fn stalls(rows: &[WindowRow], restarts: &[Restart]) {
         median_of(|r| r.idle_pct),
         median_of(|r| r.tool_lag_ms)
     );
+    // Who takes the cores when requests queue: each process's mean in the stalled windows
+    // against the calm ones (restarts left out of both).
+    let mean_of = |rows: &[&WindowRow], value: fn(&WindowRow) -> f64| {
+        rows.iter().map(|r| value(r)).sum::<f64>() / rows.len().max(1) as f64
+    };
+    for (name, value) in [
+        ("tessera", (|r| r.tessera_cpu_pct) as fn(&WindowRow) -> f64),
+        ("Redis", |r| r.redis_cpu_pct),
+        ("the load tool", |r| r.tool_cpu_pct),
+        ("idle (of the machine)", |r| r.idle_pct),
+    ] {
+        println!(
+            "soak: {name}: {:.1} % in the stalled windows, {:.1} % in the calm ones",
+            mean_of(&stalled_rows, value),
+            mean_of(&calm_rows, value)
+        );
+    }
 }
 
 type PlotResult = Result<(), Box<dyn std::error::Error>>;

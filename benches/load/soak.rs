@@ -210,9 +210,11 @@ fn growth(before: u64, now: u64) -> u64 {
     if now >= before { now - before } else { now }
 }
 
-/// A process's CPU time so far, µs, its reaped children's included (`/proc/<pid>/stat`:
-/// utime, stime, cutime, cstime); 0 when it is gone.
-fn cpu_with_children_us(pid: u64) -> u64 {
+/// A process's CPU time so far, µs (`/proc/<pid>/stat`: utime and stime, and with
+/// `children` its reaped children's, cutime and cstime); 0 when it is gone. Redis's count
+/// with its children (its AOF rewrites); the load tool's without them, since its children
+/// are tessera and the Redis servers it restarts, reaped at their end.
+fn cpu_us(pid: u64, children: bool) -> u64 {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
         return 0;
     };
@@ -222,7 +224,7 @@ fn cpu_with_children_us(pid: u64) -> u64 {
     let ticks: u64 = rest
         .split_whitespace()
         .skip(11)
-        .take(4)
+        .take(if children { 4 } else { 2 })
         .filter_map(|field| field.parse::<u64>().ok())
         .sum();
     // Clock ticks of 10 ms (getconf CLK_TCK: 100 on Linux).
@@ -376,10 +378,10 @@ pub(super) async fn run(o: &Options) {
     let first_processes = tokio::task::spawn_blocking(move || {
         let (_, _, redis_pid) = redis_counters(redis_port);
         (
-            cpu_with_children_us(u64::from(pid)),
+            cpu_us(u64::from(pid), false),
             redis_pid,
-            cpu_with_children_us(redis_pid),
-            cpu_with_children_us(u64::from(std::process::id())),
+            cpu_us(redis_pid, true),
+            cpu_us(u64::from(std::process::id()), false),
         )
     })
     .await
@@ -394,10 +396,10 @@ pub(super) async fn run(o: &Options) {
         let sample = tokio::task::spawn_blocking(move || {
             let (forks, delayed_fsyncs, redis_pid) = redis_counters(redis_port);
             Sample {
-                tessera_cpu_us: cpu_with_children_us(u64::from(pid)),
+                tessera_cpu_us: cpu_us(u64::from(pid), false),
                 redis_pid,
-                redis_cpu_us: cpu_with_children_us(redis_pid),
-                tool_cpu_us: cpu_with_children_us(u64::from(std::process::id())),
+                redis_cpu_us: cpu_us(redis_pid, true),
+                tool_cpu_us: cpu_us(u64::from(std::process::id()), false),
                 rss_kib: rss_kib(pid),
                 fds: open_fds(pid),
                 forks,

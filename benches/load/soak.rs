@@ -115,12 +115,28 @@ struct Sample {
     redis_latency: String,
     /// tessera's HTTP requests slower than `SLOW_MS` so far.
     server_slow: u64,
-    /// CPU so far, µs: tessera's, Redis's with its reaped children (and which Redis: a
-    /// restart starts it again), the load tool's.
-    tessera_cpu_us: u64,
+    processes: ProcessCpu,
+}
+
+/// Each process's CPU so far, µs: tessera's, Redis's with its reaped children (and which
+/// Redis: a restart starts it again), the load tool's.
+#[derive(Clone, Copy)]
+struct ProcessCpu {
+    tessera_us: u64,
     redis_pid: u64,
-    redis_cpu_us: u64,
-    tool_cpu_us: u64,
+    redis_us: u64,
+    tool_us: u64,
+}
+
+impl ProcessCpu {
+    fn now(tessera_pid: u32, redis_pid: u64) -> Self {
+        Self {
+            tessera_us: cpu_us(u64::from(tessera_pid), false),
+            redis_pid,
+            redis_us: cpu_us(redis_pid, true),
+            tool_us: cpu_us(u64::from(std::process::id()), false),
+        }
+    }
 }
 
 /// The machine's CPU time so far (`/proc/stat`, in ticks): all of it, stolen, waiting on I/O,
@@ -375,17 +391,10 @@ pub(super) async fn run(o: &Options) {
     let metrics_client = reqwest::Client::new();
     let mut samples: Vec<Sample> = Vec::new();
     let first_cpu = host_cpu();
-    let first_processes = tokio::task::spawn_blocking(move || {
-        let (_, _, redis_pid) = redis_counters(redis_port);
-        (
-            cpu_us(u64::from(pid), false),
-            redis_pid,
-            cpu_us(redis_pid, true),
-            cpu_us(u64::from(std::process::id()), false),
-        )
-    })
-    .await
-    .unwrap();
+    let first_processes =
+        tokio::task::spawn_blocking(move || ProcessCpu::now(pid, redis_counters(redis_port).2))
+            .await
+            .unwrap();
     let _ = redis_latency(redis_port);
     let mut next = started + WINDOW;
     // Not at the deadline itself: the load stops there and its connections close, which
@@ -396,10 +405,7 @@ pub(super) async fn run(o: &Options) {
         let sample = tokio::task::spawn_blocking(move || {
             let (forks, delayed_fsyncs, redis_pid) = redis_counters(redis_port);
             Sample {
-                tessera_cpu_us: cpu_us(u64::from(pid), false),
-                redis_pid,
-                redis_cpu_us: cpu_us(redis_pid, true),
-                tool_cpu_us: cpu_us(u64::from(std::process::id()), false),
+                processes: ProcessCpu::now(pid, redis_pid),
                 rss_kib: rss_kib(pid),
                 fds: open_fds(pid),
                 forks,
@@ -513,10 +519,7 @@ fn soak_tasks(
 fn merge(
     records: &[TaskRecord],
     samples: &[Sample],
-    (first_cpu, (first_tessera, first_redis_pid, first_redis, first_tool)): (
-        HostCpu,
-        (u64, u64, u64, u64),
-    ),
+    (first_cpu, first_processes): (HostCpu, ProcessCpu),
     lag_us: &[u32],
 ) -> Vec<WindowRow> {
     let window_us = WINDOW.as_micros() as f64;
@@ -538,10 +541,7 @@ fn merge(
                     delayed_fsyncs: 0,
                     server_slow: 0,
                     cpu: first_cpu,
-                    tessera_cpu_us: first_tessera,
-                    redis_pid: first_redis_pid,
-                    redis_cpu_us: first_redis,
-                    tool_cpu_us: first_tool,
+                    processes: first_processes,
                     ..sample.clone()
                 },
                 |i| samples[i].clone(),
@@ -565,14 +565,14 @@ fn merge(
                 // tessera's counters live as long as the process: no restart to allow for.
                 server_slow: sample.server_slow.saturating_sub(before.server_slow),
                 tool_lag_ms: f64::from(lag_us.get(index).copied().unwrap_or(0)) / 1000.0,
-                tessera_cpu_pct: core_pct(before.tessera_cpu_us, sample.tessera_cpu_us),
+                tessera_cpu_pct: core_pct(before.processes.tessera_us, sample.processes.tessera_us),
                 // A restarted Redis is a new process: its CPU so far is the window's.
-                redis_cpu_pct: if before.redis_pid == sample.redis_pid {
-                    core_pct(before.redis_cpu_us, sample.redis_cpu_us)
+                redis_cpu_pct: if before.processes.redis_pid == sample.processes.redis_pid {
+                    core_pct(before.processes.redis_us, sample.processes.redis_us)
                 } else {
-                    core_pct(0, sample.redis_cpu_us)
+                    core_pct(0, sample.processes.redis_us)
                 },
-                tool_cpu_pct: core_pct(before.tool_cpu_us, sample.tool_cpu_us),
+                tool_cpu_pct: core_pct(before.processes.tool_us, sample.processes.tool_us),
             }
         })
         .collect()

@@ -183,6 +183,8 @@ pub struct RedisSettings {
     pub password: SecretString,
     /// The format new enrollments are written in: 3 or 4 (`RecordFormat`).
     pub record_format: u8,
+    /// On one server, a check's script appends its events to the organization's feed.
+    pub feed_in_script: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -931,6 +933,7 @@ fn parse_store(
         wait_replicas: redis.wait_replicas,
         wait_connections: redis.wait_connections,
         record_format,
+        feed_in_script: redis.feed_in_script,
     }))
 }
 

@@ -49,26 +49,31 @@ use helpers::{AUDIENCE, ISSUER, RedisCluster, RedisServer, Token, fixture, free_
 
 const ORG: &str = "bench";
 
-/// The check's script as tessera sends it: the prelude (deadline, format), the audit trail's
-/// writer, then the body.
+/// The check's script as tessera sends it: the prelude (deadline, format), the feed's rule,
+/// the audit trail's writer, then the body.
 const ATTEMPT_SCRIPT: &str = concat!(
     include_str!("../../src/store/lua/prelude.lua"),
+    include_str!("../../src/store/lua/feed.lua"),
     include_str!("../../src/store/lua/audit.lua"),
     include_str!("../../src/store/lua/attempt.lua")
 );
 
-/// The same script before the audit trail: its events not written (`audit` does nothing), for
-/// `--audit-cost`'s comparison in one run.
+/// The same script before the audit trail: its events not written (`audit` does nothing) nor
+/// handed on to the feed, for `--audit-cost`'s comparison in one run.
 const ATTEMPT_SCRIPT_WITHOUT_EVENTS: &str = concat!(
     include_str!("../../src/store/lua/prelude.lua"),
     "local function audit(kind, sequence) end\n",
+    "local function hand_on() return {} end\n",
     include_str!("../../src/store/lua/attempt.lua")
 );
 
-/// The audit stamp tessera passes with a check (`store::Stamp::script_arg`): now, a request
-/// id, the acting user and organization, a truncated address, 100 events kept for 90 days.
-fn audit_stamp(org: &str, now: i64) -> String {
-    format!("100\n7776000000\n{now}\n513fbb036695a7247b0dd92d257531f5\nlogin\n{org}\n127.0.0.0/24")
+/// The audit stamp tessera passes with a check of `user` (`store::Stamp::script_arg`): 100
+/// events kept per user for 90 days, 100,000 in the organization's feed, the user, now, a
+/// request id, the acting user and organization, a truncated address.
+fn audit_stamp(org: &str, user: &str, now: i64) -> String {
+    format!(
+        "100\n7776000000\n100000\n{user}\n{now}\n513fbb036695a7247b0dd92d257531f5\nlogin\n{org}\n127.0.0.0/24"
+    )
 }
 
 struct Options {
@@ -594,14 +599,17 @@ async fn floor_attempt(
     let deadline = (now + 1_000_000).to_string();
     let step = if code.is_empty() { "0" } else { "-1" };
     let hash = format!("tessera:{{{org}:{user}}}");
-    // The floor's events go to a list of their own in the user's slot: the same work, but
-    // not in the list tessera's audit feed copies from, whose copier would otherwise copy
-    // the floor's events on tessera's time at tessera's next check of the user.
+    // The floor's events go to a list and a feed of their own: the same work (on one server
+    // the script appends them to the organization's feed, as tessera's does), but not in the
+    // list and the feed tessera reads, whose marks would otherwise bring the floor's events
+    // to tessera's feed on tessera's time at tessera's next check of the user.
     let reply: redis::RedisResult<Vec<redis::Value>> = script
         .key(&hash)
         .key(format!("{hash}:floor-events"))
+        .key(format!("tessera:audit:{{{org}}}:floor"))
+        .key(format!("tessera:audit:{{{org}}}:floor:copied"))
         .arg(deadline)
-        .arg(audit_stamp(org, now))
+        .arg(audit_stamp(org, user, now))
         .arg(id)
         .arg("2")
         .arg(step)
@@ -758,9 +766,10 @@ fn decode_all(secrets: &[String]) -> Vec<Vec<u8>> {
 }
 
 /// Redis's own limit for the check's script: redis-benchmark running EVALSHA of attempt.lua
-/// (a wrong code on one enrolled user: read the hash, count a failure) with the same
-/// concurrency, two client threads. The user is a copy of u0 under a printable factor id:
-/// the real ones are random bytes, which a command line cannot carry.
+/// (a wrong code on one enrolled user: read the hash, count a failure, write the event and
+/// append it to the organization's feed) with the same concurrency, two client threads. The
+/// user is a copy of u0 under a printable factor id: the real ones are random bytes, which a
+/// command line cannot carry.
 fn redis_benchmark(redis: &RedisServer, o: &Options) -> f64 {
     let key = format!("tessera:{{{ORG}:redis-benchmark}}");
     let id = "redis-benchmark0";
@@ -772,9 +781,11 @@ fn redis_benchmark(redis: &RedisServer, o: &Options) -> f64 {
     let now = chrono::Utc::now().timestamp_micros();
     // A deadline an hour ahead: the run takes seconds.
     let deadline = (now + 3_600_000_000).to_string();
-    let stamp = audit_stamp(ORG, now);
+    let stamp = audit_stamp(ORG, "redis-benchmark", now);
     let now = now.to_string();
     let events = format!("{key}:events");
+    let feed = format!("tessera:audit:{{{ORG}}}");
+    let copied = format!("{feed}:copied");
     let out = Command::new("redis-benchmark")
         .args([
             "-p",
@@ -784,8 +795,8 @@ fn redis_benchmark(redis: &RedisServer, o: &Options) -> f64 {
         ])
         .args(["-n", "400000", "--threads", "2", "-q"])
         .args([
-            "EVALSHA", sha, "2", &key, &events, &deadline, &stamp, id, "2", "-1", &now, "0", "0",
-            "0",
+            "EVALSHA", sha, "4", &key, &events, &feed, &copied, &deadline, &stamp, id, "2", "-1",
+            &now, "0", "0", "0",
         ])
         .output()
         .expect("redis-benchmark (Debian: redis-tools)");

@@ -45,17 +45,20 @@ pub struct Stamp {
 }
 
 impl Stamp {
-    /// The stamp as the scripts take it (ARGV[2], `lua/audit.lua`): the events a user keeps,
-    /// their maximum age in milliseconds, then the part of every event's element that is the
-    /// stamp's (now, request id, acting user and organization, address), joined here once so
-    /// that the script only prepends the id, kind and sequence. Lines are separated by a
-    /// newline, which no field holds (ids have no control characters, request ids are tokens,
-    /// addresses are addresses).
-    pub fn script_arg(&self) -> String {
+    /// The stamp as the scripts take it (ARGV[2], `lua/audit.lua`) for a change to the list of
+    /// `user` ("" for the organization's own events): the events a user keeps, their maximum
+    /// age in milliseconds, the events the organization's feed keeps, the user, then the part
+    /// of every event's element that is the stamp's (now, request id, acting user and
+    /// organization, address), joined here once so that the script only prepends the id, kind
+    /// and sequence. Lines are separated by a newline, which no field holds (ids have no
+    /// control characters, request ids are tokens, addresses are addresses).
+    pub fn script_arg(&self, user: &str) -> String {
         let actor = &self.actor;
         let fields = [
             self.retention.max_events_per_user.to_string(),
             (self.retention.max_age_micros() / 1000).to_string(),
+            self.retention.max_events.to_string(),
+            user.to_owned(),
             self.now.0.to_string(),
             actor.request_id.to_string(),
             actor.user.to_string(),
@@ -97,6 +100,17 @@ impl FeedSource {
             Self::Policies(_) => None,
         }
     }
+}
+
+/// What the organization's feed still needs of a change's events.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FeedDue {
+    /// Nothing: the change appended them to the feed in its own step (Redis on one server,
+    /// `lua/audit.lua`'s `written`).
+    Nothing,
+    /// A copy from the user's list (`tenant::audit_feed`), of these events when the store
+    /// answered them.
+    Copy(Option<Written>),
 }
 
 /// The events one change wrote to its source, as its script answered them. The feed appends
@@ -343,7 +357,15 @@ mod tests {
                 max_age_days: 1,
             },
         };
-        assert_eq!(stamp.script_arg(), "5\n86400000\n17\nr1\nops\nacme\n");
+        assert_eq!(
+            stamp.script_arg("alice"),
+            "5\n86400000\n9\nalice\n17\nr1\nops\nacme\n"
+        );
+        assert_eq!(
+            stamp.script_arg(""),
+            "5\n86400000\n9\n\n17\nr1\nops\nacme\n",
+            "the organization's own events"
+        );
     }
 
     #[test]

@@ -17,7 +17,7 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 
-pub use audit::{FeedCopy, FeedNote, FeedSource, FeedSources, Stamp, Written, entry_id};
+pub use audit::{FeedCopy, FeedDue, FeedNote, FeedSource, FeedSources, Stamp, Written, entry_id};
 pub use memory::MemoryStore;
 pub use metered::MeteredStore;
 pub use policy::{
@@ -63,20 +63,21 @@ pub enum AddOutcome {
 /// A code attempt, committed atomically by the store with the domain's attempt rule.
 pub use crate::domain::factor::Attempt;
 
-/// An attempt's outcome, and the events it wrote to the user's list when the store answers
-/// them (Redis does, so that the organization's feed need not read them back; the memory
-/// store's feed reads its lists, which cost nothing to read).
+/// An attempt's outcome, and what the organization's feed still needs of its events: on one
+/// Redis server nothing (the check's script appended them); under Redis Cluster a copy, of the
+/// events the script answered, so that the copier need not read them back; the memory
+/// store's copy reads its lists, which cost nothing to read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Attempted {
     pub outcome: AttemptOutcome,
-    pub written: Option<Written>,
+    pub feed: FeedDue,
 }
 
 impl From<AttemptOutcome> for Attempted {
     fn from(outcome: AttemptOutcome) -> Self {
         Self {
             outcome,
-            written: None,
+            feed: FeedDue::Copy(None),
         }
     }
 }

@@ -12,7 +12,7 @@ use crate::domain::{Details, FactorId, FactorState, OtpError, Purpose, TotpParam
 use crate::metrics::Metrics;
 use crate::seal::PlainSecret;
 use crate::store::{
-    AddOutcome, Attempt, AttemptOutcome, Attempted, ChangeOutcome, NewFactor, UserRecord,
+    AddOutcome, Attempt, AttemptOutcome, Attempted, ChangeOutcome, FeedDue, NewFactor, UserRecord,
 };
 
 /// AddMyAuthFactorOTP: a new secret, NOT_READY until a code confirms it. Replaces a factor
@@ -144,7 +144,7 @@ impl Operation for SubmitCode {
                 matched_step,
                 policy: policy.lockout(),
             };
-            let Attempted { outcome, written } = match on
+            let Attempted { outcome, feed } = match on
                 .deps()
                 .store
                 .attempt(&on.key, attempt, &stamp, on.deadline)
@@ -159,7 +159,7 @@ impl Operation for SubmitCode {
             if !matches!(outcome, AttemptOutcome::Stale) {
                 metrics.attempt(purpose, outcome_label(purpose, &outcome));
             }
-            if let AttemptOutcome::Committed(_) = outcome {
+            if let (AttemptOutcome::Committed(_), FeedDue::Copy(written)) = (&outcome, feed) {
                 on.note_written(&stamp, written);
             }
             if let AttemptOutcome::Committed(AttemptVerdict::Rejected { replayed: true, .. }) =

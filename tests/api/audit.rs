@@ -12,7 +12,10 @@ use tessera::domain::audit::{AddressRecording, Author, Retention};
 use tessera::domain::factor::Attempt;
 use tessera::domain::{FactorId, UnixMicros};
 use tessera::domain::{LockoutPolicy, Purpose};
-use tessera::store::{FeedNote, FeedSource, FeedSources, NewFactor, Stamp, UserKey, Written};
+use tessera::store::{
+    FactorStore, FeedDue, FeedNote, FeedSource, FeedSources, NewFactor, RecordFormat, RedisConfig,
+    RedisMode, RedisNodes, RedisStore, Stamp, UserKey, Written,
+};
 
 use crate::helpers::{
     Answer, Backend, RedisCluster, RedisServer, Spawn, TestApp, Token, on_every_store,
@@ -341,9 +344,14 @@ async fn the_organization_keeps_as_many_events_as_it_says(backend: Backend) {
 }
 
 /// A change whose note to the feed was lost (a full queue, a replica that died before
-/// copying) is in the user's stream; the user's next change copies it too, in order.
+/// copying) is in the user's stream; the user's next change copies it too, in order. (On one
+/// Redis server a change's script appends to the feed itself, and there is no note to lose:
+/// here the copier appends there too, as with `redis.feed_in_script = false`.)
 async fn a_change_whose_note_was_lost_reaches_the_feed_with_the_users_next(backend: Backend) {
-    let app = Spawn::new(backend).start().await;
+    let app = Spawn::new(backend)
+        .with(|settings| settings.redis.feed_in_script = false)
+        .start()
+        .await;
     let alice = Token::user("acme", "alice").sign();
     app.ready_for_login(&alice).await;
     let feed = feed_of(&app, "/management/v1/events", 2).await;
@@ -632,13 +640,8 @@ fn alice_key() -> UserKey {
 }
 
 /// A wrong code against alice's enrollment `factor_id`, straight through the store (never
-/// noted): what it wrote, as the store answered it.
-async fn wrong_code(
-    app: &TestApp,
-    factor_id: FactorId,
-    stamp: &Stamp,
-    max: u32,
-) -> Option<Written> {
+/// noted): what the organization's feed still needs of it, as the store answered.
+async fn wrong_code(app: &TestApp, factor_id: FactorId, stamp: &Stamp, max: u32) -> FeedDue {
     let attempt = Attempt {
         factor_id,
         purpose: Purpose::Enrollment,
@@ -655,7 +658,73 @@ async fn wrong_code(
         .attempt(&alice_key(), attempt, stamp, deadline)
         .await
         .unwrap()
-        .written
+        .feed
+}
+
+/// An enrollment for alice, straight through a store, and its id.
+fn alice_factor(app: &TestApp) -> (FactorId, NewFactor) {
+    let factor_id = FactorId::from_random([7; 16]);
+    let factor = NewFactor {
+        factor_id,
+        params: app.params,
+        sealed_secret: vec![1; 8],
+    };
+    (factor_id, factor)
+}
+
+/// Alice's events copied into acme's feed as the copier copies a note of hers carrying
+/// `written`: how many it appended.
+async fn copy_of_alice(app: &TestApp, written: Option<Written>) -> usize {
+    let note = FeedNote {
+        source: FeedSource::User(alice_key()),
+        retention: Retention::default(),
+        written,
+    };
+    let [(sources, retention)] = &FeedSources::by_org([note], 32)[..] else {
+        panic!("one organization, one group");
+    };
+    let copied = app
+        .registry
+        .deps()
+        .store
+        .copy_to_feed(sources, *retention, Instant::now() + Duration::from_secs(2))
+        .await
+        .unwrap();
+    assert!(copied.left_out.is_empty(), "{:?}", copied.left_out);
+    copied.appended
+}
+
+/// A store on `redis` under tessera's prefix whose checks leave their events to the copier.
+fn copier_only_config(redis: &RedisServer) -> RedisConfig {
+    RedisConfig {
+        nodes: RedisNodes::parse(RedisMode::Standalone, &redis.url().into()).unwrap(),
+        password: None,
+        tls_ca_file: None,
+        key_prefix: "tessera".into(),
+        timeout: Duration::from_secs(2),
+        wait_replicas: 0,
+        wait_connections: 1,
+        record_format: RecordFormat::Compact,
+        feed_in_script: false,
+    }
+}
+
+/// The request ids of acme's feed, newest first.
+async fn feed_requests(app: &TestApp) -> Vec<String> {
+    all_events(app, "/management/v1/events", 100)
+        .await
+        .iter()
+        .map(|event| event["requestId"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// What a check carried for the copier (Redis with `redis.feed_in_script = false`, or a
+/// Cluster).
+fn carried(due: FeedDue) -> Option<Written> {
+    match due {
+        FeedDue::Copy(written) => written,
+        FeedDue::Nothing => panic!("the script appended to the feed itself"),
+    }
 }
 
 /// A check whose change was never noted (its note lost) is in the user's list; the next
@@ -692,58 +761,43 @@ async fn a_check_after_a_lost_note_brings_it_to_the_feed(backend: Backend) {
     assert_ne!(feed[0]["requestId"], "lost");
 }
 
-/// On Redis, a check's note carries the events its script wrote: the copy appends them
-/// without reading the user's list while the feed's mark is the event before them; after a
-/// gap it reads the list; nothing is appended twice; and when the user's retention trimmed
-/// some of a change's own events, the change carries none.
+/// On Redis with the copier (`redis.feed_in_script = false`, as behind a proxy that refuses
+/// scripts over two hash tags; the path a Cluster takes), a check's note carries the events
+/// its script wrote: the copy appends them without reading the user's list while the feed's
+/// mark is the event before them; after a gap it reads the list; nothing is appended twice;
+/// and when the user's retention trimmed some of a change's own events, the change carries
+/// none.
 #[actix_web::test]
 async fn a_check_carries_its_events_to_the_feed() {
-    let app = Spawn::new(Backend::Redis).start().await;
+    let app = Spawn::new(Backend::Redis)
+        .with(|settings| settings.redis.feed_in_script = false)
+        .start()
+        .await;
     let redis = app.redis.as_ref().unwrap();
     let store = &app.registry.deps().store;
     let key = alice_key();
     let deadline = Instant::now() + Duration::from_secs(2);
     let stamp = |request_id: &str| stamp_at(&app, request_id, Retention::default());
-    let factor_id = FactorId::from_random([7; 16]);
-    let factor = NewFactor {
-        factor_id,
-        params: app.params,
-        sealed_secret: vec![1; 8],
-    };
+    let (factor_id, factor) = alice_factor(&app);
     store
         .add(&key, factor, &stamp("enroll"), deadline)
         .await
         .unwrap();
-    let copy = |written: Option<Written>| async move {
-        let note = FeedNote {
-            source: FeedSource::User(alice_key()),
-            retention: Retention::default(),
-            written,
-        };
-        let [(sources, retention)] = &FeedSources::by_org([note], 32)[..] else {
-            panic!("one organization, one group");
-        };
-        let copied = store
-            .copy_to_feed(sources, *retention, deadline)
-            .await
-            .unwrap();
-        assert!(copied.left_out.is_empty(), "{:?}", copied.left_out);
-        copied.appended
-    };
+    let copy = |written| copy_of_alice(&app, written);
     assert_eq!(copy(None).await, 1, "the enrollment, read from the list");
 
-    let first = wrong_code(&app, factor_id, &stamp("first"), 0).await;
+    let first = carried(wrong_code(&app, factor_id, &stamp("first"), 0).await);
     let first = first.expect("Redis answers what the check wrote");
     assert_eq!(first.events.len(), 1);
     assert_eq!(copy(Some(first.clone())).await, 1);
     // The list gone, a carried copy still appends: it did not read the list.
-    let second = wrong_code(&app, factor_id, &stamp("second"), 0).await;
+    let second = carried(wrong_code(&app, factor_id, &stamp("second"), 0).await);
     redis.cli(&["DEL", "tessera:{acme:alice}:events"]).unwrap();
     assert_eq!(copy(second.clone()).await, 1, "carried, not read");
     assert_eq!(copy(second).await, 0, "never twice");
     // A note lost: the next carried copy finds a gap and reads the list past the mark.
     wrong_code(&app, factor_id, &stamp("lost"), 0).await;
-    let fourth = wrong_code(&app, factor_id, &stamp("fourth"), 0).await;
+    let fourth = carried(wrong_code(&app, factor_id, &stamp("fourth"), 0).await);
     assert_eq!(copy(fourth.clone()).await, 2, "the lost one and this one");
     assert_eq!(copy(fourth).await, 0, "never twice");
     // One event kept per user, a change that writes two (a failure that locks) carries none:
@@ -753,7 +807,7 @@ async fn a_check_carries_its_events_to_the_feed() {
         ..Retention::default()
     };
     let locking = wrong_code(&app, factor_id, &stamp_at(&app, "lock", keep_one), 1).await;
-    assert_eq!(locking, None);
+    assert_eq!(carried(locking), None);
     assert_eq!(copy(None).await, 1, "the list's one event: the lock");
 
     let feed = all_events(&app, "/management/v1/events", 100).await;
@@ -766,4 +820,70 @@ async fn a_check_carries_its_events_to_the_feed() {
         ["lock", "fourth", "lost", "second", "first", "enroll"]
     );
     assert_eq!(types(&feed)[0], "locked");
+}
+
+/// On one Redis server (the default), a check's script appends its events to the
+/// organization's feed itself, in the check's own step: the feed holds them once the check
+/// is answered, and nothing is left for the copier. Events of the list that the feed lacks
+/// (an enrollment that a replica left to the copier, not copied yet) come along, in order; nothing is appended twice (a copy
+/// afterwards finds nothing new); when the user's retention trimmed part of the change, the
+/// feed gets what the list holds; the feed's own retention holds at once; and the webhooks
+/// learn that the organization has a feed.
+#[actix_web::test]
+async fn a_check_appends_its_events_to_the_feed_itself() {
+    let app = Spawn::new(Backend::Redis).start().await;
+    let redis = app.redis.as_ref().unwrap();
+    let store = &app.registry.deps().store;
+    let key = alice_key();
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let stamp = |request_id: &str| stamp_at(&app, request_id, Retention::default());
+    let (factor_id, factor) = alice_factor(&app);
+    // Enrolled by a replica that leaves its events to the copier (`feed_in_script = false`,
+    // or a release before it), and never noted: only alice's list holds it.
+    let copier_only = RedisStore::connect(None, &copier_only_config(redis), None).unwrap();
+    copier_only
+        .add(&key, factor, &stamp("enroll"), deadline)
+        .await
+        .unwrap();
+    assert_eq!(feed_requests(&app).await, Vec::<String>::new());
+
+    let first = wrong_code(&app, factor_id, &stamp("first"), 0).await;
+    assert_eq!(first, FeedDue::Nothing, "nothing left to copy");
+    assert_eq!(feed_requests(&app).await, ["first", "enroll"]);
+    assert_eq!(
+        redis
+            .cli(&["SISMEMBER", "tessera:{webhooks}:orgs", "acme"])
+            .map(|answer| answer.trim().to_owned()),
+        Some("1".to_owned()),
+        "the webhooks' hint"
+    );
+    assert_eq!(copy_of_alice(&app, None).await, 0, "never twice");
+    wrong_code(&app, factor_id, &stamp("second"), 0).await;
+    assert_eq!(feed_requests(&app).await, ["second", "first", "enroll"]);
+
+    // One event kept per user, a failure that locks writes two: the list keeps the lock only,
+    // and so does the feed.
+    let keep_one = Retention {
+        max_events_per_user: 1,
+        ..Retention::default()
+    };
+    wrong_code(&app, factor_id, &stamp_at(&app, "lock", keep_one), 1).await;
+    let feed = all_events(&app, "/management/v1/events", 100).await;
+    assert_eq!(
+        types(&feed),
+        ["locked", "check_invalid", "check_invalid", "enrolled"]
+    );
+    assert_eq!(feed[0]["requestId"], "lock");
+
+    // The feed keeps two: the unlock (noted nowhere, brought by the check) and the check.
+    store
+        .unlock(&key, &stamp("unlock"), deadline)
+        .await
+        .unwrap();
+    let keep_two = Retention {
+        max_events: 2,
+        ..Retention::default()
+    };
+    wrong_code(&app, factor_id, &stamp_at(&app, "trim", keep_two), 0).await;
+    assert_eq!(feed_requests(&app).await, ["trim", "unlock"]);
 }

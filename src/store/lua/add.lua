@@ -7,7 +7,7 @@
 -- ARGV[7]  period in seconds
 --          (ARGV[5…7] all empty: format 4's implied parameters, SHA1, 6 digits, 30 s)
 -- ARGV[8]  now (the replica's clock), Unix microseconds: the creation and change dates
--- Returns  {"ok", sequence} | {"exists"} when a READY factor is present
+-- Returns  {"ok", sequence, handed on} | {"exists"} when a READY factor is present
 -- The fields of the hash:
 --   v format (absent: 1; never lowered)   s state (1 NOT_READY, 2 READY)   i factor id
 --   f the enrollment's sequence (format 1's factor id; kept so that a format-1 reader, still
@@ -38,4 +38,4 @@ end
 redis.call('HSET', key,
   'v', format, 's', 1, 'i', ARGV[3], 'k', ARGV[4], 'q', sequence, 'c', ARGV[8], 'm', ARGV[8])
 audit('enrolled', sequence)
-return {'ok', tonumber(sequence)}
+return {'ok', tonumber(sequence), hand_on()}

@@ -5,7 +5,7 @@
 -- ARGV[3]  now (the replica's clock), Unix microseconds: the change date
 -- ARGV[4]  the most codes a user may hold
 -- ARGV[5…] one field per new code, "r:<seal key id>:<hex HMAC>"
--- Returns  {"ok", sequence, held} | {"too_many", held}
+-- Returns  {"ok", sequence, held, handed on} | {"too_many", held}
 local held = #recovery_code_fields()
 local adding = #ARGV - 4
 if adding < 1 or held + adding > tonumber(ARGV[4]) then
@@ -21,4 +21,4 @@ end
 -- record stays format 4.
 redis.call('HSET', key, 'v', math.max(version, 3), 'q', sequence, 'm', ARGV[3])
 audit('recovery_codes_generated', sequence)
-return {'ok', tonumber(sequence), held + adding}
+return {'ok', tonumber(sequence), held + adding, hand_on()}

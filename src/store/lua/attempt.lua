@@ -13,10 +13,11 @@
 -- ARGV[9]  "1": this connection cannot wait for replicas, so change nothing that must reach
 --          them (an acceptance, a new lock) and answer "hold"; the caller sends it again on
 --          a connection that waits. "0": commit whatever the attempt decides.
--- Returns  {"ok", sequence, written}
+-- Returns  {"ok", sequence, handed on}
 --        | {"invalid", failures, lock (0 none, -1 until unlocked, else until), replayed 0|1,
---           written}
---          (written: the events the change wrote, audit.lua's `written()`)
+--           handed on}
+--          (handed on: the change's events for the organization's feed, audit.lua's
+--          `hand_on`)
 --        | {"locked", lock} (nothing compared, nothing consumed)
 --        | {"absent"} | {"state", actual} | {"stale"} (re-enrolled since it was read)
 --        | {"hold"}
@@ -61,7 +62,7 @@ if accepted then
   else
     audit('check_accepted', sequence)
   end
-  return {'ok', tonumber(sequence), written()}
+  return {'ok', tonumber(sequence), hand_on()}
 end
 if lock ~= 0 then
   redis.call('HSET', key, 'u', string.format('%d', lock))
@@ -77,4 +78,4 @@ end
 if lock ~= 0 then
   audit('locked', sequence)
 end
-return {'invalid', failures, lock, replayed, written()}
+return {'invalid', failures, lock, replayed, hand_on()}

@@ -1,7 +1,8 @@
--- Appends sources' events to their organization's feed, each source's past the mark of how
--- far the feed copied it, and moves each mark, in one step: each event reaches the feed once
--- and in its source's order, however many replicas copy and however often (`store/audit.rs`).
--- One call takes many sources of the organization: the copier gathers them (`tenant::audit_feed`).
+-- (After feed.lua, whose rule it applies.) Appends sources' events to their organization's
+-- feed, each source's past the mark of how far the feed copied it, and moves each mark, in one
+-- step: each event reaches the feed once and in its source's order, however many replicas copy
+-- and however often (`store/audit.rs`). One call takes many sources of the organization: the
+-- copier gathers them (`tenant::audit_feed`).
 -- KEYS[1]  the feed, "<prefix>:audit:{<org>}" (a stream)
 -- KEYS[2]  how far each source was copied, "<prefix>:audit:{<org>}:copied" (a hash; the same
 --          hash tag)
@@ -19,15 +20,6 @@
 -- Returns  {appended, field…}: how many events were appended, and the fields of the sources
 --          whose carried events were not contiguous with the mark (nothing of theirs was
 --          appended: the caller reads them from the source instead)
-local function parse(id)
-  local ms, n = string.match(id, '^(%d+)-(%d+)$')
-  return tonumber(ms), tonumber(n)
-end
-local function past(id, mark)
-  local ms, n = parse(id)
-  local mark_ms, mark_n = parse(mark)
-  return ms > mark_ms or (ms == mark_ms and n > mark_n)
-end
 local appended = 0
 -- The reply: its first element is set last.
 local reply = {0}
@@ -36,20 +28,24 @@ while index <= #ARGV do
   local field, user, before, count = ARGV[index], ARGV[index + 1], ARGV[index + 2],
     tonumber(ARGV[index + 3])
   index = index + 4
-  local mark = redis.call('HGET', KEYS[2], field) or '0-0'
-  -- Where each event starts in ARGV (with its id).
-  local starts = {}
+  local mark = feed_mark(KEYS[2], field)
+  -- Each event: {id, fields}, as feed.lua's `feed_append_past` takes them.
+  local given = {}
   for event = 1, count do
-    starts[event] = index
+    local fields = {}
+    for value = index + 2, index + 1 + 2 * tonumber(ARGV[index + 1]) do
+      fields[#fields + 1] = ARGV[value]
+    end
+    given[event] = {ARGV[index], fields}
     index = index + 2 + 2 * tonumber(ARGV[index + 1])
   end
   -- Carried events follow the mark (appended), or lie behind it (copied already: nothing to
   -- append), or there is a gap.
   local gap = false
   if before ~= '*' and mark ~= before and not (before == '' and mark == '0-0') then
-    gap = count > 0 and past(ARGV[starts[count]], mark)
+    gap = count > 0 and feed_past(given[count][1], mark)
     for event = 1, count do
-      if ARGV[starts[event]] == mark then
+      if given[event][1] == mark then
         gap = false
       end
     end
@@ -57,38 +53,17 @@ while index <= #ARGV do
   if gap then
     reply[#reply + 1] = field
   else
-    -- Each event past the mark as it moves: a source read a page at a time while it grows
-    -- may give an event twice.
-    local moved = false
-    for event = 1, count do
-      local at = starts[event]
-      if past(ARGV[at], mark) then
-        local entry = {'XADD', KEYS[1], '*', 'src', ARGV[at]}
-        if user ~= '' then
-          entry[#entry + 1] = 'u'
-          entry[#entry + 1] = user
-        end
-        for value = at + 2, at + 1 + 2 * tonumber(ARGV[at + 1]) do
-          entry[#entry + 1] = ARGV[value]
-        end
-        redis.call(unpack(entry))
-        mark = ARGV[at]
-        moved = true
-        appended = appended + 1
-      end
-    end
-    if moved then
-      redis.call('HSET', KEYS[2], field, mark)
-    end
+    -- Only the events past the mark as it moves: a source read a page at a time while it
+    -- grows may give an event twice.
+    appended = appended + feed_append_past(KEYS[1], KEYS[2], field, user, mark, given)
   end
 end
 -- Trimmed once for all the appends: XADD's exact MAXLEN trims on every entry, and cost
 -- Redis 6.3 µs an entry against 1.3 without it (BENCHMARKS, "The audit feed's copier").
 if appended > 0 then
-  redis.call('XTRIM', KEYS[1], 'MAXLEN', ARGV[1])
   local time = redis.call('TIME')
-  local oldest = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000) - tonumber(ARGV[2])
-  redis.call('XTRIM', KEYS[1], 'MINID', string.format('%d', oldest))
+  feed_trim(KEYS[1], tonumber(ARGV[1]),
+    tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000) - tonumber(ARGV[2]))
 end
 reply[1] = appended
 return reply

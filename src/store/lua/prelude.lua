@@ -1,4 +1,4 @@
--- The start of every script: each is this prelude, then audit.lua, then its body
+-- The start of every script: each is this prelude, then feed.lua and audit.lua, then its body
 -- (`redis/mod.rs` assembles them), so the rules that hold for every change live here once:
 --   the deadline: a script that starts after its request's deadline changes nothing (its
 --     request has already been answered UNAVAILABLE);
@@ -8,15 +8,19 @@
 -- KEYS[1]  the user's hash, "<prefix>:{<org>:<user>}"
 -- KEYS[2]  the user's events, "<prefix>:{<org>:<user>}:events" (a list; the same hash tag,
 --          so the same slot)
+-- KEYS[3]  on one Redis server only: the organization's feed, "<prefix>:audit:{<org>}", and
+-- KEYS[4]  its marks, "<prefix>:audit:{<org>}:copied" (another hash tag, which a script
+--          cannot reach under Redis Cluster: audit.lua's `hand_on`)
 -- ARGV[1]  the request's deadline in Redis's clock, Unix microseconds
 -- ARGV[2]  the change's audit stamp (its fields: audit.lua)
--- Defines  key; clock, Redis's time in microseconds (it also floors the sequences);
+-- Defines  key; feed and copied (nil under Redis Cluster); clock, Redis's time in microseconds (it also floors the sequences);
 --          version, the record's format; recovery_code_fields(), the user's recovery codes;
 --          lockout_standing() and lock_after(), the lockout rule TOTP and recovery codes share;
 --          events, the list that audit.lua's audit(kind, sequence) appends to
 -- Returns  {"late"} | {"format", version}, or goes on with the body
 local key = KEYS[1]
 local events = KEYS[2]
+local feed, copied = KEYS[3], KEYS[4]
 local time = redis.call('TIME')
 local clock = tonumber(time[1]) * 1000000 + tonumber(time[2])
 if clock > tonumber(ARGV[1]) then

@@ -7,8 +7,9 @@
 -- ARGV[4]  failures that lock (0: never)
 -- ARGV[5]  lock duration in microseconds (0: until an admin unlocks)
 -- ARGV[6…] the typed code's field under each key of the seal key ring, "r:<id>:<hex HMAC>"
--- Returns  {"ok", sequence, remaining}
---        | {"invalid", failures, lock (0 none, -1 until unlocked, else until)}
+-- Returns  {"ok", sequence, remaining, handed on}
+--        | {"invalid", failures, lock (0 none, -1 until unlocked, else until), handed on}
+--          (handed on: audit.lua's `hand_on`)
 --        | {"locked", lock} (nothing compared, nothing consumed) | {"none"} (no codes held)
 local f = redis.call('HMGET', key, 'n', 'u', 'q')
 local now = tonumber(ARGV[3])
@@ -36,7 +37,7 @@ if found then
   redis.call('HDEL', key, found)
   redis.call('HSET', key, 'n', 0, 'q', sequence, 'm', ARGV[3])
   audit('recovery_code_used', sequence)
-  return {'ok', tonumber(sequence), held - 1}
+  return {'ok', tonumber(sequence), held - 1, hand_on()}
 end
 failures = failures + 1
 local lock = lock_after(failures, tonumber(ARGV[4]), tonumber(ARGV[5]), now)
@@ -48,4 +49,4 @@ audit('check_invalid', sequence)
 if lock ~= 0 then
   audit('locked', sequence)
 end
-return {'invalid', failures, lock}
+return {'invalid', failures, lock, hand_on()}

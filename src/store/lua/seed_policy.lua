@@ -6,7 +6,7 @@
 -- ARGV[4]  the otp part's stored form, or "" for none
 -- ARGV[5]  now (the replica's clock), Unix microseconds
 -- ARGV[6]  the organization id
--- Returns  {"ok", sequence} (a part written) | {"kept"} (seeded before, or nothing to write)
+-- Returns  {"ok", sequence, handed on} (a part written) | {"kept"} (seeded before, or nothing to write)
 if redis.call('HEXISTS', key, 'seeded') == 1 then
   return {'kept'}
 end
@@ -21,6 +21,6 @@ end
 if wrote then
   local changed_at = changed(ARGV[6])
   audit('policy_changed', string.format('%d', changed_at))
-  return {'ok', changed_at}
+  return {'ok', changed_at, hand_on()}
 end
 return {'kept'}

@@ -7,7 +7,7 @@
 -- ARGV[5]  the part's new stored form ("" for a reset)
 -- ARGV[6]  now (the replica's clock), Unix microseconds: the part's dates
 -- ARGV[7]  the organization id (its entry in the change index)
--- Returns  {"ok", sequence} | {"exists"} | {"absent", sequence} | {"unchanged", sequence}
+-- Returns  {"ok", sequence, handed on} | {"exists"} | {"absent", sequence} | {"unchanged", sequence}
 local part, mode, form = ARGV[3], ARGV[4], ARGV[5]
 local current = redis.call('HGET', key, part)
 if mode == 'add' and current then
@@ -26,4 +26,4 @@ else
 end
 local changed_at = changed(ARGV[7])
 audit('policy_changed', string.format('%d', changed_at))
-return {'ok', changed_at}
+return {'ok', changed_at, hand_on()}

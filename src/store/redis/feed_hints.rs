@@ -29,7 +29,7 @@ impl FeedHints {
     }
 
     /// Whether `org`'s hint is to be sent at `now`.
-    pub(super) fn due(&self, org: &Arc<str>, now: Instant) -> bool {
+    pub(super) fn due(&self, org: &str, now: Instant) -> bool {
         let mut sent = self
             .sent
             .lock()
@@ -39,12 +39,12 @@ impl FeedHints {
     }
 
     /// `org`'s hint was taken by Redis at `now`.
-    pub(super) fn sent(&self, org: &Arc<str>, now: Instant) {
+    pub(super) fn sent(&self, org: &str, now: Instant) {
         let mut sent = self
             .sent
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        sent.put(org.clone(), now);
+        sent.put(Arc::from(org), now);
     }
 }
 

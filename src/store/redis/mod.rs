@@ -26,8 +26,8 @@ use self::connections::{Connection, Connections, Connector};
 use self::feed_hints::FeedHints;
 use self::reply::{FACTOR_FIELDS, FactorFields, Reply, codes_held, record_from, standing_of};
 use super::audit::{
-    FeedCopy, FeedSource, FeedSources, Stamp, Written, entry_id, event_from, event_of_entry,
-    feed_fields,
+    FeedCopy, FeedDue, FeedSource, FeedSources, Stamp, Written, entry_id, event_from,
+    event_of_entry, feed_fields,
 };
 use super::policy::policies_from;
 use super::webhook::{PendingDelivery, StoredEndpoint};
@@ -47,6 +47,7 @@ macro_rules! script_source {
     ($name:literal) => {
         concat!(
             include_str!("../lua/prelude.lua"),
+            include_str!("../lua/feed.lua"),
             include_str!("../lua/audit.lua"),
             include_str!(concat!("../lua/", $name, ".lua"))
         )
@@ -67,6 +68,7 @@ macro_rules! policy_script_source {
     ($name:literal) => {
         concat!(
             include_str!("../lua/policy_prelude.lua"),
+            include_str!("../lua/feed.lua"),
             include_str!("../lua/audit.lua"),
             include_str!(concat!("../lua/", $name, ".lua"))
         )
@@ -76,7 +78,10 @@ macro_rules! policy_script_source {
 const WRITE_POLICY: &str = policy_script_source!("write_policy");
 const SEED_POLICY: &str = policy_script_source!("seed_policy");
 const POLICY_CHANGES: &str = include_str!("../lua/policy_changes.lua");
-const FEED_APPEND: &str = include_str!("../lua/feed_append.lua");
+const FEED_APPEND: &str = concat!(
+    include_str!("../lua/feed.lua"),
+    include_str!("../lua/feed_append.lua")
+);
 const WEBHOOK_SCHEDULE: &str = include_str!("../lua/webhook_schedule.lua");
 const WEBHOOK_CLAIM: &str = include_str!("../lua/webhook_claim.lua");
 const WEBHOOK_DEAD: &str = include_str!("../lua/webhook_dead.lua");
@@ -181,6 +186,9 @@ pub struct RedisConfig {
     /// Connections per thread for writes that wait for replicas.
     pub wait_connections: usize,
     pub record_format: RecordFormat,
+    /// On one server, a check's script appends its events to the organization's feed itself
+    /// (`redis.feed_in_script`); ignored under Cluster, where the feed is in another slot.
+    pub feed_in_script: bool,
 }
 
 /// The format new enrollments are written in (`redis.record_format`). Either way this release
@@ -211,6 +219,10 @@ pub struct RedisStore {
     clock: RedisClock,
     scripts: Scripts,
     feed_hints: FeedHints,
+    /// One server (not a Cluster), and `redis.feed_in_script`: a check's script reaches the
+    /// organization's feed, in another hash tag, and appends its events itself
+    /// (`lua/audit.lua`'s `written`).
+    feeds_in_script: bool,
 }
 
 fn unavailable(error: redis::RedisError) -> StoreError {
@@ -237,6 +249,7 @@ impl RedisStore {
             record_format: config.record_format,
             clock: RedisClock::new(),
             feed_hints: FeedHints::new(),
+            feeds_in_script: config.feed_in_script && !config.nodes.is_cluster(),
             scripts: Scripts {
                 add: Script::new(ADD),
                 attempt: Script::new(ATTEMPT),
@@ -360,7 +373,8 @@ impl RedisStore {
         key
     }
 
-    /// Runs a policy script over `org`'s keys, in the lane of an acknowledged change.
+    /// Runs a policy script over `org`'s keys, in the lane of an acknowledged change: `args`
+    /// after the deadline and the audit stamp, then the organization.
     async fn policy_script(
         &self,
         script: &Script,
@@ -369,20 +383,47 @@ impl RedisStore {
         args: &[&[u8]],
         deadline: Instant,
     ) -> Result<Reply, StoreError> {
-        let until = self.until(deadline);
-        let redis_deadline = self.redis_deadline(until).await?.to_string();
-        let stamp = stamp.script_arg();
-        let mut all: Vec<&[u8]> = Vec::with_capacity(args.len() + 3);
-        all.push(redis_deadline.as_bytes());
-        all.push(stamp.as_bytes());
-        all.extend_from_slice(args);
-        all.push(org.as_bytes());
-        let keys = self.policy_keys(org);
-        let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
-        self.run(self.change_lane(), script, &keys, &all, until, |reply| {
-            reply.status == "ok"
-        })
+        let keys = self.change_keys(self.policy_keys(org), org);
+        let mut with_org = args.to_vec();
+        with_org.push(org.as_bytes());
+        self.run_over(
+            self.change_lane(),
+            script,
+            &keys,
+            org,
+            &stamp.script_arg(""),
+            &with_org,
+            deadline,
+            |reply| reply.status == "ok",
+        )
         .await
+    }
+
+    /// Tells the instance's webhook endpoint (`store/webhook.rs`) that `org` has a feed, after
+    /// events were appended to it, unless this replica told it lately (`feed_hints`). Another
+    /// slot than the feed's, so not in the script that appends.
+    async fn hint_feed(&self, org: &str, deadline: Instant) -> Result<(), StoreError> {
+        let now = Instant::now();
+        if !self.feed_hints.due(org, now) {
+            return Ok(());
+        }
+        let mut hint = redis::cmd("SADD");
+        hint.arg(self.webhook_key("orgs")).arg(org);
+        self.query::<i64>(hint, deadline).await?;
+        self.feed_hints.sent(org, now);
+        Ok(())
+    }
+
+    /// The keys of a change's script: its own, then on one server the organization's feed
+    /// and its marks, to which the script appends the change's events itself
+    /// (`lua/audit.lua`'s `hand_on`).
+    fn change_keys<const N: usize>(&self, own: [String; N], org: &str) -> Vec<String> {
+        let mut keys = Vec::with_capacity(N + 2);
+        keys.extend(own);
+        if self.feeds_in_script {
+            keys.extend(self.feed_keys(org));
+        }
+        keys
     }
 
     /// When this call stops waiting: the request's deadline, or the store timeout if sooner.
@@ -653,16 +694,51 @@ impl RedisStore {
         deadline: Instant,
         must_replicate: impl Fn(&Reply) -> bool,
     ) -> Result<Reply, StoreError> {
+        let keys = self.change_keys(self.user_keys(key), &key.org);
+        self.run_over(
+            lane,
+            script,
+            &keys,
+            &key.org,
+            &stamp.script_arg(&key.user),
+            args,
+            deadline,
+            must_replicate,
+        )
+        .await
+    }
+
+    /// Runs a change's script over `keys` (`change_keys`) of `org`: `args` after the deadline
+    /// (in Redis's clock) and `stamp` (`Stamp::script_arg`).
+    #[allow(clippy::too_many_arguments)]
+    async fn run_over(
+        &self,
+        lane: Lane,
+        script: &Script,
+        keys: &[String],
+        org: &str,
+        stamp: &str,
+        args: &[&[u8]],
+        deadline: Instant,
+        must_replicate: impl Fn(&Reply) -> bool,
+    ) -> Result<Reply, StoreError> {
         let until = self.until(deadline);
         let redis_deadline = self.redis_deadline(until).await?.to_string();
-        let stamp = stamp.script_arg();
         let mut all: Vec<&[u8]> = Vec::with_capacity(args.len() + 2);
         all.push(redis_deadline.as_bytes());
         all.push(stamp.as_bytes());
         all.extend_from_slice(args);
-        let [hash, events] = self.user_keys(key);
-        self.run(lane, script, &[&hash, &events], &all, until, must_replicate)
-            .await
+        let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let reply = self
+            .run(lane, script, &keys, &all, until, must_replicate)
+            .await?;
+        if reply.fed() {
+            // The change is made: a hint that fails now is sent with a later one.
+            if let Err(err) = self.hint_feed(org, deadline).await {
+                tracing::warn!(error = %err, "the webhooks' hint of a feed was not sent");
+            }
+        }
+        Ok(reply)
     }
 }
 
@@ -1121,9 +1197,14 @@ impl FactorStore for RedisStore {
                 first
             }
         };
+        let feed = if reply.fed() {
+            FeedDue::Nothing
+        } else {
+            FeedDue::Copy(written_of(&reply, &key.user))
+        };
         Ok(Attempted {
             outcome: attempt_outcome(&reply, now)?,
-            written: written_of(&reply, &key.user),
+            feed,
         })
     }
 
@@ -1484,14 +1565,8 @@ impl FactorStore for RedisStore {
                 .await?;
             copy.appended += appended;
         }
-        let now = Instant::now();
-        if copy.appended > 0 && self.feed_hints.due(sources.org(), now) {
-            // For the instance's webhook endpoint (`store/webhook.rs`): this organization has
-            // a feed. Another slot, so not in the script; renewed now and then (`feed_hints`).
-            let mut hint = redis::cmd("SADD");
-            hint.arg(self.webhook_key("orgs")).arg(&**sources.org());
-            self.query::<i64>(hint, deadline).await?;
-            self.feed_hints.sent(sources.org(), now);
+        if copy.appended > 0 {
+            self.hint_feed(sources.org(), deadline).await?;
         }
         Ok(copy)
     }
@@ -1855,8 +1930,11 @@ mod tests {
 
     /// Cluster safety of the scripts: each declares the user's two keys (the hash and the
     /// list of the user's events, which share a hash tag), reads them from KEYS[1] and
-    /// KEYS[2] only, and every call names one of them (a key built inside a script would go
-    /// unrouted). The one call without a key is `TIME`, for the deadline and the sequence.
+    /// KEYS[2], and every call names one of them (a key built inside a script would go
+    /// unrouted). The organization's feed and its marks (KEYS[3] and KEYS[4], another hash
+    /// tag) may be named too: `audit.lua`'s `hand_on` uses them only when they are given,
+    /// and the store gives them on one server only (`feeds_in_script`). The one call without
+    /// a key is `TIME`, for the deadline and the sequence.
     #[test]
     fn every_script_touches_only_the_users_declared_keys() {
         for script in SCRIPTS {
@@ -1867,7 +1945,12 @@ mod tests {
             let code = code.join("\n");
             assert!(code.contains("local key = KEYS[1]"), "{script}");
             assert!(code.contains("local events = KEYS[2]"), "{script}");
-            assert_eq!(code.matches("KEYS[").count(), 2, "{script}");
+            assert!(
+                code.contains("local feed, copied = KEYS[3], KEYS[4]"),
+                "{script}"
+            );
+            assert!(code.contains("  if not feed then\n"), "{script}");
+            assert_eq!(code.matches("KEYS[").count(), 4, "{script}");
             let calls: Vec<&str> = code.split("redis.call(").skip(1).collect();
             assert!(!calls.is_empty());
             for call in calls {
@@ -1876,7 +1959,7 @@ mod tests {
                 }
                 let key_argument = call.split([',', ')']).nth(1).map(str::trim);
                 assert!(
-                    matches!(key_argument, Some("key" | "events")),
+                    matches!(key_argument, Some("key" | "events" | "feed" | "copied")),
                     "redis.call({call}"
                 );
             }

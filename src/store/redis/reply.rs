@@ -20,11 +20,13 @@ fn corrupt(what: &str) -> StoreError {
 }
 
 /// A script reply: a status word followed by integers, and at the end perhaps the events
-/// the change wrote (`lua/audit.lua`'s `written()`).
+/// the change wrote, or "fed" when it appended them to the organization's feed itself
+/// (`lua/audit.lua`'s `written`).
 pub(super) struct Reply {
     pub status: String,
     numbers: Vec<i64>,
     written: Vec<String>,
+    fed: bool,
 }
 
 impl Reply {
@@ -40,10 +42,14 @@ impl Reply {
         };
         let mut numbers = Vec::new();
         let mut written = Vec::new();
+        let mut fed = false;
         for value in values {
             match value {
-                Value::Int(n) if written.is_empty() => numbers.push(n),
-                Value::Array(elements) if written.is_empty() => {
+                Value::Int(n) if written.is_empty() && !fed => numbers.push(n),
+                Value::BulkString(word) if word == b"fed" && written.is_empty() && !fed => {
+                    fed = true;
+                }
+                Value::Array(elements) if written.is_empty() && !fed => {
                     written = elements
                         .into_iter()
                         .map(|element| match element {
@@ -60,6 +66,7 @@ impl Reply {
             status,
             numbers,
             written,
+            fed,
         };
         match reply.status.as_str() {
             // Redis's clock passed the deadline before the script started: nothing changed.
@@ -88,6 +95,11 @@ impl Reply {
     /// then their elements; empty when the script answered none.
     pub(super) fn written(&self) -> &[String] {
         &self.written
+    }
+
+    /// Whether the change appended its events to the organization's feed itself.
+    pub(super) fn fed(&self) -> bool {
+        self.fed
     }
 
     pub(super) fn unexpected(&self) -> StoreError {

@@ -1,10 +1,13 @@
-//! Each organization's feed of events, assembled after the fact.
+//! Each organization's feed of events, assembled after the fact where a change cannot write
+//! it itself.
 //!
 //! A change writes its events into its user's own list, atomically (`store::audit`). The
 //! organization's feed is another key, in another slot under Redis Cluster, which that
-//! script cannot reach. So every change notes its source here, off the request's path, and
-//! one task per replica copies each noted source's new events into the feed (the store's
-//! `copy_to_feed`: idempotent, in order, once per event, whichever replica copies).
+//! script cannot reach. (On one Redis server it can, and does: a check whose store answers
+//! `FeedDue::Nothing` notes nothing here.) So every other change notes its source here, off
+//! the request's path, and one task per replica copies each noted source's new events into
+//! the feed (the store's `copy_to_feed`: idempotent, in order, once per event, whichever
+//! replica copies, and whatever a change's script appended already).
 //!
 //! Cost: the copier takes the notes waiting, gathers them by organization in groups of a
 //! few dozen sources, and copies the groups at once. A check's note carries the events its

@@ -183,7 +183,7 @@ pub struct RedisSettings {
     pub password: SecretString,
     /// The format new enrollments are written in: 3 or 4 (`RecordFormat`).
     pub record_format: u8,
-    /// On one server, a check's script appends its events to the organization's feed.
+    /// On one server, each change's script appends its events to the organization's feed.
     pub feed_in_script: bool,
 }
 

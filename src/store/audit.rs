@@ -106,7 +106,7 @@ impl FeedSource {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FeedDue {
     /// Nothing: the change appended them to the feed in its own step (Redis on one server,
-    /// `lua/audit.lua`'s `written`).
+    /// `lua/audit.lua`'s `hand_on`).
     Nothing,
     /// A copy from the user's list (`tenant::audit_feed`), of these events when the store
     /// answered them.

@@ -822,6 +822,46 @@ async fn a_check_carries_its_events_to_the_feed() {
     assert_eq!(types(&feed)[0], "locked");
 }
 
+/// A feed that keeps 1,000 or more is trimmed by count in steps (`lua/feed.lua`'s
+/// `feed_trim`): it grows to its count and a thousandth more, and the append past that takes
+/// it back to exactly its count. Below 1,000 the trim is exact (the test after this one).
+#[actix_web::test]
+async fn a_large_feed_is_trimmed_in_steps() {
+    let app = Spawn::new(Backend::Redis).start().await;
+    let redis = app.redis.as_ref().unwrap();
+    let store = &app.registry.deps().store;
+    let keep_2000 = Retention {
+        max_events: 2000,
+        ..Retention::default()
+    };
+    let stamp = stamp_at(&app, "r", keep_2000);
+    let (factor_id, factor) = alice_factor(&app);
+    let deadline = Instant::now() + Duration::from_secs(2);
+    store
+        .add(&alice_key(), factor, &stamp, deadline)
+        .await
+        .unwrap();
+    let length = || -> u32 {
+        let answer = redis.cli(&["XLEN", "tessera:audit:{acme}"]).unwrap();
+        answer.trim().parse().unwrap()
+    };
+    // The enrollment and 1,999 checks: 2,000 events, the feed's count.
+    for _ in 0..1999 {
+        wrong_code(&app, factor_id, &stamp, 0).await;
+    }
+    assert_eq!(length(), 2000);
+    let mut lengths = Vec::new();
+    for _ in 0..3 {
+        wrong_code(&app, factor_id, &stamp, 0).await;
+        lengths.push(length());
+    }
+    assert_eq!(
+        lengths,
+        [2001, 2002, 2000],
+        "two over, then back to the count"
+    );
+}
+
 /// On one Redis server (the default), a check's script appends its events to the
 /// organization's feed itself, in the check's own step: the feed holds them once the check
 /// is answered, and nothing is left for the copier. Events of the list that the feed lacks

@@ -186,8 +186,9 @@ pub struct RedisConfig {
     /// Connections per thread for writes that wait for replicas.
     pub wait_connections: usize,
     pub record_format: RecordFormat,
-    /// On one server, a check's script appends its events to the organization's feed itself
-    /// (`redis.feed_in_script`); ignored under Cluster, where the feed is in another slot.
+    /// On one server, each change's script appends its events to the organization's feed
+    /// itself (`redis.feed_in_script`); ignored under Cluster, where the feed is in another
+    /// slot.
     pub feed_in_script: bool,
 }
 
@@ -219,9 +220,9 @@ pub struct RedisStore {
     clock: RedisClock,
     scripts: Scripts,
     feed_hints: FeedHints,
-    /// One server (not a Cluster), and `redis.feed_in_script`: a check's script reaches the
+    /// One server (not a Cluster), and `redis.feed_in_script`: a change's script reaches the
     /// organization's feed, in another hash tag, and appends its events itself
-    /// (`lua/audit.lua`'s `written`).
+    /// (`lua/audit.lua`'s `hand_on`).
     feeds_in_script: bool,
 }
 

@@ -21,7 +21,7 @@ fn corrupt(what: &str) -> StoreError {
 
 /// A script reply: a status word followed by integers, and at the end perhaps the events
 /// the change wrote, or "fed" when it appended them to the organization's feed itself
-/// (`lua/audit.lua`'s `written`).
+/// (`lua/audit.lua`'s `hand_on`).
 pub(super) struct Reply {
     pub status: String,
     numbers: Vec<i64>,

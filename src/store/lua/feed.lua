@@ -49,9 +49,9 @@ end
 -- none older than `oldest` (Unix milliseconds). By count in steps: once the feed holds more
 -- than `keep` and a thousandth (at most 100 more), it goes back to exactly `keep`. A trim
 -- that removes entries from inside a stream's node walks that node, about 3.3 µs of Redis
--- whether it removes one entry or a node's worth (BENCHMARKS, "The feed in the check's
--- script"), and with the feed full every check's script would pay it. Below 1,000 kept, the
--- trim is exact.
+-- whether it removes one entry or a node's worth (BENCHMARKS, "How, 2026-12-07
+-- (afternoon)"), and with the feed full every check's script would pay it. Below 1,000
+-- kept, the trim is exact.
 local function feed_trim(feed, keep, oldest)
   if redis.call('XLEN', feed) > keep + math.min(100, math.floor(keep / 1000)) then
     redis.call('XTRIM', feed, 'MAXLEN', keep)

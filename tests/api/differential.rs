@@ -185,6 +185,9 @@ fn comparable(record: Option<FactorRecord>) -> Option<FactorRecord> {
 /// with the copier appending instead (`redis.feed_in_script = false`), a Redis Cluster.
 const STORES: usize = 4;
 const NAMES: [&str; STORES] = ["memory", "redis", "redis, feed copied", "cluster"];
+/// Where the scripts append to the feed themselves, and where the copier does on one server.
+const FED_BY_SCRIPTS: usize = 1;
+const COPIED_ON_ONE_SERVER: usize = 2;
 
 struct Replay<'a> {
     /// The memory store first: the others are compared with it.
@@ -344,9 +347,10 @@ impl Replay<'_> {
                         .map_err(|e| TestCaseError::fail(e.to_string()))?;
                     if let AttemptOutcome::Committed(_) = attempted.outcome {
                         match attempted.feed {
-                            FeedDue::Nothing => self.fed += usize::from(place == 1),
+                            FeedDue::Nothing => self.fed += usize::from(place == FED_BY_SCRIPTS),
                             FeedDue::Copy(written) => {
-                                self.carrying += usize::from(place == 2 && written.is_some());
+                                self.carrying +=
+                                    usize::from(place == COPIED_ON_ONE_SERVER && written.is_some());
                                 self.carry_to_feed(place, written).await?;
                             }
                         }
@@ -559,7 +563,7 @@ fn the_memory_store_and_redis_agree_on_every_history() {
         ];
         for (place, (store, carried)) in stores.into_iter().zip(carried.get()).enumerate() {
             // How many the feed took before is not known where the scripts appended.
-            let carried = (place != 1).then_some(carried);
+            let carried = (place != FED_BY_SCRIPTS).then_some(carried);
             feeds.push(every_feed_copied_at_once(store, users, carried).await);
         }
         feeds

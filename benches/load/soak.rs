@@ -7,9 +7,10 @@
 //! shows in full. Every 10 s the tool records the requests, errors and latencies of the
 //! window and tessera's RSS and open file descriptors, and, to place a stall, what else
 //! happened: Redis's forks, delayed fsyncs and worst latency event, the machine's stolen,
-//! iowait and idle CPU, each process's CPU (tessera, Redis with its rewrites, the load
-//! tool), the requests over 25 ms as tessera measured them beside those the load tool saw,
-//! and the load tool's own lateness. At the end it prints the verdict (flat
+//! iowait and idle CPU, each process's CPU (tessera, Redis with its rewrites and without,
+//! the load tool), Redis's data set, resident memory, keys and AOF base (whether its work
+//! grows with its data), the requests over 25 ms as tessera measured them beside those the
+//! load tool saw, and the load tool's own lateness. At the end it prints the verdict (flat
 //! RSS, descriptors and p99; errors only inside restart windows) and the stalled windows,
 //! writes the windows as CSV and draws them as an SVG.
 
@@ -101,6 +102,14 @@ struct WindowRow {
     tessera_cpu_pct: f64,
     redis_cpu_pct: f64,
     tool_cpu_pct: f64,
+    /// Redis's main process alone (its rewrite children are `redis_cpu_pct` less this), its
+    /// data set and resident memory, its keys and its append-only file's base at the end of
+    /// the window: whether Redis works harder for the same rate because its data grows.
+    redis_main_cpu_pct: f64,
+    redis_used_mib: f64,
+    redis_rss_mib: f64,
+    redis_keys: u64,
+    aof_base_mib: f64,
 }
 
 /// One window's sample of the processes.
@@ -108,9 +117,7 @@ struct WindowRow {
 struct Sample {
     rss_kib: u64,
     fds: u64,
-    /// Redis's `total_forks` and `aof_delayed_fsync` so far (since its last start).
-    forks: u64,
-    delayed_fsyncs: u64,
+    redis: RedisInfo,
     cpu: HostCpu,
     redis_latency: String,
     /// tessera's HTTP requests slower than `SLOW_MS` so far.
@@ -168,6 +175,10 @@ fn host_cpu() -> HostCpu {
     }
 }
 
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
 fn share(part: u64, total: u64) -> f64 {
     if total == 0 {
         0.0
@@ -202,23 +213,55 @@ fn redis_latency(port: u16) -> String {
         .map_or_else(String::new, |(name, ms)| format!("{name} {ms} ms"))
 }
 
-/// Redis's counters of forks and delayed fsyncs, and its process id; zeros while it is down.
-fn redis_counters(port: u16) -> (u64, u64, u64) {
+/// What Redis says of itself (`INFO all`) in a sample; zeros while it is down.
+#[derive(Clone, Copy, Default)]
+struct RedisInfo {
+    pid: u64,
+    /// `total_forks` and `aof_delayed_fsync` so far (since its last start).
+    forks: u64,
+    delayed_fsyncs: u64,
+    /// The data set and what the process holds for it (`used_memory`, `used_memory_rss`),
+    /// its keys, and the append-only file's base as of the last rewrite (`aof_base_size`):
+    /// whether Redis's work grows because its data does.
+    used_bytes: u64,
+    rss_bytes: u64,
+    keys: u64,
+    aof_base_bytes: u64,
+    /// The server's own CPU so far (`used_cpu_user` + `used_cpu_sys`, its threads), µs: the
+    /// process's CPU less this is its rewrite children's.
+    main_cpu_us: u64,
+}
+
+fn redis_info(port: u16) -> RedisInfo {
     let out = Command::new("redis-cli")
         .args(["-p", &port.to_string(), "INFO", "all"])
         .output()
         .map(|out| String::from_utf8_lossy(&out.stdout).into_owned())
         .unwrap_or_default();
-    let field = |name: &str| {
+    let text = |name: &str| {
         out.lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':')?.trim().parse().ok())
-            .unwrap_or(0)
+            .find_map(|l| Some(l.strip_prefix(name)?.strip_prefix(':')?.trim()))
     };
-    (
-        field("total_forks"),
-        field("aof_delayed_fsync"),
-        field("process_id"),
-    )
+    let field = |name: &str| text(name).and_then(|v| v.parse().ok()).unwrap_or(0);
+    let seconds = |name: &str| {
+        text(name)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // "db0:keys=N,expires=M,avg_ttl=T"
+    let keys = text("db0")
+        .and_then(|v| v.strip_prefix("keys=")?.split(',').next()?.parse().ok())
+        .unwrap_or(0);
+    RedisInfo {
+        pid: field("process_id"),
+        forks: field("total_forks"),
+        delayed_fsyncs: field("aof_delayed_fsync"),
+        used_bytes: field("used_memory"),
+        rss_bytes: field("used_memory_rss"),
+        keys,
+        aof_base_bytes: field("aof_base_size"),
+        main_cpu_us: ((seconds("used_cpu_user") + seconds("used_cpu_sys")) * 1e6) as u64,
+    }
 }
 
 /// A counter's growth between samples; after a restart (the counter began again) its value.
@@ -391,10 +434,12 @@ pub(super) async fn run(o: &Options) {
     let metrics_client = reqwest::Client::new();
     let mut samples: Vec<Sample> = Vec::new();
     let first_cpu = host_cpu();
-    let first_processes =
-        tokio::task::spawn_blocking(move || ProcessCpu::now(pid, redis_counters(redis_port).2))
-            .await
-            .unwrap();
+    let (first_processes, first_redis) = tokio::task::spawn_blocking(move || {
+        let redis = redis_info(redis_port);
+        (ProcessCpu::now(pid, redis.pid), redis)
+    })
+    .await
+    .unwrap();
     let _ = redis_latency(redis_port);
     let mut next = started + WINDOW;
     // Not at the deadline itself: the load stops there and its connections close, which
@@ -403,13 +448,12 @@ pub(super) async fn run(o: &Options) {
         tokio::time::sleep_until(next.into()).await;
         let server_slow = server_slow(&metrics_client, tessera.port).await;
         let sample = tokio::task::spawn_blocking(move || {
-            let (forks, delayed_fsyncs, redis_pid) = redis_counters(redis_port);
+            let redis = redis_info(redis_port);
             Sample {
-                processes: ProcessCpu::now(pid, redis_pid),
+                processes: ProcessCpu::now(pid, redis.pid),
                 rss_kib: rss_kib(pid),
                 fds: open_fds(pid),
-                forks,
-                delayed_fsyncs,
+                redis,
                 cpu: host_cpu(),
                 redis_latency: redis_latency(redis_port),
                 server_slow,
@@ -436,7 +480,12 @@ pub(super) async fn run(o: &Options) {
     }
     let (restarts, _redis) = restarts.join().unwrap();
     let lag = lag.await.unwrap();
-    let rows = merge(&records, &samples, (first_cpu, first_processes), &lag);
+    let rows = merge(
+        &records,
+        &samples,
+        (first_cpu, first_processes, first_redis),
+        &lag,
+    );
     report(o, rate, &rows, &records, &restarts);
     drop(tessera);
 }
@@ -519,7 +568,7 @@ fn soak_tasks(
 fn merge(
     records: &[TaskRecord],
     samples: &[Sample],
-    (first_cpu, first_processes): (HostCpu, ProcessCpu),
+    (first_cpu, first_processes, first_redis): (HostCpu, ProcessCpu, RedisInfo),
     lag_us: &[u32],
 ) -> Vec<WindowRow> {
     let window_us = WINDOW.as_micros() as f64;
@@ -537,8 +586,7 @@ fn merge(
             let sample = &samples[index];
             let before = index.checked_sub(1).map_or(
                 Sample {
-                    forks: 0,
-                    delayed_fsyncs: 0,
+                    redis: first_redis,
                     server_slow: 0,
                     cpu: first_cpu,
                     processes: first_processes,
@@ -555,8 +603,8 @@ fn merge(
                 p99_ms: percentile(&latencies, 0.99),
                 rss_mib: sample.rss_kib as f64 / 1024.0,
                 fds: sample.fds,
-                redis_forks: growth(before.forks, sample.forks),
-                delayed_fsyncs: growth(before.delayed_fsyncs, sample.delayed_fsyncs),
+                redis_forks: growth(before.redis.forks, sample.redis.forks),
+                delayed_fsyncs: growth(before.redis.delayed_fsyncs, sample.redis.delayed_fsyncs),
                 steal_pct: share(sample.cpu.steal.saturating_sub(before.cpu.steal), ticks),
                 iowait_pct: share(sample.cpu.iowait.saturating_sub(before.cpu.iowait), ticks),
                 idle_pct: share(sample.cpu.idle.saturating_sub(before.cpu.idle), ticks),
@@ -573,6 +621,15 @@ fn merge(
                     core_pct(0, sample.processes.redis_us)
                 },
                 tool_cpu_pct: core_pct(before.processes.tool_us, sample.processes.tool_us),
+                redis_main_cpu_pct: if before.redis.pid == sample.redis.pid {
+                    core_pct(before.redis.main_cpu_us, sample.redis.main_cpu_us)
+                } else {
+                    core_pct(0, sample.redis.main_cpu_us)
+                },
+                redis_used_mib: mib(sample.redis.used_bytes),
+                redis_rss_mib: mib(sample.redis.rss_bytes),
+                redis_keys: sample.redis.keys,
+                aof_base_mib: mib(sample.redis.aof_base_bytes),
             }
         })
         .collect()
@@ -743,11 +800,13 @@ fn report(
     let mut text = String::from(
         "start_s,requests,errors,p50_ms,p99_ms,rss_mib,fds,redis_forks,redis_delayed_fsyncs,\
          steal_pct,iowait_pct,idle_pct,redis_latency,client_slow,server_slow,tool_lag_ms,\
-         tessera_cpu_pct,redis_cpu_pct,tool_cpu_pct\n",
+         tessera_cpu_pct,redis_cpu_pct,tool_cpu_pct,redis_main_cpu_pct,redis_used_mib,\
+         redis_rss_mib,redis_keys,aof_base_mib\n",
     );
     for r in rows {
         text.push_str(&format!(
-            "{},{},{},{:.3},{:.3},{:.2},{},{},{},{:.1},{:.1},{:.1},{},{},{},{:.1},{:.1},{:.1},{:.1}\n",
+            "{},{},{},{:.3},{:.3},{:.2},{},{},{},{:.1},{:.1},{:.1},{},{},{},{:.1},{:.1},{:.1},{:.1},\
+             {:.1},{:.1},{:.1},{},{:.1}\n",
             r.start_s,
             r.requests,
             r.errors,
@@ -766,7 +825,12 @@ fn report(
             r.tool_lag_ms,
             r.tessera_cpu_pct,
             r.redis_cpu_pct,
-            r.tool_cpu_pct
+            r.tool_cpu_pct,
+            r.redis_main_cpu_pct,
+            r.redis_used_mib,
+            r.redis_rss_mib,
+            r.redis_keys,
+            r.aof_base_mib
         ));
     }
     std::fs::write(&csv, text).unwrap();

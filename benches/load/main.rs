@@ -43,6 +43,7 @@ mod helpers;
 
 mod cold;
 mod paced;
+mod record;
 mod soak;
 
 use helpers::{AUDIENCE, ISSUER, RedisCluster, RedisServer, Token, fixture, free_port};

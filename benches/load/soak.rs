@@ -19,31 +19,18 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use plotters::prelude::*;
 
+use super::record::{
+    HostCpu, RedisInfo, Restart, SLOW_MS, flat, growth, http_requests_over, mib, percentile,
+    process_cpu_us, share,
+};
 use super::*;
 
 /// The resolution of the record.
 const WINDOW: Duration = Duration::from_secs(10);
-/// A request slower than this counts as slow, on both sides: the load tool's (scheduled
-/// to answered) and tessera's (its own request histogram, whose bucket this is).
-const SLOW_MS: u32 = 25;
 /// How often the lag probe asks the load tool's runtime to wake it.
 const LAG_PROBE_EVERY: Duration = Duration::from_millis(5);
 /// How long after Redis answers again errors still count as the restart's.
 const RESTART_GRACE: Duration = Duration::from_secs(5);
-
-/// One restart of Redis: from the signal to five seconds after it answered again, in
-/// milliseconds since the start of the load.
-#[derive(Clone, Copy)]
-struct Restart {
-    from_ms: u64,
-    to_ms: u64,
-}
-
-impl Restart {
-    fn covers(&self, at_ms: u64) -> bool {
-        (self.from_ms..=self.to_ms).contains(&at_ms)
-    }
-}
 
 /// What one load task saw, by window.
 #[derive(Default)]
@@ -146,47 +133,6 @@ impl ProcessCpu {
     }
 }
 
-/// The machine's CPU time so far (`/proc/stat`, in ticks): all of it, stolen, waiting on I/O,
-/// idle.
-#[derive(Clone, Copy, Default)]
-struct HostCpu {
-    total: u64,
-    steal: u64,
-    iowait: u64,
-    idle: u64,
-}
-
-fn host_cpu() -> HostCpu {
-    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-    let ticks: Vec<u64> = stat
-        .lines()
-        .next()
-        .unwrap_or_default()
-        .split_whitespace()
-        .skip(1)
-        .filter_map(|field| field.parse().ok())
-        .collect();
-    // user nice system idle iowait irq softirq steal guest guest_nice (guests are in user).
-    HostCpu {
-        total: ticks.iter().take(8).sum(),
-        steal: ticks.get(7).copied().unwrap_or(0),
-        iowait: ticks.get(4).copied().unwrap_or(0),
-        idle: ticks.get(3).copied().unwrap_or(0),
-    }
-}
-
-fn mib(bytes: u64) -> f64 {
-    bytes as f64 / (1024.0 * 1024.0)
-}
-
-fn share(part: u64, total: u64) -> f64 {
-    if total == 0 {
-        0.0
-    } else {
-        100.0 * part as f64 / total as f64
-    }
-}
-
 /// Redis records in its latency monitor every event (a command, an AOF write, a fork…) that
 /// blocked it at least this long.
 const REDIS_LATENCY_THRESHOLD_MS: u64 = 20;
@@ -213,93 +159,30 @@ fn redis_latency(port: u16) -> String {
         .map_or_else(String::new, |(name, ms)| format!("{name} {ms} ms"))
 }
 
-/// What Redis says of itself (`INFO all`) in a sample; zeros while it is down.
-#[derive(Clone, Copy, Default)]
-struct RedisInfo {
-    pid: u64,
-    /// `total_forks` and `aof_delayed_fsync` so far (since its last start).
-    forks: u64,
-    delayed_fsyncs: u64,
-    /// The data set and what the process holds for it (`used_memory`, `used_memory_rss`),
-    /// its keys, and the append-only file's base as of the last rewrite (`aof_base_size`):
-    /// whether Redis's work grows because its data does.
-    used_bytes: u64,
-    rss_bytes: u64,
-    keys: u64,
-    aof_base_bytes: u64,
-    /// The server's own CPU so far (`used_cpu_user` + `used_cpu_sys`, its threads), µs: the
-    /// process's CPU less this is its rewrite children's.
-    main_cpu_us: u64,
-}
-
+/// What Redis says of itself now (`INFO all`); zeros while it is down.
 fn redis_info(port: u16) -> RedisInfo {
     let out = Command::new("redis-cli")
         .args(["-p", &port.to_string(), "INFO", "all"])
         .output()
         .map(|out| String::from_utf8_lossy(&out.stdout).into_owned())
         .unwrap_or_default();
-    let text = |name: &str| {
-        out.lines()
-            .find_map(|l| Some(l.strip_prefix(name)?.strip_prefix(':')?.trim()))
-    };
-    let field = |name: &str| text(name).and_then(|v| v.parse().ok()).unwrap_or(0);
-    let seconds = |name: &str| {
-        text(name)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    // "db0:keys=N,expires=M,avg_ttl=T"
-    let keys = text("db0")
-        .and_then(|v| v.strip_prefix("keys=")?.split(',').next()?.parse().ok())
-        .unwrap_or(0);
-    RedisInfo {
-        pid: field("process_id"),
-        forks: field("total_forks"),
-        delayed_fsyncs: field("aof_delayed_fsync"),
-        used_bytes: field("used_memory"),
-        rss_bytes: field("used_memory_rss"),
-        keys,
-        aof_base_bytes: field("aof_base_size"),
-        main_cpu_us: ((seconds("used_cpu_user") + seconds("used_cpu_sys")) * 1e6) as u64,
-    }
+    RedisInfo::parse(&out)
 }
 
-/// A counter's growth between samples; after a restart (the counter began again) its value.
-fn growth(before: u64, now: u64) -> u64 {
-    if now >= before { now - before } else { now }
+fn host_cpu() -> HostCpu {
+    HostCpu::parse(&std::fs::read_to_string("/proc/stat").unwrap_or_default())
 }
 
-/// A process's CPU time so far, µs (`/proc/<pid>/stat`: utime and stime, and with
-/// `children` its reaped children's, cutime and cstime); 0 when it is gone. Redis's count
-/// with its children (its AOF rewrites); the load tool's without them, since its children
-/// are tessera and the Redis servers it restarts, reaped at their end.
+/// A process's CPU time so far, µs; 0 when it is gone. Redis's count with its children (its
+/// AOF rewrites); the load tool's without them, since its children are tessera and the
+/// Redis servers it restarts, reaped at their end.
 fn cpu_us(pid: u64, children: bool) -> u64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return 0;
-    };
-    let Some(rest) = stat.rfind(')').and_then(|at| stat.get(at + 2..)) else {
-        return 0;
-    };
-    let ticks: u64 = rest
-        .split_whitespace()
-        .skip(11)
-        .take(if children { 4 } else { 2 })
-        .filter_map(|field| field.parse::<u64>().ok())
-        .sum();
-    // Clock ticks of 10 ms (getconf CLK_TCK: 100 on Linux).
-    ticks * 10_000
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map_or(0, |stat| process_cpu_us(&stat, children))
 }
 
 fn open_fds(pid: u32) -> u64 {
     std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |dir| dir.count() as u64)
-}
-
-fn percentile(sorted: &[u32], q: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let index = ((sorted.len() as f64 - 1.0) * q).round() as usize;
-    f64::from(sorted[index]) / 1000.0
 }
 
 /// redis-server with AOF on (fsync every second), its files in `dir`; with
@@ -646,19 +529,7 @@ async fn server_slow(client: &reqwest::Client, port: u16) -> u64 {
         return 0;
     };
     let text = response.text().await.unwrap_or_default();
-    let bucket = format!("le=\"{}\"", f64::from(SLOW_MS) / 1000.0);
-    let sum = |prefix: &str, also: &str| -> u64 {
-        text.lines()
-            .filter(|l| {
-                l.starts_with(prefix) && l.contains("transport=\"http\"") && l.contains(also)
-            })
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .map(|v| v as u64)
-            .sum()
-    };
-    let all = sum("tessera_request_duration_seconds_count{", "");
-    let fast = sum("tessera_request_duration_seconds_bucket{", &bucket);
-    all.saturating_sub(fast)
+    http_requests_over(&text, SLOW_MS).map_or(0, |(_, slow)| slow)
 }
 
 /// Wakes every `LAG_PROBE_EVERY` until `deadline` and records, per window, how late the
@@ -699,7 +570,7 @@ fn latencies_between(
                 && minute < to_min
                 && !restarts
                     .iter()
-                    .any(|r| r.covers(start_ms) || r.covers(start_ms + window_s * 1000))
+                    .any(|r| r.overlaps(start_ms, window_s * 1000))
         })
         .flat_map(|(_, latencies)| latencies.iter().copied())
         .collect();
@@ -773,11 +644,10 @@ fn report(
         early.0, early.1, late.0, late.1
     );
     println!("|---|---|---|---|---|");
-    let mut flat = true;
+    let mut all_flat = true;
     for (name, before, after) in checks {
-        let change = (after - before) / before;
-        let within = change.abs() <= 0.10;
-        flat &= within;
+        let (change, within) = flat(before, after, 0.10);
+        all_flat &= within;
         println!(
             "| {name} | {before:.2} | {after:.2} | {:+.1}% | {} |",
             100.0 * change,
@@ -786,8 +656,12 @@ fn report(
     }
     stalls(rows, restarts);
     println!(
-        "\nsoak verdict: {} (flat: {flat}; errors outside restarts: {outside})",
-        if flat && outside == 0 { "PASS" } else { "FAIL" }
+        "\nsoak verdict: {} (flat: {all_flat}; errors outside restarts: {outside})",
+        if all_flat && outside == 0 {
+            "PASS"
+        } else {
+            "FAIL"
+        }
     );
     // The hour's record is kept in the repository; a shorter trial's goes to target/.
     let results = Path::new(env!("CARGO_MANIFEST_DIR")).join(if minutes >= 60.0 {
@@ -867,9 +741,7 @@ fn stalls(rows: &[WindowRow], restarts: &[Restart]) {
     let (mut stalled_rows, mut calm_rows) = (Vec::new(), Vec::new());
     for (index, row) in rows.iter().enumerate() {
         let start_ms = row.start_s * 1000;
-        let in_restart = restarts
-            .iter()
-            .any(|r| r.covers(start_ms) || r.covers(start_ms + window_ms));
+        let in_restart = restarts.iter().any(|r| r.overlaps(start_ms, window_ms));
         if in_restart {
             continue;
         }

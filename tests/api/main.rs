@@ -23,6 +23,7 @@ mod helpers;
 mod independent;
 mod lifecycle;
 mod limits;
+mod load_tool;
 mod metrics;
 mod observability;
 mod openid;
